@@ -1,0 +1,160 @@
+"""Command line: kernel-eft simulate | theory | diagnose | figures.
+
+Every subcommand validates its input before it opens an output file.  Bad input exits with
+code 2 and a message naming the argument; a numerical failure (overflow, NaN) exits with 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# BLAS threads would oversubscribe MPI ranks and can change summation order between runs.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from kernel_eft import __version__  # noqa: E402
+from kernel_eft.validation import InputError, check_float, check_int, parse_kin  # noqa: E402
+
+EXIT_INPUT = 2
+EXIT_NUMERICS = 3
+
+
+def _argtype(check, field, **kw):
+    """Wrap a validation check as an argparse type that reports the argument name."""
+
+    def convert(text):
+        try:
+            return check(text, field, **kw)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+
+    convert.__name__ = field.lstrip("-")
+    return convert
+
+
+def _activation_type(text):
+    from kernel_eft.activations import activation_names
+
+    if text not in activation_names():
+        raise argparse.ArgumentTypeError(f"unknown activation {text!r}; choose one of {', '.join(activation_names())}")
+    return text
+
+
+def add_network_arguments(p: argparse.ArgumentParser, *, depth_required: bool) -> None:
+    """Arguments that define a grid point, shared by simulate and theory."""
+    p.add_argument("--activation", required=True, type=_activation_type,
+                   help="phi: relu, erf, tanh, gelu, silu or linear")
+    p.add_argument("--depth", required=depth_required, default=None, type=_argtype(check_int, "--depth", minimum=1),
+                   help="number of residual blocks L (dt = T/L)")
+    p.add_argument("--time", required=True, type=_argtype(check_float, "--time", positive=True),
+                   help="depth time T > 0")
+    p.add_argument("--sw2", default=1.0, type=_argtype(check_float, "--sw2", nonnegative=True),
+                   help="weight variance sigma_w^2 (default 1)")
+    p.add_argument("--sb2", default=0.0, type=_argtype(check_float, "--sb2", nonnegative=True),
+                   help="bias variance sigma_b^2 (default 0)")
+    p.add_argument("--kin", required=True, type=lambda s: _argtype(lambda t, f: parse_kin(t, f), "--kin")(s),
+                   help='input kernel K_in: rows separated by ";", entries by ","; "1,0.6;0.6,1" or "1.5"')
+
+
+# ---------------------------------------------------------------------------------------------
+# simulate (Monte Carlo)
+# ---------------------------------------------------------------------------------------------
+
+
+def add_simulate_parser(sub) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="Monte Carlo of finite-width ResNets: per-layer kernel moments to netCDF",
+        description=(
+            "Simulate h^{l+1} = h^l + sqrt(T/L) (W^l phi(h^l) + b^l) at width n for many seeds and record, at every "
+            "recorded layer, the mean empirical kernel G, the sigma-kernel S, V4 = n Cov(G), n Cov(G,S), n Cov(S,S) "
+            "and K1 = n (mean G - K0_discrete), each with a jackknife standard error over seed batches. "
+            "Runs under MPI: mpiexec -n N python -m mpi4py -m kernel_eft simulate ...; results are bitwise "
+            "identical for any rank count."
+        ),
+    )
+    add_network_arguments(p, depth_required=True)
+    p.add_argument("--width", required=True, type=_argtype(check_int, "--width", minimum=1), help="width n")
+    p.add_argument("--samples", required=True, type=_argtype(check_int, "--samples", minimum=2),
+                   help="number of independent networks (seeds), >= 2")
+    p.add_argument("--seed", default=0, type=_argtype(check_int, "--seed", minimum=0),
+                   help="run seed; RNG streams are keyed by (seed, batch index)")
+    p.add_argument("--sampler", default="block", choices=["block", "weights"],
+                   help="block: exact conditional Gaussian law of the increments, O(n P^2) per layer (default); "
+                        "weights: explicit n x n weight matrices, O(n^2 P), a reference")
+    p.add_argument("--record-every", default=1, type=_argtype(check_int, "--record-every", minimum=1),
+                   help="record every k-th layer (layer 0 and L are always recorded)")
+    p.add_argument("--batches", default=32, type=_argtype(check_int, "--batches", minimum=2),
+                   help="seed batches: units of MPI work and of the jackknife error (default 32)")
+    p.add_argument("--keep-samples", action="store_true",
+                   help="also store per-seed G and S at the recorded layers (large)")
+    p.add_argument("--expect-ranks", default=None, type=_argtype(check_int, "--expect-ranks", minimum=1),
+                   help="fail unless the MPI communicator has exactly this many ranks (guards srun without PMI)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    p.add_argument("--out", required=True, help="output netCDF path (written atomically by rank 0)")
+    p.set_defaults(func=run_simulate)
+
+
+def run_simulate(args) -> int:
+    from kernel_eft.commands import simulate_command
+
+    return simulate_command(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# theory (G-only and exact closures)                                   owner: theory modules
+# ---------------------------------------------------------------------------------------------
+
+
+def add_theory_parser(sub) -> None:
+    p = sub.add_parser("theory", help="EFT solvers (G-only closure; exact O(1/n) theory) to netCDF")
+    p.set_defaults(func=lambda args: _not_yet("theory"))
+
+
+# ---------------------------------------------------------------------------------------------
+# diagnose and figures                                                    owner: diagnostics
+# ---------------------------------------------------------------------------------------------
+
+
+def add_diagnose_parser(sub) -> None:
+    p = sub.add_parser("diagnose", help="compare Monte Carlo with theory: residuals, validity window, 1/n fits")
+    p.set_defaults(func=lambda args: _not_yet("diagnose"))
+
+
+def add_figures_parser(sub) -> None:
+    p = sub.add_parser("figures", help="render the diagnostic figures (PDF and PNG)")
+    p.set_defaults(func=lambda args: _not_yet("figures"))
+
+
+def _not_yet(name: str) -> int:
+    print(f"kernel-eft {name}: not implemented yet", file=sys.stderr)
+    return EXIT_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kernel-eft",
+        description="Kernels of finite-width pre-activation ResNets: Monte Carlo, EFT solvers, diagnostics.",
+    )
+    parser.add_argument("--version", action="version", version=f"kernel-eft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,theory,diagnose,figures}")
+    add_simulate_parser(sub)
+    add_theory_parser(sub)
+    add_diagnose_parser(sub)
+    add_figures_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        parser.exit(EXIT_INPUT, f"kernel-eft {args.command}: error: {exc}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

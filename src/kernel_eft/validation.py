@@ -1,0 +1,89 @@
+"""Input validation shared by every entry point.
+
+Each check raises InputError naming the offending field; the CLI turns that into exit code 2
+before any output file is opened.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad user input.  `field` names the argument or config key."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def parse_kin(text: str, field: str = "--kin") -> np.ndarray:
+    """Parse "1,0.6;0.6,1" (rows by ';', entries by ',') or "1.5" (1x1) into a checked K_in."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(field, "empty input kernel; expected rows separated by ';' and entries by ','")
+    rows = [r for r in text.strip().split(";")]
+    try:
+        values = [[float(x) for x in row.split(",")] for row in rows]
+    except ValueError as exc:
+        raise InputError(field, f"could not parse {text!r} as numbers ({exc})") from None
+    lengths = {len(r) for r in values}
+    if len(lengths) != 1 or lengths.pop() != len(values):
+        raise InputError(
+            field, f"{text!r} is not a square matrix: {len(values)} rows of lengths {[len(r) for r in values]}"
+        )
+    return check_kin(np.array(values, dtype=np.float64), field)
+
+
+def check_kin(K: np.ndarray, field: str = "--kin") -> np.ndarray:
+    """Check that K is a finite, square, symmetric positive semi-definite float64 matrix."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.ndim == 0:
+        K = K.reshape(1, 1)
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] < 1:
+        raise InputError(field, f"input kernel must be a square P x P matrix, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise InputError(field, "input kernel has non-finite entries")
+    scale = max(float(np.max(np.abs(K))), 1e-300)
+    if not np.allclose(K, K.T, rtol=0, atol=1e-12 * scale):
+        raise InputError(field, f"input kernel is not symmetric: {K.tolist()}")
+    K = 0.5 * (K + K.T)
+    eig = np.linalg.eigvalsh(K)
+    if eig[0] < -1e-10 * scale:
+        raise InputError(
+            field, f"input kernel is not positive semi-definite (smallest eigenvalue {eig[0]:.3g}): {K.tolist()}"
+        )
+    if np.any(np.diag(K) <= 0):
+        raise InputError(field, "every input needs a positive norm K_aa > 0")
+    return K
+
+
+def check_int(value, field: str, minimum: int) -> int:
+    try:
+        iv = int(value)
+    except (TypeError, ValueError):
+        raise InputError(field, f"expected an integer, got {value!r}") from None
+    if iv != value and not (isinstance(value, str) and str(iv) == value.strip()):
+        raise InputError(field, f"expected an integer, got {value!r}")
+    if iv < minimum:
+        raise InputError(field, f"must be >= {minimum}, got {iv}")
+    return iv
+
+
+def check_float(value, field: str, *, positive: bool = False, nonnegative: bool = False) -> float:
+    try:
+        fv = float(value)
+    except (TypeError, ValueError):
+        raise InputError(field, f"expected a number, got {value!r}") from None
+    if not np.isfinite(fv):
+        raise InputError(field, f"must be finite, got {value!r}")
+    if positive and fv <= 0:
+        raise InputError(field, f"must be > 0, got {fv}")
+    if nonnegative and fv < 0:
+        raise InputError(field, f"must be >= 0, got {fv}")
+    return fv
+
+
+def format_kin(K: np.ndarray) -> str:
+    """Inverse of parse_kin, for provenance attributes."""
+    return ";".join(",".join(repr(float(x)) for x in row) for row in np.asarray(K))
