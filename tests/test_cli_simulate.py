@@ -101,6 +101,7 @@ def test_a_failing_rank_aborts_the_job_instead_of_hanging(cli_env, tmp_path, mpi
         ("--kin", "1,0.6;0.6", "not a square matrix"),
         ("--kin", "1,a;a,1", "could not parse"),
         ("--sw2", "nan", "finite"),
+        ("--batches", "400", "at least as many samples"),
     ],
 )
 def test_bad_input_exits_2_naming_the_argument_and_writes_nothing(cli_env, tmp_path, flag, value, message):

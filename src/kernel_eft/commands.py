@@ -57,11 +57,14 @@ def simulate_command(args) -> int:
         # Every rank sees the same size, so every rank exits the same way: no hang.
         raise InputError("--expect-ranks", f"the MPI communicator has {comm.size} ranks, expected {args.expect_ranks} "
                                            "(under SLURM use srun --mpi=pmi2 or mpiexec)")
-    params = montecarlo.SimulationParams(
-        activation=args.activation, width=args.width, depth=args.depth, time=args.time, sw2=args.sw2, sb2=args.sb2,
-        kin=args.kin, samples=args.samples, seed=args.seed, sampler=args.sampler, record_every=args.record_every,
-        batches=args.batches,
-    )
+    try:
+        params = montecarlo.SimulationParams(
+            activation=args.activation, width=args.width, depth=args.depth, time=args.time, sw2=args.sw2,
+            sb2=args.sb2, kin=args.kin, samples=args.samples, seed=args.seed, sampler=args.sampler,
+            record_every=args.record_every, batches=args.batches,
+        )
+    except InputError as exc:  # name the flag, not the Python field
+        raise InputError("--" + exc.field.replace("_", "-"), exc.message) from None
     label = f"simulate {params.activation} n={params.width} L={params.depth} (rank 0 of {comm.size})"
     progress = _Progress(label, enabled=(comm.rank == 0 and not args.no_progress))
     started = time.monotonic()
