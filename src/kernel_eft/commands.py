@@ -101,3 +101,45 @@ def simulate_command(args) -> int:
         print(f"kernel-eft simulate: wrote {args.out} ({params.samples} seeds, {elapsed:.1f} s on {comm.size} ranks)",
               file=sys.stderr)
     return 0
+
+
+def merge_command(args) -> int:
+    """Pool Monte Carlo files of the same grid point run with different seeds."""
+    import numpy as np
+
+    from kernel_eft import io, montecarlo
+
+    datasets = []
+    for path in args.inputs:
+        try:
+            datasets.append(io.read_dataset(path))
+        except (OSError, ValueError) as exc:
+            raise InputError("inputs", f"cannot read {path}: {exc}") from None
+    first = datasets[0]
+    for path, ds in zip(args.inputs[1:], datasets[1:]):
+        for key in io.MC_MATCHING_ATTRS:
+            if str(ds.attrs.get(key)) != str(first.attrs.get(key)):
+                raise InputError("inputs", f"{path} has {key}={ds.attrs.get(key)!r}, but {args.inputs[0]} has "
+                                           f"{first.attrs.get(key)!r}: only runs of one grid point merge")
+    seeds = [str(ds.attrs["seed"]) for ds in datasets]
+    flat = [s for group in seeds for s in group.split(",")]
+    if len(set(flat)) != len(flat):
+        raise InputError("inputs", f"seeds {flat} repeat: merging a seed twice would double-count samples")
+    batches = montecarlo.BatchMoments.from_dataset(first)
+    for ds in datasets[1:]:
+        batches = batches.concat(montecarlo.BatchMoments.from_dataset(ds))
+    total = int(batches.counts.sum())
+    params = io.mc_params_from_dataset(first, samples=total, batches=len(batches))
+    summary = montecarlo.summarize(params, batches)
+    out = io.mc_dataset(params, summary, batches, extra_attrs={
+        "seed": ",".join(flat), "merged_from": " ".join(str(p) for p in args.inputs),
+        "mpi_ranks": ",".join(str(ds.attrs.get("mpi_ranks")) for ds in datasets),
+        "mpi_library": str(first.attrs.get("mpi_library")),
+    })
+    out.attrs["seed_entropy"] = ",".join(str(ds.attrs.get("seed_entropy")) for ds in datasets)
+    if not all(np.all(np.isfinite(v)) for v in summary.values()):
+        print("kernel-eft merge: error: non-finite estimate; no file written", file=sys.stderr)
+        return EXIT_NUMERICS
+    io.write_dataset_atomic(out, args.out)
+    print(f"kernel-eft merge: wrote {args.out} ({total} seeds in {len(batches)} batches)", file=sys.stderr)
+    return 0
