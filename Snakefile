@@ -31,4 +31,5 @@ localrules:
 rule all:
     default_target: True
     input:
+        all_results(),
         "results/figures",

@@ -16,7 +16,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-
 def validate_config(config):
     """Validate and fill defaults; on failure name the offending field in one line."""
     from jsonschema import ValidationError
@@ -172,21 +171,36 @@ def all_diagnostics():
     return [DIAG_FILE.format(**point) for point in grid_points()]
 
 
+def all_results():
+    """Every file of the study. All are targets, so deleting any one of them (a Monte Carlo
+    file, say) reruns exactly that job and the jobs downstream of it."""
+    files = []
+    for point in grid_points():
+        files += [MC_FILE.format(width=width, **point) for width in GRID["width"]]
+        files += theory_files_of_point(point)
+        files.append(DIAG_FILE.format(**point))
+    return list(dict.fromkeys(files))  # continuous theory is shared by depths
+
+
+def point_of(wildcards):
+    """Wildcards (or a grid-point dict) as a plain dict."""
+    return dict(wildcards.items())
+
+
 def mc_files_of_point(wildcards):
     return [
-        MC_FILE.format(width=width, **dict(wildcards.items()))
-        for width in GRID["width"]
+        MC_FILE.format(width=width, **point_of(wildcards)) for width in GRID["width"]
     ]
 
 
 def theory_files_of_point(wildcards):
     files = [
-        THEORY_DISCRETE_FILE.format(closure=closure, **dict(wildcards.items()))
+        THEORY_DISCRETE_FILE.format(closure=closure, **point_of(wildcards))
         for closure in THEORY["closures"]
     ]
     if THEORY["continuous"]:
         files += [
-            THEORY_CONTINUOUS_FILE.format(closure=closure, **dict(wildcards.items()))
+            THEORY_CONTINUOUS_FILE.format(closure=closure, **point_of(wildcards))
             for closure in THEORY["closures"]
         ]
     return files
@@ -198,7 +212,7 @@ def point_seed(wildcards):
     Distinct points and widths get independent streams (1/n fits across widths assume
     independent errors), and a point's seed does not move when the grid changes.
     """
-    name = MC_FILE.format(**dict(wildcards.items()))
+    name = MC_FILE.format(**point_of(wildcards))
     return MC["seed"] * 2**32 + zlib.crc32(name.encode())
 
 

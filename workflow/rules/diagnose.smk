@@ -16,5 +16,6 @@ rule diagnose:
     params:
         threshold=config["diagnostics"]["threshold"],
     shell:
+        "rm -f {output}.*.tmp; "
         "python -m kernel_eft diagnose --mc {input.mc} --theory {input.theory}"
         " --threshold {params.threshold} --out {output} > {log} 2>&1"

@@ -8,6 +8,7 @@ rule figures:
         report(
             directory("results/figures"),
             patterns=["{name}.png"],
+            labels={"figure": "{name}"},
             caption="../report/figures.rst",
             category="Figures",
         ),

@@ -1,4 +1,6 @@
 # Monte Carlo: one MPI job per grid point and width.
+# Every stage writes its netCDF atomically (name.nc.XXXX.tmp, then rename); a job first removes
+# the temporary files of an attempt that was killed.
 
 
 rule simulate:
@@ -23,6 +25,7 @@ rule simulate:
         sampler=MC["sampler"],
         record_every=MC["record_every"],
     shell:
+        "rm -f {output}.*.tmp; "
         "{resources.mpi} -n {resources.tasks} python -m mpi4py -m kernel_eft simulate"
         " {params.network} --width {wildcards.width} --depth {wildcards.depth}"
         " --samples {params.samples} --seed {params.seed} --batches {params.batches}"

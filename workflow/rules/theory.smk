@@ -13,6 +13,7 @@ rule theory_discrete:
     params:
         network=network_args,
     shell:
+        "rm -f {output}.*.tmp; "
         "python -m kernel_eft theory {params.network} --closure {wildcards.closure}"
         " --depth {wildcards.depth} --out {output} > {log} 2>&1"
 
@@ -30,5 +31,6 @@ rule theory_continuous:
         network=network_args,
         points=THEORY["points"],
     shell:
+        "rm -f {output}.*.tmp; "
         "python -m kernel_eft theory {params.network} --closure {wildcards.closure}"
         " --points {params.points} --out {output} > {log} 2>&1"
