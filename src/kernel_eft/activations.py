@@ -622,11 +622,17 @@ def F_diag_derivatives(act: str | Activation, k, order: int = 2, method: str = "
 
 
 def F_matrix(act: str | Activation, K: Array, method: str = "auto") -> Array:
-    """F(K) for a (..., P, P) kernel: entry (a, b) from the 2x2 block of K on {a, b}."""
+    """F(K) for a (..., P, P) kernel: entry (a, b) from the 2x2 block of K on {a, b} (diagonal: 1-D rule)."""
     K = np.asarray(K, dtype=np.float64)
     P = K.shape[-1]
     a, b = pair_indices(P)
-    vals = F_block(act, K[..., a, a], K[..., b, b], K[..., a, b], method=method)
+    diag = a == b
+    vals = np.empty(K.shape[:-2] + (a.size,))
+    vals[..., diag] = F_diag_derivatives(act, K[..., a[diag], a[diag]], order=0, method=method)[0]
+    if not np.all(diag):
+        off = ~diag
+        vals[..., off] = F_block(act, K[..., a[off], a[off]], K[..., b[off], b[off]], K[..., a[off], b[off]],
+                                 method=method)
     out = np.empty(K.shape, dtype=np.float64)
     out[..., a, b] = vals
     out[..., b, a] = vals
