@@ -234,14 +234,22 @@ class BatchMoments:
         return total
 
     def leave_one_out(self) -> list[Moments]:
-        """Pooled moments without batch b, for every b (jackknife replicates)."""
+        """Pooled moments without batch b, for every b (jackknife replicates), from prefix and suffix merges."""
+        B = len(self)
+        prefix = [self.batch(0)]
+        for b in range(1, B - 1):
+            prefix.append(prefix[-1].merge(self.batch(b)))  # prefix[k] pools batches 0..k
+        suffix = [self.batch(B - 1)]
+        for b in range(B - 2, 0, -1):
+            suffix.append(self.batch(b).merge(suffix[-1]))  # suffix[k] pools batches B-1-k..B-1
         out = []
-        for b in range(len(self)):
-            rest = [self.batch(c) for c in range(len(self)) if c != b]
-            total = rest[0]
-            for m in rest[1:]:
-                total = total.merge(m)
-            out.append(total)
+        for b in range(B):
+            if b == 0:
+                out.append(suffix[B - 2])
+            elif b == B - 1:
+                out.append(prefix[B - 2])
+            else:
+                out.append(prefix[b - 1].merge(suffix[B - 2 - b]))
         return out
 
     def concat(self, other: "BatchMoments") -> "BatchMoments":
@@ -286,41 +294,41 @@ def _run_chunk(params: SimulationParams, rng: np.random.Generator, seeds: int, r
     n, P, L = params.width, params.P, params.depth
     phi = get_activation(params.activation).phi
     eps = np.sqrt(params.dt)
-    R = record_index.size
-    G_rec = np.empty((seeds, R, P, P))
-    S_rec = np.empty((seeds, R, P, P))
+    G_rec = np.empty((seeds, record_index.size, P, P))
+    S_rec = np.empty_like(G_rec)
 
     z = np.empty((seeds, P, n))
     rng.standard_normal(out=z)
-    h = np.matmul(psd_factor(params.kin), z)  # rows of h^0 ~ N(0, K_in), layout (seed, input, neuron)
+    h = np.matmul(psd_factor(params.kin), z)  # rows of h^0 ~ N(0, K_in); layout (seed, input, neuron)
     increment = np.empty_like(h)
     r = 0
     for layer in range(L + 1):
-        act = phi(h)
-        S = _kernel(act, n)
-        if layer == record_index[r]:
-            G = _kernel(h, n)
-            if not (np.all(np.isfinite(G)) and np.all(np.isfinite(S))):
-                raise SimulationOverflow(batch_index, layer, layer * params.dt, "kernel G or S")
-            G_rec[:, r] = G
-            S_rec[:, r] = S
-            r += 1
-        if layer == L:
-            break
-        if params.sampler == "block":
-            omega = params.sw2 * S + params.sb2
-            if not np.all(np.isfinite(omega)):
-                raise SimulationOverflow(batch_index, layer, layer * params.dt, "increment kernel Om")
-            rng.standard_normal(out=z)
-            np.matmul(psd_factor(omega), z, out=increment)
-        else:
-            weights = rng.standard_normal((seeds, n, n))
-            weights *= np.sqrt(params.sw2 / n)
-            bias = rng.standard_normal((seeds, 1, n)) * np.sqrt(params.sb2)
-            np.matmul(act, weights.transpose(0, 2, 1), out=increment)  # u_i = sum_j W_ij phi(h_j) + b_i
-            increment += bias
-        increment *= eps
-        h += increment
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported below
+            act = phi(h)
+            S = _kernel(act, n)
+            if layer == record_index[r]:
+                G = _kernel(h, n)
+                if not (np.all(np.isfinite(G)) and np.all(np.isfinite(S))):
+                    raise SimulationOverflow(batch_index, layer, layer * params.dt, "kernel G or S")
+                G_rec[:, r] = G
+                S_rec[:, r] = S
+                r += 1
+            if layer == L:
+                break
+            if params.sampler == "block":
+                omega = params.sw2 * S + params.sb2
+                if not np.all(np.isfinite(omega)):
+                    raise SimulationOverflow(batch_index, layer, layer * params.dt, "increment kernel Om")
+                rng.standard_normal(out=z)
+                np.matmul(psd_factor(omega), z, out=increment)
+            else:
+                weights = rng.standard_normal((seeds, n, n))
+                weights *= np.sqrt(params.sw2 / n)
+                bias = rng.standard_normal((seeds, 1, n)) * np.sqrt(params.sb2)
+                np.matmul(act, weights.transpose(0, 2, 1), out=increment)  # u_i = sum_j W_ij phi(h_j) + b_i
+                increment += bias
+            increment *= eps
+            h += increment
     return G_rec, S_rec
 
 

@@ -48,7 +48,7 @@ def batches_of_rank(n_batches: int, rank: int, size: int) -> list[int]:
 
 
 def run_batches(comm, n_batches: int, work, progress=None):
-    """Run work(b) for this rank's batches; gather [(b, result or exception)] ordered by b on rank 0.
+    """Run work(b) for this rank's batches; gather [(b, result, error message or None)] by b on rank 0.
 
     Per-batch numerical errors travel to rank 0 as values so that every rank reaches the gather and
     the job ends cleanly with a report; any other exception aborts the whole MPI job (no hang).
@@ -59,7 +59,7 @@ def run_batches(comm, n_batches: int, work, progress=None):
         try:
             local.append((b, work(b), None))
         except ArithmeticError as exc:
-            local.append((b, None, exc))
+            local.append((b, None, str(exc)))  # a message pickles whatever the exception's signature
         except Exception:
             if comm.size > 1:
                 traceback.print_exc()
