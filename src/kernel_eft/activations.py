@@ -62,6 +62,7 @@ _GH_ORDER = 80
 _QUAD_HALF_WIDTH = 10.0
 _QUAD_PANELS = 4  # panels per piece (a piece lies between consecutive breakpoints)
 _QUAD_NODES = 16  # Gauss-Legendre nodes per panel
+_QUAD_CHUNK_BLOCKS = 64  # 2x2 blocks integrated at once
 
 # ReLU near-collinear guards on sin(theta)^2 = det / (kaa kbb).
 _COLLINEAR_RAISE_SIN2 = 1e-14
@@ -126,7 +127,8 @@ def _erf_d2(x):
 
 
 def _tanh_d(x):
-    return 1.0 / np.cosh(x) ** 2
+    e = np.exp(-2.0 * np.abs(x))  # sech^2 without overflowing cosh at large |x|
+    return 4.0 * e / (1.0 + e) ** 2
 
 
 def _tanh_d2(x):
@@ -414,9 +416,14 @@ def bivariate_moments(act: Activation, sa, sb, rho, wanted) -> dict:
     distributional: the delta terms from kinks are added analytically.  Returns {key: (B,) array}.
     """
     wanted = list(wanted)
+    sa, sb, rho = (np.asarray(v, dtype=np.float64) for v in (sa, sb, rho))
+    if sa.size > _QUAD_CHUNK_BLOCKS:  # bound the (blocks x nodes x nodes) work arrays to a few MB each
+        parts = [bivariate_moments(act, sa[i:i + _QUAD_CHUNK_BLOCKS], sb[i:i + _QUAD_CHUNK_BLOCKS],
+                                   rho[i:i + _QUAD_CHUNK_BLOCKS], wanted)
+                 for i in range(0, sa.size, _QUAD_CHUNK_BLOCKS)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in wanted}
     max_d = max(max(k[2], k[3]) for k in wanted)
     funcs = _derivative_functions(act, max_d)
-    sa, sb, rho = (np.asarray(v, dtype=np.float64) for v in (sa, sb, rho))
     s = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
     x, wx = normal_rule(_breaks(act, sa))  # (B, N)
     w, ww = _inner_rule(act, sb, rho, s, x)  # (B, N, M)
