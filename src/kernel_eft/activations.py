@@ -500,7 +500,7 @@ def _delta_terms(act, funcs, sa, sb, rho, s, pa, pb, db, skip_double=False):
 
 def _diag_moments(act: Activation, scale, order: int):
     """Derivatives of F_aa(s) = E[phi(s x)^2] in s: (F, F_s, F_ss), with kink deltas for F_ss."""
-    funcs = _derivative_functions(act, order)
+    _derivative_functions(act, order)  # clear error if a needed derivative is missing
     scale = np.asarray(scale, dtype=np.float64)
     x, wx = normal_rule(_breaks(act, scale))
     vals = act.derivatives(scale[:, None] * x, order)
