@@ -171,8 +171,10 @@ def _theory_gonly(args):
 
 def _theory_exact(args):
     """The exact closure lives in kernel_eft.theory.exact: theory_dataset(args) -> xarray.Dataset."""
+    import importlib
+
     try:
-        from kernel_eft.theory import exact
+        exact = importlib.import_module("kernel_eft.theory.exact")
     except ModuleNotFoundError as exc:
         if exc.name not in ("kernel_eft.theory.exact",):
             raise
