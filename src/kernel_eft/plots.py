@@ -388,9 +388,10 @@ def collate(datasets):
 
     parts = [point_summary(ds) for ds in datasets]
     try:
-        combined = xr.combine_by_coords(parts, combine_attrs="drop")
+        combined = xr.combine_by_coords(parts, combine_attrs="drop", join="outer", data_vars="all",
+                                        compat="no_conflicts")
     except ValueError:  # not a full hypercube: merge with NaN fill
-        combined = xr.merge(parts, join="outer", combine_attrs="drop")
+        combined = xr.merge(parts, join="outer", combine_attrs="drop", compat="no_conflicts")
     return combined
 
 
