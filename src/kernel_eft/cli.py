@@ -103,6 +103,24 @@ def run_simulate(args) -> int:
     return simulate_command(args)
 
 
+def add_merge_parser(sub) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="pool Monte Carlo files of one grid point run with different seeds",
+        description="Concatenate the seed batches of several simulate outputs (same parameters, distinct seeds) "
+                    "and recompute every estimate and its jackknife error from the pooled batches.",
+    )
+    p.add_argument("inputs", nargs="+", help="Monte Carlo netCDF files from kernel-eft simulate")
+    p.add_argument("--out", required=True, help="merged netCDF path")
+    p.set_defaults(func=run_merge)
+
+
+def run_merge(args) -> int:
+    from kernel_eft.commands import merge_command
+
+    return merge_command(args)
+
+
 # ---------------------------------------------------------------------------------------------
 # theory (G-only and exact closures)                                   owner: theory modules
 # ---------------------------------------------------------------------------------------------
@@ -241,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kernels of finite-width pre-activation ResNets: Monte Carlo, EFT solvers, diagnostics.",
     )
     parser.add_argument("--version", action="version", version=f"kernel-eft {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,theory,diagnose,figures}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,merge,theory,diagnose,figures}")
     add_simulate_parser(sub)
+    add_merge_parser(sub)
     add_theory_parser(sub)
     add_diagnose_parser(sub)
     add_figures_parser(sub)

@@ -1,0 +1,145 @@
+"""Implementations of the CLI subcommands (argument parsing lives in cli.py)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from kernel_eft.validation import InputError
+
+EXIT_INPUT = 2
+EXIT_NUMERICS = 3
+
+
+class _Progress:
+    """A rich progress bar on a terminal; otherwise a log line at every ~10% (Snakemake and SLURM logs)."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label = label
+        self.enabled = enabled
+        self.start = time.monotonic()
+        self.bar = None
+        self.last_decile = -1
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            if self.task is None:
+                self.bar.start()
+                self.task = self.bar.add_task(self.label, total=total)
+            self.bar.update(self.task, completed=done)
+            if done == total:
+                self.bar.stop()
+            return
+        decile = (10 * done) // total
+        if decile != self.last_decile or done == total:
+            self.last_decile = decile
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / done * (total - done)
+            print(f"{self.label}: {done}/{total} batches ({100 * done / total:.0f}%), "
+                  f"elapsed {elapsed:.1f} s, eta {eta:.1f} s", file=sys.stderr, flush=True)
+
+
+def simulate_command(args) -> int:
+    import numpy as np
+
+    from kernel_eft import io, montecarlo, parallel
+
+    comm = parallel.get_comm()
+    if args.expect_ranks is not None and comm.size != args.expect_ranks:
+        # Every rank sees the same size, so every rank exits the same way: no hang.
+        raise InputError("--expect-ranks", f"the MPI communicator has {comm.size} ranks, expected {args.expect_ranks} "
+                                           "(under SLURM use srun --mpi=pmi2 or mpiexec)")
+    try:
+        params = montecarlo.SimulationParams(
+            activation=args.activation, width=args.width, depth=args.depth, time=args.time, sw2=args.sw2,
+            sb2=args.sb2, kin=args.kin, samples=args.samples, seed=args.seed, sampler=args.sampler,
+            record_every=args.record_every, batches=args.batches,
+        )
+    except InputError as exc:  # name the flag, not the Python field
+        raise InputError("--" + exc.field.replace("_", "-"), exc.message) from None
+    label = f"simulate {params.activation} n={params.width} L={params.depth} (rank 0 of {comm.size})"
+    progress = _Progress(label, enabled=(comm.rank == 0 and not args.no_progress))
+    started = time.monotonic()
+    results = parallel.run_batches(
+        comm, params.batches, lambda b: montecarlo.simulate_batch(params, b, args.keep_samples), progress
+    )
+    failed = None
+    if comm.rank == 0:
+        errors = [(b, err) for b, _, err in results if err is not None]
+        failed = str(errors[0][1]) if errors else None
+    failed = comm.bcast(failed, root=0)
+    if failed is not None:
+        if comm.rank == 0:
+            print(f"kernel-eft simulate: error: {failed}; no file written", file=sys.stderr)
+        return EXIT_NUMERICS
+    if comm.rank != 0:
+        return 0
+    batches = montecarlo.BatchMoments.stack([m for _, (m, _), _ in results])
+    samples = None
+    if args.keep_samples:
+        samples = tuple(np.concatenate([s[i] for _, (_, s), _ in results]) for i in range(2))
+    summary = montecarlo.summarize(params, batches)
+    for key, value in summary.items():
+        if not np.all(np.isfinite(value)):
+            print(f"kernel-eft simulate: error: non-finite estimate {key}; no file written", file=sys.stderr)
+            return EXIT_NUMERICS
+    elapsed = time.monotonic() - started
+    ds = io.mc_dataset(params, summary, batches, samples, extra_attrs={
+        "mpi_ranks": comm.size, "mpi_library": parallel.mpi_library_version(),
+        "wall_seconds": round(elapsed, 3),
+    })
+    io.write_dataset_atomic(ds, args.out)
+    if not args.no_progress:
+        print(f"kernel-eft simulate: wrote {args.out} ({params.samples} seeds, {elapsed:.1f} s on {comm.size} ranks)",
+              file=sys.stderr)
+    return 0
+
+
+def merge_command(args) -> int:
+    """Pool Monte Carlo files of the same grid point run with different seeds."""
+    import numpy as np
+
+    from kernel_eft import io, montecarlo
+
+    datasets = []
+    for path in args.inputs:
+        try:
+            datasets.append(io.read_dataset(path))
+        except (OSError, ValueError) as exc:
+            raise InputError("inputs", f"cannot read {path}: {exc}") from None
+    first = datasets[0]
+    for path, ds in zip(args.inputs[1:], datasets[1:]):
+        for key in io.MC_MATCHING_ATTRS:
+            if str(ds.attrs.get(key)) != str(first.attrs.get(key)):
+                raise InputError("inputs", f"{path} has {key}={ds.attrs.get(key)!r}, but {args.inputs[0]} has "
+                                           f"{first.attrs.get(key)!r}: only runs of one grid point merge")
+    seeds = [str(ds.attrs["seed"]) for ds in datasets]
+    flat = [s for group in seeds for s in group.split(",")]
+    if len(set(flat)) != len(flat):
+        raise InputError("inputs", f"seeds {flat} repeat: merging a seed twice would double-count samples")
+    batches = montecarlo.BatchMoments.from_dataset(first)
+    for ds in datasets[1:]:
+        batches = batches.concat(montecarlo.BatchMoments.from_dataset(ds))
+    total = int(batches.counts.sum())
+    params = io.mc_params_from_dataset(first, samples=total, batches=len(batches))
+    summary = montecarlo.summarize(params, batches)
+    out = io.mc_dataset(params, summary, batches, extra_attrs={
+        "seed": ",".join(flat), "merged_from": " ".join(str(p) for p in args.inputs),
+        "mpi_ranks": ",".join(str(ds.attrs.get("mpi_ranks")) for ds in datasets),
+        "mpi_library": str(first.attrs.get("mpi_library")),
+    })
+    out.attrs["seed_entropy"] = ",".join(str(ds.attrs.get("seed_entropy")) for ds in datasets)
+    if not all(np.all(np.isfinite(v)) for v in summary.values()):
+        print("kernel-eft merge: error: non-finite estimate; no file written", file=sys.stderr)
+        return EXIT_NUMERICS
+    io.write_dataset_atomic(out, args.out)
+    print(f"kernel-eft merge: wrote {args.out} ({total} seeds in {len(batches)} batches)", file=sys.stderr)
+    return 0
