@@ -521,6 +521,18 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         for i in range(nw):
             tstar_V4[j, i] = first_exceedance(t, V4[i] - V4_th[j], V4_se[i], scale, threshold, nsigma)
 
+    # ---- V4 extrapolated to n -> infinity (V4 = V4_inf + V4_1/n, two terms), to separate the closure error of
+    # the leading-order V4 equation from genuine O(1/n) corrections of n Cov(G) at finite width
+    V4_inf = V4_inf_se = None
+    tstar_V4_inf = np.full(len(labels), np.nan)
+    if nw >= 2:
+        coef, coef_se, _, _ = fit_inverse_width(widths, V4, V4_se, 2)
+        V4_inf, V4_inf_se = coef[0], coef_se[0]
+        for j in range(len(labels)):
+            if np.all(np.isfinite(V4_th[j])):
+                tstar_V4_inf[j] = first_exceedance(t, V4_inf - V4_th[j], V4_inf_se, covariance_scale(V4_th[j]),
+                                                   threshold, nsigma)
+
     # ---- (4) K1 two ways, and the source closure
     order_fit = min(3, nw)
     if nw >= 2:
@@ -601,9 +613,14 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
             **one, "long_name": f"first t where the K1 relative error exceeds {threshold:g} by more than "
                                 f"{nsigma:g} sigma (inf: never)"}),
         "tstar_K1_fit": (("theory",), tstar_K1_fit, {**one, "long_name": "tstar_K1 for the 1/n-fit K1"}),
+        "tstar_V4_inf": (("theory",), tstar_V4_inf, {**one, "long_name": "tstar_V4 for V4_inf (1/n-extrapolated)"}),
         "max_K0_relerr": (("k0_reference", "width"), np.nanmax(np.abs(K0_err), axis=(2, 3)),
                           {**one, "long_name": "max over t and entries of |K0_relerr|"}),
     }
+    if V4_inf is not None:
+        data["V4_inf"] = (("t", "pair", "pair2"), V4_inf, {**one, "long_name": "V4_MC extrapolated to n -> infinity "
+                                                          "(weighted fit V4_inf + c/n over widths)"})
+        data["V4_inf_se"] = (("t", "pair", "pair2"), V4_inf_se, {**one, "long_name": "standard error of V4_inf"})
     for name in fit:
         data[name] = (("t", "pair"), fit[name], {**one, "long_name": f"{name[:2]} from the weighted 1/n fit "
                                                  f"of G_mean over widths ({order_fit} terms)"})

@@ -181,9 +181,18 @@ def figure_kernel_covariance(ds, outdir: str) -> list[str]:
                 _band(ax, t, ds["V4_relerr"].sel(theory=th, width=w).values[:, m, mp],
                       ds["V4_relerr_se"].sel(theory=th, width=w).values[:, m, mp], colors[int(w)], ls=style["ls"],
                       label=f"n = {int(w)} vs {style['label']}", alpha=0.2)
+        if "V4_inf" in ds and theories:
+            th0 = theories[0]
+            ref = ds["V4_theory"].sel(theory=th0).values
+            scale = np.sqrt(np.abs(ref[:, m, m] * ref[:, mp, mp]))
+            _band(ax, t, (ds["V4_inf"].values[:, m, mp] - ref[:, m, mp]) / scale,
+                  ds["V4_inf_se"].values[:, m, mp] / scale, "tab:purple", ls="-.", alpha=0.15,
+                  label=f"MC extrapolated to n → ∞ vs {THEORY_STYLE[th0]['label']}")
         for s in (-thr, thr):
             ax.axhline(s, color="0.15", ls=":", lw=1.1, label=f"validity threshold ±{thr:g}")
         ax.axhline(0, color="0.3", lw=0.7)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(min(lo, -1.6 * thr), max(hi, 1.6 * thr))  # both threshold lines always visible
         ax.set_xlabel("depth time t " + DIMLESS)
         if c == 0:
             ax.set_ylabel("relative error of V4 " + DIMLESS)
@@ -201,7 +210,9 @@ def figure_kernel_covariance(ds, outdir: str) -> list[str]:
         "Cauchy-Schwarz scale otherwise (solid: against discrete-layer theory; dashed: continuum); dotted: the "
         "validity "
         f"threshold ±{thr:g}. Validity window t* (first t where the threshold is exceeded by more than "
-        f"{float(ds.attrs['nsigma']):g} sigma in any entry): {tstar}."))
+        f"{float(ds.attrs['nsigma']):g} sigma in any entry): {tstar}"
+        + (f"; MC extrapolated to n → ∞ (weighted fit V4_inf + c/n over the widths, purple): "
+           f"{_fmt_tstar(ds['tstar_V4_inf'].values[0])}." if "V4_inf" in ds and theories else ".")))
     return _finish(fig, caption, outdir, f"{point_tag(ds)}_fig2_kernel_covariance")
 
 
@@ -353,6 +364,9 @@ def point_summary(ds):
         "tstar_K1": (("width",), sel("tstar_K1"), {"units": "1", "long_name": "K1 validity window t* (G-only)"}),
         "tstar_K1_fit": ((), float(ds["tstar_K1_fit"].sel(theory=pick)) if pick is not None else np.nan,
                          {"units": "1", "long_name": "K1 validity window t* for the 1/n-fit K1"}),
+        "tstar_V4_inf": ((), float(ds["tstar_V4_inf"].sel(theory=pick)) if pick is not None and
+                         "tstar_V4_inf" in ds else np.nan,
+                         {"units": "1", "long_name": "V4 validity window t* for the n -> infinity extrapolation"}),
         "max_K0_relerr_discrete": (("width",), ds["max_K0_relerr"].sel(k0_reference="discrete").values,
                                    {"units": "1", "long_name": "max |K0 relative error|, discrete K0"}),
         "max_K0_relerr_continuum": (("width",), ds["max_K0_relerr"].sel(k0_reference="continuum").values
