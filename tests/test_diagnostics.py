@@ -430,3 +430,22 @@ def test_linear_mc_validity_window_never_triggers(linear_mc_point):
     err, se = d["V4_relerr"].values, d["V4_relerr_se"].values
     bound = 4 * float(d.attrs["sw2"]) * float(d.attrs["time"]) / d["width"].values
     assert np.all(np.abs(err) < bound[None, :, None, None, None] + 5 * se)
+
+
+def test_real_theory_files_are_recognised_and_aligned():
+    """Files from theory.gonly.solution_dataset (discrete and continuous) map onto the MC layers."""
+    from kernel_eft.theory import gonly
+
+    mc, th = linear_point(L=8)
+    disc = gonly.solution_dataset(gonly.solve_gonly_discrete("linear", KIN, 1.0, 0.1, 1.0, 8), "linear", KIN,
+                                  1.0, 0.1, 1.0)
+    cont = gonly.solution_dataset(gonly.solve_gonly_continuous("linear", KIN, 1.0, 0.1, 1.0, points=33),
+                                  "linear", KIN, 1.0, 0.1, 1.0)
+    assert dg.theory_kind(disc) == ("gonly", 8) and dg.theory_kind(cont) == ("gonly", None)
+    d = dg.diagnose_point(mc, [("disc.nc", disc), ("cont.nc", cont)])
+    assert list(d["theory"].values) == ["gonly_discrete", "gonly_continuum"]
+    # the synthetic MC equals this test's discrete recursion; the real discrete solver must agree with it
+    np.testing.assert_allclose(d["V4_theory"].sel(theory="gonly_discrete").values,
+                               th[0][1]["V4"].pipe(lambda v: four_index_to_pairs(v.values)), rtol=1e-12)
+    exact_like = theory_dataset("linear", KIN, 1.0, 0.1, 1.0, 16, closure="exact", depth=False)
+    assert dg.theory_kind(exact_like) == ("exact", None)

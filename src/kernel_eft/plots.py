@@ -21,13 +21,14 @@ from kernel_eft.diagnostics import ENTRY_CLASSES, entry_classes, pair_label  # n
 THEORY_STYLE = {
     "gonly_discrete": dict(color="black", ls="-", label="G-only EFT, discrete layers"),
     "gonly_continuum": dict(color="0.45", ls="--", label="G-only EFT, continuum"),
-    "exact_discrete": dict(color="tab:red", ls="-", label="exact O(1/n), discrete layers"),
-    "exact_continuum": dict(color="tab:red", ls="--", label="exact O(1/n), continuum"),
+    "exact_discrete": dict(color="tab:red", ls="-", marker="o", label="exact O(1/n), discrete layers"),
+    "exact_continuum": dict(color="tab:red", ls="--", marker="o", label="exact O(1/n), continuum"),
 }
 PART_STYLE = {
     "total": dict(color="black", ls="-", label="total  ∫R dt'"),
     "transport": dict(color="tab:red", ls="-", label="transport part"),
     "source": dict(color="tab:blue", ls="--", label="source part"),
+    "source_fluctuation": dict(color="tab:cyan", ls=(0, (1, 1)), label="of which the O(1/n) part (sw2/n) Cov(G,S) terms"),
     "remainder": dict(color="0.55", ls=":", label="remainder (statistical, expect 0)"),
 }
 DIMLESS = "[dimensionless]"
@@ -64,8 +65,8 @@ def point_tag(ds) -> str:
             f"_L-{int(a['depth'])}_T-{float(a['time']):g}").replace("/", "-")
 
 
-def _band(ax, x, y, se, color, ls="-", label=None, alpha=0.25, lw=1.4):
-    ax.plot(x, y, color=color, ls=ls, lw=lw, label=label)
+def _band(ax, x, y, se, color, ls="-", label=None, alpha=0.25, lw=1.4, marker=None):
+    ax.plot(x, y, color=color, ls=ls, lw=lw, label=label, marker=marker, ms=3.5, markevery=max(1, len(x) // 10))
     ax.fill_between(x, y - se, y + se, color=color, alpha=alpha, lw=0)
 
 
@@ -167,7 +168,8 @@ def figure_kernel_covariance(ds, outdir: str) -> list[str]:
             _band(ax, t, ds["V4_MC"].sel(width=w).values[:, m, mp], ds["V4_MC_se"].sel(width=w).values[:, m, mp],
                   colors[int(w)], label=f"Monte Carlo, n = {int(w)}")
         for th in theories:
-            ax.plot(t, ds["V4_theory"].sel(theory=th).values[:, m, mp], lw=1.2, **THEORY_STYLE[th])
+            ax.plot(t, ds["V4_theory"].sel(theory=th).values[:, m, mp], lw=1.2, ms=3.5,
+                    markevery=max(1, len(t) // 10), **THEORY_STYLE[th])
         ax.set_title(f"{cls}: {_entry_label(m, mp, P)}")
         if np.all(ds["V4_MC"].values[..., m, mp] > 0) and np.all(ds["V4_theory"].values[..., m, mp] > 0):
             ax.set_yscale("log")  # V4 grows exponentially in t; a log axis keeps early times readable
@@ -180,7 +182,7 @@ def figure_kernel_covariance(ds, outdir: str) -> list[str]:
             for w in ds["width"].values:
                 _band(ax, t, ds["V4_relerr"].sel(theory=th, width=w).values[:, m, mp],
                       ds["V4_relerr_se"].sel(theory=th, width=w).values[:, m, mp], colors[int(w)], ls=style["ls"],
-                      label=f"n = {int(w)} vs {style['label']}", alpha=0.2)
+                      label=f"n = {int(w)} vs {style['label']}", alpha=0.2, marker=style.get("marker"))
         if "V4_inf" in ds and theories:
             th0 = theories[0]
             ref = ds["V4_theory"].sel(theory=th0).values
@@ -266,7 +268,9 @@ def figure_residual(ds, outdir: str) -> list[str]:
     caption = point_caption(ds, (
         "Figure 3. Accumulated V4 equation residual ∫₀ᵗ R dt', R = dV4_MC/dt − [J V4_MC + V4_MC Jᵀ + S4(K0)] "
         "(discrete-layer form, J = Df(K0)), split into the transport part n[Cov(G,Ω)+Cov(Ω,G)]_MC − "
-        "(J V4_MC + V4_MC Jᵀ) and the source part E[S4(G,Ω)]_MC − S4(K0). The remainder is the statistical "
+        "(J V4_MC + V4_MC Jᵀ) and the source part E[S4(G,Ω)]_MC − S4(K0); E[G_ac Ω_bd] = E[G_ac]E[Ω_bd] + "
+        "(sw2/n) Cov(G_ac, S_bd), and that covariance part (cyan) is an O(1/n) term absent from any O(1) V4 "
+        "equation (it is the whole residual for linear φ, where the closure is exact at O(1)). The remainder is the statistical "
         "difference R − transport − source (zero in expectation when every layer is recorded). Errors are "
         f"propagated through the batch-resolved raw moments by the jackknife. Frobenius norms at t = T: {split}."))
     return _finish(fig, caption, outdir, f"{point_tag(ds)}_fig3_residual")
@@ -293,7 +297,8 @@ def figure_k1(ds, outdir: str) -> list[str]:
             _band(ax, t, ds["K1_fit"].values[:, m], ds["K1_fit_se"].values[:, m], "tab:purple", ls="-.",
                   label=f"K1 from weighted 1/n fit ({int(ds.attrs['fit_terms'])} terms)", alpha=0.18)
         for th in theories:
-            ax.plot(t, ds["K1_theory"].sel(theory=th).values[:, m], lw=1.3, **THEORY_STYLE[th])
+            ax.plot(t, ds["K1_theory"].sel(theory=th).values[:, m], lw=1.3, ms=3.5,
+                    markevery=max(1, len(t) // 10), **THEORY_STYLE[th])
         ax.axhline(0, color="0.3", lw=0.7)
         ax.set_title(f"K1, entry ({a},{b})")
         if m == 0:
@@ -310,7 +315,7 @@ def figure_k1(ds, outdir: str) -> list[str]:
             if np.any(np.isfinite(tad)):
                 style = dict(THEORY_STYLE[th])
                 style["label"] = "tadpole ½ H:V4, " + style["label"]
-                ax.plot(t, tad, lw=1.3, **style)
+                ax.plot(t, tad, lw=1.3, ms=3.5, markevery=max(1, len(t) // 10), **style)
                 ax.plot([t[0]], [tad[0]], marker="s", ms=4, color=style["color"])
         ax.axhline(0, color="0.3", lw=0.7)
         ax.set_title(f"K1 source, entry ({a},{b})")
@@ -334,7 +339,7 @@ def figure_k1(ds, outdir: str) -> list[str]:
         "Figure 4. Top: the 1/n mean correction K1 from Monte Carlo, n (mean G − K0_discrete) per width and the "
         "weighted least-squares fit of mean G against 1/n across widths, against the EFT K1. Bottom: the exact "
         "K1 source n·sw2·(E[S] − F(E[G])) measured in Monte Carlo against the G-only tadpole ½ H:V4, including "
-        "t = 0 (markers), where the exact source vanishes. Tadpole minus MC source at t = 0, in MC standard "
+        "t = 0 (markers), where the exact source vanishes. MC source minus tadpole at t = 0, in MC standard "
         f"errors: {t0}. K1 validity window t* against {ds['theory'].values[0] if ds.sizes['theory'] else '-'}: "
         f"{tstar}."))
     return _finish(fig, caption, outdir, f"{point_tag(ds)}_fig4_k1_source")
