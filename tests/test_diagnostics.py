@@ -229,6 +229,9 @@ def test_first_exceedance():
     assert dg.first_exceedance(t, mc - th, se, th, 0.1) == t[5]
     # 20% error but sigma 0.04: 0.2 - 0.1 < 3 x 0.04, not significant
     assert dg.first_exceedance(t, mc - th, 4 * se, th, 0.1) == math.inf
+    # the threshold itself: 12% error with sigma 0.1% triggers, 8% does not
+    assert dg.first_exceedance(t, 0.12 * th, 0.1 * se, th, 0.1) == t[0]
+    assert dg.first_exceedance(t, 0.08 * th, 0.1 * se, th, 0.1) == math.inf
     # vanishing theory scale: a pure 3-sigma significance test
     assert dg.first_exceedance(t, np.where(t[:, None] > 1.2, 0.05, 0.0), se, 0 * th, 0.1) == t[5]
 

@@ -98,6 +98,23 @@ def _legend_above(fig, axes, ncol=4):
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, frameon=False)
 
 
+def _entry_grid(n_entries: int, blocks: int = 1, panel=(3.7, 3.0)):
+    """Figure with `blocks` stacked grids of at most 3 columns, one panel per entry; returns (fig, axes, where)
+    with where(block, m) the axis of entry m in block.  Unused panels are hidden."""
+    ncols = min(3, n_entries)
+    nrows = -(-n_entries // ncols)
+    fig, axes = plt.subplots(blocks * nrows, ncols, figsize=(max(panel[0] * ncols, 7.0), panel[1] * blocks * nrows),
+                             squeeze=False, sharex=True)
+    for blk in range(blocks):
+        for k in range(n_entries, nrows * ncols):
+            axes[blk * nrows + k // ncols, k % ncols].set_visible(False)
+
+    def where(block: int, m: int):
+        return axes[block * nrows + m // ncols, m % ncols]
+
+    return fig, axes, where
+
+
 def _representative_entries(P: int) -> dict[str, tuple[int, int]]:
     classes = entry_classes(P)
     return {name: classes[name][0] for name in ENTRY_CLASSES if classes[name]}
@@ -118,9 +135,9 @@ def figure_mean_kernel(ds, outdir: str) -> list[str]:
     t = ds["t"].values
     colors = width_colors(ds["width"].values)
     refs = list(ds["k0_reference"].values)
-    fig, axes = plt.subplots(1, p, figsize=(3.6 * p, 3.2), squeeze=False, sharex=True)
+    fig, axes, where = _entry_grid(p, 1, (3.6, 3.2))
     for m in range(p):
-        ax = axes[0, m]
+        ax = where(0, m)
         for r, ref in enumerate(refs):
             for w in ds["width"].values:
                 err = ds["K0_relerr"].sel(k0_reference=ref, width=w).values[:, m]
@@ -132,7 +149,7 @@ def figure_mean_kernel(ds, outdir: str) -> list[str]:
         a, b = ds["pair_a"].values[m], ds["pair_b"].values[m]
         ax.set_title(f"entry ({a},{b})")
         ax.set_xlabel("depth time t " + DIMLESS)
-        if m == 0:
+        if ax.get_subplotspec().colspan.start == 0:
             ax.set_ylabel("(mean G − K0)_ab / √(K0_aa K0_bb)\n" + DIMLESS)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -143,7 +160,8 @@ def figure_mean_kernel(ds, outdir: str) -> list[str]:
     caption = point_caption(ds, (
         "Figure 1. Relative error of the infinite-width mean kernel K0 against the Monte Carlo mean of G, "
         "per entry (a,b), normalised by √(K0_aa K0_bb). Solid: K0 from the discrete-layer recursion at the "
-        "simulated depth; dashed: continuum K0 (interpolated to the recorded layers). The offset is the "
+        "simulated depth" + ("; dashed: continuum K0 (interpolated to the recorded layers)" if "continuum" in refs
+                             else "") + ". The offset is the "
         f"expected finite-width correction K1/n. Max |error| over t and entries: {summary}."))
     return _finish(fig, caption, outdir, f"{point_tag(ds)}_fig1_mean_kernel")
 
@@ -161,7 +179,7 @@ def figure_kernel_covariance(ds, outdir: str) -> list[str]:
     theories = list(ds["theory"].values)
     thr = float(ds.attrs["threshold"])
     ncol = len(entries)
-    fig, axes = plt.subplots(2, ncol, figsize=(3.8 * ncol, 6.0), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, ncol, figsize=(max(3.8 * ncol, 7.0), 6.0), squeeze=False, sharex=True)
     for c, (cls, (m, mp)) in enumerate(entries.items()):
         ax = axes[0, c]
         for w in ds["width"].values:
@@ -233,7 +251,7 @@ def figure_residual(ds, outdir: str) -> list[str]:
     t = ds["t"].values
     entries = _representative_entries(P)
     widths = ds["width"].values
-    fig, axes = plt.subplots(len(widths), len(entries), figsize=(3.8 * len(entries), 2.9 * len(widths)),
+    fig, axes = plt.subplots(len(widths), len(entries), figsize=(max(3.8 * len(entries), 7.0), 2.9 * len(widths)),
                              squeeze=False, sharex=True)
     acc, acc_se = ds["residual_acc"], ds["residual_acc_se"]
     for r, w in enumerate(widths):
@@ -286,10 +304,10 @@ def figure_k1(ds, outdir: str) -> list[str]:
     t = ds["t"].values
     colors = width_colors(ds["width"].values)
     theories = [th for th in ds["theory"].values if np.any(np.isfinite(ds["K1_theory"].sel(theory=th).values))]
-    fig, axes = plt.subplots(2, p, figsize=(3.7 * p, 6.0), squeeze=False, sharex=True)
+    fig, axes, where = _entry_grid(p, 2, (3.7, 3.0))
     for m in range(p):
         a, b = ds["pair_a"].values[m], ds["pair_b"].values[m]
-        ax = axes[0, m]
+        ax = where(0, m)
         for w in ds["width"].values:
             _band(ax, t, ds["K1_MC"].sel(width=w).values[:, m], ds["K1_MC_se"].sel(width=w).values[:, m],
                   colors[int(w)], label=f"n (mean G − K0_discrete), n = {int(w)}")
@@ -301,10 +319,10 @@ def figure_k1(ds, outdir: str) -> list[str]:
                     markevery=max(1, len(t) // 10), **THEORY_STYLE[th])
         ax.axhline(0, color="0.3", lw=0.7)
         ax.set_title(f"K1, entry ({a},{b})")
-        if m == 0:
+        if ax.get_subplotspec().colspan.start == 0:
             ax.set_ylabel("K1 " + DIMLESS)
         ax.grid(alpha=0.3)
-        ax = axes[1, m]
+        ax = where(1, m)
         for w in ds["width"].values:
             src = ds["K1_source_MC"].sel(width=w).values[:, m]
             se = ds["K1_source_MC_se"].sel(width=w).values[:, m]
@@ -320,7 +338,7 @@ def figure_k1(ds, outdir: str) -> list[str]:
         ax.axhline(0, color="0.3", lw=0.7)
         ax.set_title(f"K1 source, entry ({a},{b})")
         ax.set_xlabel("depth time t " + DIMLESS)
-        if m == 0:
+        if ax.get_subplotspec().colspan.start == 0:
             ax.set_ylabel("dK1/dt source term " + DIMLESS)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -471,7 +489,8 @@ def figure_validity_window(combined, outdir: str, threshold: float, nsigma: floa
     pts = table[["activation", "sw2", "sb2", "kin", "depth", "T"]].drop_duplicates()
     desc = "; ".join(f"{r.activation}, sw2={r.sw2:g}, sb2={r.sb2:g}, K_in=[{r.kin}], L={r.depth}, T={r.T:g}"
                      for r in pts.itertuples())
-    seeds = "; ".join(f"{r.activation} n={r.width}: seed {r.seed}, {r.samples} samples" for r in table.itertuples())
+    seeds = "; ".join(f"{r.activation} n={int(r.width)}: seed {r.seed}, {int(r.samples)} samples"
+                      for r in table.itertuples())
     caption = (f"Figure 5. Validity window of the G-only closure: t* is the first recorded depth at which any entry "
                f"of the relative error of V4 (left) or K1 (right) against the G-only EFT (discrete layers where "
                f"available) exceeds {threshold:g} by more than {nsigma:g} standard errors; open triangles at the "
