@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernel_eft.activations import f_matrix
+from kernel_eft.activations import f_matrix, kernel_jacobian
+from kernel_eft.theory.gonly import source_s2, source_s4
 from kernel_eft.pairs import n_pairs, pair_indices, pair_lookup
 
 ENTRY_CLASSES = ("diag-diag", "diag-off", "off-off")
@@ -42,22 +43,13 @@ ENTRY_CLASSES = ("diag-diag", "diag-off", "off-off")
 
 
 def s4_pairs(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """S4(A, B)_(ab)(cd) = A_ac B_bd + A_ad B_bc + A_bc B_ad + A_bd B_ac for (..., P, P) -> (..., p, p)."""
-    P = A.shape[-1]
-    a, b = pair_indices(P)
-    i, j = a[:, None], b[:, None]
-    k, m = a[None, :], b[None, :]
-    return A[..., i, k] * B[..., j, m] + A[..., i, m] * B[..., j, k] + A[..., j, m] * B[..., i, k] \
-        + A[..., j, k] * B[..., i, m]
+    """S4(A, B) in pair coordinates, (..., P, P) -> (..., p, p) (theory.gonly.source_s4)."""
+    return source_s4(A, B)
 
 
 def s2_pairs(W: np.ndarray) -> np.ndarray:
-    """S2(W)_(ab)(cd) = W_ac W_bd + W_ad W_bc, the dt^2 term of the block covariance, (..., p, p)."""
-    P = W.shape[-1]
-    a, b = pair_indices(P)
-    i, j = a[:, None], b[:, None]
-    k, m = a[None, :], b[None, :]
-    return W[..., i, k] * W[..., j, m] + W[..., i, m] * W[..., j, k]
+    """S2(W)_(ab)(cd) = W_ac W_bd + W_ad W_bc, the dt^2 term of the block covariance (theory.gonly.source_s2)."""
+    return source_s2(W)
 
 
 def contract_s4_cov(C: np.ndarray, P: int) -> np.ndarray:
@@ -122,39 +114,14 @@ def normalised_error(value, se, reference, scale):
         return np.where(good, (value - reference) / safe, np.nan), np.where(good, se / safe, np.nan)
 
 
-# ----------------------------------------------------------------------------------------------
-# Mean-field Jacobian (central differences of f; the theory module's analytic version is preferred)
-# ----------------------------------------------------------------------------------------------
-
-
 def mean_field_jacobian(activation, K: np.ndarray, sw2: float, sb2: float) -> np.ndarray:
     """J[m, m'] = d f(K)_m / d K_m' for a stack (..., P, P) of kernels -> (..., p, p).
 
-    Uses the G-only module's analytic Jacobian when it provides one; otherwise fourth-order central
-    differences of f (relative accuracy ~1e-10, far below any Monte Carlo error)."""
-    try:  # the theory helper's analytic Price-theorem Jacobian, when present
-        from kernel_eft.theory import gonly
-
-        analytic = getattr(gonly, "jacobian_pairs", None)
-    except ImportError:  # pragma: no cover
-        analytic = None
+    The analytic Price-theorem Jacobian of kernel_eft.activations (sb2 does not enter J)."""
     K = np.asarray(K, dtype=np.float64)
-    if analytic is not None:
-        flat = K.reshape((-1,) + K.shape[-2:])
-        J = np.stack([np.asarray(analytic(activation, k, sw2, sb2)) for k in flat])
-        return J.reshape(K.shape[:-2] + J.shape[-2:])
-    P = K.shape[-1]
-    a, b = pair_indices(P)
-    p = a.size
-    J = np.empty(K.shape[:-2] + (p, p))
-    for mp in range(p):
-        step = 1e-4 * np.sqrt(np.abs(K[..., a[mp], a[mp]] * K[..., b[mp], b[mp]]))[..., None, None]
-        E = np.zeros((P, P))
-        E[a[mp], b[mp]] = E[b[mp], a[mp]] = 1.0
-        vals = [f_matrix(activation, K + s * step * E, sw2, sb2) for s in (-2, -1, 1, 2)]
-        deriv = (vals[0] - 8 * vals[1] + 8 * vals[2] - vals[3]) / (12 * step)
-        J[..., :, mp] = deriv[..., a, b]
-    return J
+    flat = K.reshape((-1,) + K.shape[-2:])
+    J = np.stack([kernel_jacobian(activation, k, sw2) for k in flat])
+    return J.reshape(K.shape[:-2] + J.shape[-2:])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -554,6 +521,18 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         for i in range(nw):
             tstar_V4[j, i] = first_exceedance(t, V4[i] - V4_th[j], V4_se[i], scale, threshold, nsigma)
 
+    # ---- V4 extrapolated to n -> infinity (V4 = V4_inf + V4_1/n, two terms), to separate the closure error of
+    # the leading-order V4 equation from genuine O(1/n) corrections of n Cov(G) at finite width
+    V4_inf = V4_inf_se = None
+    tstar_V4_inf = np.full(len(labels), np.nan)
+    if nw >= 2:
+        coef, coef_se, _, _ = fit_inverse_width(widths, V4, V4_se, 2)
+        V4_inf, V4_inf_se = coef[0], coef_se[0]
+        for j in range(len(labels)):
+            if np.all(np.isfinite(V4_th[j])):
+                tstar_V4_inf[j] = first_exceedance(t, V4_inf - V4_th[j], V4_inf_se, covariance_scale(V4_th[j]),
+                                                   threshold, nsigma)
+
     # ---- (4) K1 two ways, and the source closure
     order_fit = min(3, nw)
     if nw >= 2:
@@ -634,9 +613,14 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
             **one, "long_name": f"first t where the K1 relative error exceeds {threshold:g} by more than "
                                 f"{nsigma:g} sigma (inf: never)"}),
         "tstar_K1_fit": (("theory",), tstar_K1_fit, {**one, "long_name": "tstar_K1 for the 1/n-fit K1"}),
+        "tstar_V4_inf": (("theory",), tstar_V4_inf, {**one, "long_name": "tstar_V4 for V4_inf (1/n-extrapolated)"}),
         "max_K0_relerr": (("k0_reference", "width"), np.nanmax(np.abs(K0_err), axis=(2, 3)),
                           {**one, "long_name": "max over t and entries of |K0_relerr|"}),
     }
+    if V4_inf is not None:
+        data["V4_inf"] = (("t", "pair", "pair2"), V4_inf, {**one, "long_name": "V4_MC extrapolated to n -> infinity "
+                                                          "(weighted fit V4_inf + c/n over widths)"})
+        data["V4_inf_se"] = (("t", "pair", "pair2"), V4_inf_se, {**one, "long_name": "standard error of V4_inf"})
     for name in fit:
         data[name] = (("t", "pair"), fit[name], {**one, "long_name": f"{name[:2]} from the weighted 1/n fit "
                                                  f"of G_mean over widths ({order_fit} terms)"})
@@ -667,7 +651,7 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "samples": ",".join(str(s) for s in samples), "batches": ",".join(str(b) for b in batches),
         "record_every": int(ref.attrs.get("record_every", 1)),
         "fit_dof": dof, "fit_terms": order_fit if nw >= 2 else 0,
-        "error_method": "delete-one-batch jackknife over seed batches (Monte Carlo); theory exact",
+        "error_method": "delete-one-batch jackknife over seed batches (theory curves carry no statistical error)",
         "theories": ",".join(labels),
         "mc_files": ",".join(str(path) for path, _ in mc),
         "theory_files": ",".join(str(path) for path, _ in theories),
