@@ -61,19 +61,20 @@ def expected_counts(config_path: Path) -> dict[str, int]:
     config = yaml.safe_load(config_path.read_text())
     grid = config["grid"]
     theory = config.get("theory", {})
-    closures = len(theory.get("closures", ["gonly"]))
+    closures = theory.get("closures", ["gonly"])
+    discrete = [c for c in closures if c != "exact"]  # the exact theory has no discrete form
+    continuous = closures if theory.get("continuous", True) else [c for c in closures if c == "exact"]
     per_depth = len(grid["activation"]) * len(grid["time"]) * len(grid["sw2"]) * len(grid["sb2"]) * len(grid["inputs"])
     points = per_depth * len(grid["depth"])
     counts = {
         "simulate": points * len(grid["width"]),
-        "theory_discrete": points * closures,
+        "theory_discrete": points * len(discrete),
+        "theory_continuous": per_depth * len(continuous),
         "diagnose": points,
         "figures": 1,
         "all": 1,
     }
-    if theory.get("continuous", True):
-        counts["theory_continuous"] = per_depth * closures
-    return counts
+    return {job: count for job, count in counts.items() if count}
 
 
 @pytest.mark.parametrize("study", ["config.yaml", "paper.yaml", "test.yaml"])
@@ -81,6 +82,18 @@ def test_dry_run_lists_every_grid_job(tmp_path, study):
     config_path = ROOT / "config" / study
     proc = snakemake(tmp_path, "-n", "--configfile", str(config_path))
     assert job_counts(proc.stdout) == expected_counts(config_path)
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_adding_the_exact_closure_is_one_config_line(tmp_path, continuous):
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["theory"]["closures"] = ["gonly", "exact"]
+    config["theory"]["continuous"] = continuous
+    (tmp_path / "exact.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", "exact.yaml")
+    assert job_counts(proc.stdout) == expected_counts(tmp_path / "exact.yaml")
+    exact_cmds = [line for line in proc.stdout.splitlines() if "--closure exact" in line]
+    assert exact_cmds and all("--depth" not in line and "--points" in line for line in exact_cmds)
 
 
 def test_paths_are_readable_and_stable(tmp_path):

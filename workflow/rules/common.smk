@@ -43,6 +43,15 @@ validate_config(config)
 GRID = config["grid"]
 MC = config["monte_carlo"]
 THEORY = config["theory"]
+# The exact O(1/n) theory exists only as continuous-depth ODEs (kernel-eft theory rejects
+# --depth for it); the G-only closure has both forms.
+CONTINUOUS_ONLY_CLOSURES = {"exact"}
+DISCRETE_CLOSURES = [c for c in THEORY["closures"] if c not in CONTINUOUS_ONLY_CLOSURES]
+CONTINUOUS_CLOSURES = [
+    c
+    for c in THEORY["closures"]
+    if THEORY["continuous"] or c in CONTINUOUS_ONLY_CLOSURES
+]
 CONDA_ENV = "../../envs/kernel-eft.yaml"
 
 # profiles/default (picked up by snakemake unless --workflow-profile names another) caps the
@@ -194,16 +203,16 @@ def mc_files_of_point(wildcards):
 
 
 def theory_files_of_point(wildcards):
-    files = [
-        THEORY_DISCRETE_FILE.format(closure=closure, **point_of(wildcards))
-        for closure in THEORY["closures"]
+    point = point_of(wildcards)
+    discrete = [
+        THEORY_DISCRETE_FILE.format(closure=closure, **point)
+        for closure in DISCRETE_CLOSURES
     ]
-    if THEORY["continuous"]:
-        files += [
-            THEORY_CONTINUOUS_FILE.format(closure=closure, **point_of(wildcards))
-            for closure in THEORY["closures"]
-        ]
-    return files
+    continuous = [
+        THEORY_CONTINUOUS_FILE.format(closure=closure, **point)
+        for closure in CONTINUOUS_CLOSURES
+    ]
+    return discrete + continuous
 
 
 def point_seed(wildcards):

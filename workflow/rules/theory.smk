@@ -8,6 +8,8 @@ rule theory_discrete:
         "logs/theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
     benchmark:
         "results/benchmarks/theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
+    wildcard_constraints:
+        closure="|".join(DISCRETE_CLOSURES),
     conda:
         CONDA_ENV
     params:
