@@ -1,11 +1,12 @@
 # kernel-eft study: Monte Carlo -> EFT theory -> diagnostics -> figures.
 #
-#   snakemake --profile profiles/default                     # workstation (all cores)
-#   snakemake --profile profiles/slurm                       # SLURM cluster
-#   snakemake --profile profiles/slurm --configfile config/paper.yaml
+#   snakemake --cores all                                    # workstation (profiles/default)
+#   snakemake --workflow-profile profiles/slurm              # SLURM cluster
+#   snakemake --workflow-profile profiles/slurm --configfile config/paper.yaml
 #   snakemake --report report.html                           # browsable report
 #
-# The study is config/config.yaml (schema: workflow/schemas/config.schema.yaml).
+# The study is config/config.yaml (schema: workflow/schemas/config.schema.yaml; studies and
+# their cost: config/README.md).
 
 
 configfile: "config/config.yaml"
@@ -33,3 +34,7 @@ rule all:
     input:
         all_results(),
         "results/figures",
+
+
+onstart:
+    refuse_workstation_rank_cap()

@@ -66,14 +66,31 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status  # a zombie has exited
 
 
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def test_workstation_rank_cap_is_refused_on_the_cluster(loopback_cluster, tmp_path):
+    """--profile profiles/slurm keeps profiles/default (the workflow profile) with its rank cap
+    at the local core count: the run must stop before submitting anything."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "profiles" / "slurm"),
+           "--configfile", str(ROOT / "config" / "test.yaml"), "--slurm-no-account"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "use --workflow-profile profiles/slurm" in proc.stdout + proc.stderr
+    assert "has been submitted" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 def test_workflow_runs_through_slurm_with_mpi(loopback_cluster, tmp_path):
     import xarray as xr
 
     config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     config["theory"]["continuous"] = False  # three cluster jobs: 2 Monte Carlo (2 ranks each), 1 theory
     (tmp_path / "slurm.yaml").write_text(yaml.safe_dump(config))
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env = _env()
     cmd = [
         sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
         "--workflow-profile", str(ROOT / "profiles" / "slurm"), "--configfile", "slurm.yaml", "--jobs", "3",

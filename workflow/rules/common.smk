@@ -8,6 +8,7 @@ grows.
 """
 
 import itertools
+import os
 import sys
 import zlib
 from pathlib import Path
@@ -54,21 +55,24 @@ CONTINUOUS_CLOSURES = [
 ]
 CONDA_ENV = "../../envs/kernel-eft.yaml"
 
-# profiles/default (picked up by snakemake unless --workflow-profile names another) caps the
-# MPI ranks running at once at the local core count.  On a cluster that cap would quietly
-# shrink every Monte Carlo job, so refuse it there.
-_rank_cap = workflow.global_resources.get("tasks")
-if (
-    not workflow.local_exec
-    and _rank_cap is not None
-    and isinstance(_rank_cap.value, int)
-    and _rank_cap.value < MC["tasks"]
-):
-    raise WorkflowError(
-        f"--resources tasks={_rank_cap.value} (profiles/default, the workstation profile) "
-        f"would cap monte_carlo.tasks={MC['tasks']} MPI ranks; on a cluster run with "
-        "--workflow-profile profiles/slurm"
-    )
+
+def refuse_workstation_rank_cap():
+    """profiles/default (used by snakemake unless --workflow-profile names another) caps the
+    MPI ranks running at once at the local core count. Under a cluster executor that cap would
+    run one Monte Carlo job at a time with shrunken ranks: stop, the cluster profile replaces it.
+    (Called at start-up: the executor is not known while the Snakefile is parsed.)"""
+    rank_cap = workflow.global_resources.get("tasks")
+    if (
+        not workflow.local_exec
+        and rank_cap is not None
+        and rank_cap.value == len(os.sched_getaffinity(0))
+    ):
+        raise WorkflowError(
+            f"the workstation profile (profiles/default) caps the MPI ranks at the {rank_cap.value} "
+            "local cores; on a cluster use --workflow-profile profiles/slurm instead of "
+            "--profile profiles/slurm"
+        )
+
 
 # Rules run the kernel_eft package of this checkout, installed or not (the conda
 # environment in envs/ provides only its dependencies).
