@@ -235,6 +235,20 @@ def test_rerun_does_nothing(finished_study):
 
 @pytest.mark.slow
 @pytest.mark.mpi
+def test_growing_the_grid_runs_only_the_new_point(finished_study, tmp_path):
+    workdir, _, _ = finished_study
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["grid"]["inputs"].append({"rho": 0.3})
+    (tmp_path / "grown.yaml").write_text(yaml.safe_dump(config))
+    dry = snakemake(workdir, "-n", "-p", "--cores", "2", "--configfile", str(tmp_path / "grown.yaml"))
+    assert job_counts(dry.stdout) == {"simulate": 2, "theory_discrete": 1, "theory_continuous": 1, "diagnose": 1,
+                                      "figures": 1, "all": 1}
+    outputs = re.findall(r"--out (\S+)", dry.stdout)
+    assert outputs and all(path.endswith("_rho0.3.nc") for path in outputs)
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
 def test_report_renders_figures(finished_study):
     workdir, _, _ = finished_study
     snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "report.html")

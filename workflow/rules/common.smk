@@ -9,6 +9,7 @@ grows.
 
 import itertools
 import os
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -143,7 +144,7 @@ wildcard_constraints:
     time=NUMBER,
     sw2=NUMBER,
     sb2=NUMBER,
-    geom="|".join(GEOMETRIES),
+    geom="|".join(map(re.escape, GEOMETRIES)),
     closure="|".join(THEORY["closures"]),
 
 
