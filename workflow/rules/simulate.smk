@@ -17,6 +17,7 @@ rule simulate:
     resources:
         mpi="mpiexec",
         tasks=MC["tasks"],
+        cpus_per_task=1,  # SLURM: one core per rank, whatever the default resources say
     params:
         network=network_args,
         seed=point_seed,
