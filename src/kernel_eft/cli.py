@@ -108,9 +108,101 @@ def run_simulate(args) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+THEORY_CLOSURES = ("gonly", "exact")
+
+
 def add_theory_parser(sub) -> None:
-    p = sub.add_parser("theory", help="EFT solvers (G-only closure; exact O(1/n) theory) to netCDF")
-    p.set_defaults(func=lambda args: _not_yet("theory"))
+    from kernel_eft.theory.gonly import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SOLVER_METHODS
+
+    p = sub.add_parser(
+        "theory",
+        help="EFT solvers (G-only closure; exact O(1/n) theory) to netCDF",
+        description=(
+            "Solve the collective-kernel EFT for the mean kernel K0, the kernel covariance V4 = n Cov(G, G) and the "
+            "1/n mean correction K1, and write them with the separate right-hand-side terms (transport J V4 + V4 J^T, "
+            "source S4(K0), tadpole H:V4/2) to netCDF.  Without --depth: the continuous-depth ODEs (scipy solve_ivp) "
+            "at --points uniform times from 0 to T.  With --depth L: the discrete-layer recursion including the dt^2 "
+            "terms, output at every layer (compare Monte Carlo at depth L with this one)."
+        ),
+    )
+    add_network_arguments(p, depth_required=False)
+    p.add_argument("--closure", default="gonly", choices=THEORY_CLOSURES,
+                   help="gonly: the paper's G-only closure (default); exact: the O(1/n) theory (kernel_eft.theory.exact)")
+    p.add_argument("--points", default=None, type=_argtype(check_int, "--points", minimum=2),
+                   help="continuous solver: number of uniform output times from 0 to T inclusive (default 201)")
+    p.add_argument("--rtol", default=DEFAULT_RTOL, type=_argtype(check_float, "--rtol", positive=True),
+                   help=f"continuous solver relative tolerance (default {DEFAULT_RTOL:g}; >= 8 correct digits)")
+    p.add_argument("--atol", default=DEFAULT_ATOL, type=_argtype(check_float, "--atol", positive=True),
+                   help=f"continuous solver absolute tolerance (default {DEFAULT_ATOL:g})")
+    p.add_argument("--solver", default=DEFAULT_METHOD, choices=SOLVER_METHODS,
+                   help=f"solve_ivp method for the continuous solver (default {DEFAULT_METHOD})")
+    p.add_argument("--out", required=True, help="output netCDF path (written atomically)")
+    p.set_defaults(func=run_theory)
+
+
+def _theory_gonly(args):
+    from kernel_eft.theory import gonly
+
+    if args.depth is None:
+        sol = gonly.solve_gonly_continuous(args.activation, args.kin, args.sw2, args.sb2, args.time,
+                                           points=args.points, rtol=args.rtol, atol=args.atol, solver=args.solver)
+    else:
+        sol = gonly.solve_gonly_discrete(args.activation, args.kin, args.sw2, args.sb2, args.time, args.depth)
+    return gonly.solution_dataset(sol, args.activation, args.kin, args.sw2, args.sb2, args.time)
+
+
+def _theory_exact(args):
+    """The exact closure lives in kernel_eft.theory.exact: theory_dataset(args) -> xarray.Dataset."""
+    try:
+        from kernel_eft.theory import exact
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("kernel_eft.theory.exact",):
+            raise
+        raise InputError("--closure", "the exact closure is not available in this build "
+                                      "(module kernel_eft.theory.exact is missing); use --closure gonly") from None
+    builder = getattr(exact, "theory_dataset", None)
+    if builder is None:
+        raise InputError("--closure", "kernel_eft.theory.exact does not provide theory_dataset(args) yet; "
+                                      "use --closure gonly")
+    return builder(args)
+
+
+def _validate_theory(args) -> None:
+    from kernel_eft.activations import CollinearInputsError, kernel_derivatives
+
+    if args.depth is not None and args.points is not None:
+        raise InputError("--points", "applies to the continuous solver only; with --depth the discrete recursion "
+                                     "writes every layer 0..L")
+    if args.points is None:
+        args.points = 201
+    if os.path.isdir(args.out):
+        raise InputError("--out", f"{args.out!r} is a directory; give a file name such as theory.nc")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise InputError("--out", f"the directory of {args.out!r} does not exist")
+    try:  # relu with collinear inputs: the G-only tadpole diverges at t = 0
+        kernel_derivatives(args.activation, args.kin, order=2)
+    except CollinearInputsError as exc:
+        raise InputError("--kin", str(exc)) from None
+
+
+def run_theory(args) -> int:
+    import numpy as np
+
+    from kernel_eft import io
+
+    _validate_theory(args)
+    build = {"gonly": _theory_gonly, "exact": _theory_exact}[args.closure]
+    try:
+        ds = build(args)
+    except FloatingPointError as exc:
+        print(f"kernel-eft theory: error: {exc}; no file written", file=sys.stderr)
+        return EXIT_NUMERICS
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind == "f" and not np.all(np.isfinite(var.values)):
+            print(f"kernel-eft theory: error: non-finite {name}; no file written", file=sys.stderr)
+            return EXIT_NUMERICS
+    io.write_dataset_atomic(ds, args.out)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,37 @@
-"""G-only collective-kernel EFT (THEORY.md section 3)."""
+"""G-only collective-kernel EFT (THEORY.md section 3): the paper's theory, continuous and discrete.
+
+State (pair coordinates, `kernel_eft.pairs`): K0 (p), V4 = n Cov(G, G) (p x p), K1 (p).  With
+W = f(K0) = sw2 F(K0) + sb2 11^T, J = Df(K0), H = D2f(K0) (conventions in `kernel_eft.activations`):
+
+    dK0/dt = W
+    dV4/dt = J V4 + V4 J^T + S4(K0, W)          (transport + source)
+    dK1/dt = J K1 + (1/2) H : V4                (tadpole = (1/2) H : V4)
+    K0(0) = K_in,  V4(0) = S2(K_in) (Wishart),  K1(0) = 0
+
+    S4_(ab)(cd) = K_ac W_bd + K_ad W_bc + K_bc W_ad + K_bd W_ac,    S2(W)_(ab)(cd) = W_ac W_bd + W_ad W_bc.
+
+The discrete-layer recursion (dt = T/L) keeps the dt^2 terms of the exact block law:
+
+    K0 <- K0 + dt W;   V4 <- (I + dt J) V4 (I + dt J)^T + dt S4 + dt^2 S2(W);   K1 <- K1 + dt (J K1 + H:V4/2)
+
+so (V4_{l+1} - V4_l)/dt = transport + source + `discrete_correction`, discrete_correction = dt (J V4 J^T + S2).
+Everything here is a pure function of numpy arrays; files are written by the CLI.
+"""
 
 from __future__ import annotations
 
+import time as _time
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from kernel_eft.activations import f_matrix
+from kernel_eft.activations import f_matrix, get_activation, kernel_derivatives
+from kernel_eft.pairs import from_pairs, n_pairs, pair_indices, to_pairs
+
+DEFAULT_RTOL = 1e-10
+DEFAULT_ATOL = 1e-12
+DEFAULT_METHOD = "DOP853"
+SOLVER_METHODS = ("DOP853", "RK45", "Radau", "LSODA")
 
 
 def mean_kernel_discrete(activation, kin, sw2: float, sb2: float, time: float, depth: int) -> np.ndarray:
@@ -21,3 +48,265 @@ def mean_kernel_discrete(activation, kin, sw2: float, sb2: float, time: float, d
         K = K + dt * f_matrix(activation, K, sw2, sb2)
         out[layer + 1] = K
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure building blocks (also used by the diagnostics)
+# ----------------------------------------------------------------------------------------------
+
+
+def source_s4(K: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """S4(K, W)_(ab)(cd) = K_ac W_bd + K_ad W_bc + K_bc W_ad + K_bd W_ac in pair coordinates, (..., p, p).
+
+    n Cov(dG_ab, dG_cd | h) = dt S4(G, Om) + dt^2 S2(Om) is the exact one-block noise (THEORY.md section 1).
+    """
+    K = np.asarray(K, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    a, b = pair_indices(K.shape[-1])
+    def pick(X, r, c):
+        return X[..., r[:, None], c[None, :]]
+    return (pick(K, a, a) * pick(W, b, b) + pick(K, a, b) * pick(W, b, a)
+            + pick(K, b, a) * pick(W, a, b) + pick(K, b, b) * pick(W, a, a))
+
+
+def source_s2(W: np.ndarray) -> np.ndarray:
+    """S2(W)_(ab)(cd) = W_ac W_bd + W_ad W_bc, (..., p, p).  S2(K_in) is the Wishart V4(0); S4(W, W) = 2 S2(W)."""
+    W = np.asarray(W, dtype=np.float64)
+    a, b = pair_indices(W.shape[-1])
+    def pick(r, c):
+        return W[..., r[:, None], c[None, :]]
+    return pick(a, a) * pick(b, b) + pick(a, b) * pick(b, a)
+
+
+@dataclass(frozen=True)
+class GOnlyTerms:
+    """Right-hand side of the G-only EFT at one state (pair coordinates)."""
+
+    W: np.ndarray  # (p,) f(K0) = dK0/dt
+    transport: np.ndarray  # (p, p) J V4 + V4 J^T
+    source: np.ndarray  # (p, p) S4(K0, f(K0))
+    tadpole: np.ndarray  # (p,) (1/2) H : V4
+    jacobian_k1: np.ndarray  # (p,) J K1
+    J: np.ndarray  # (p, p) Df(K0)
+
+    @property
+    def dV4(self) -> np.ndarray:
+        return self.transport + self.source
+
+    @property
+    def dK1(self) -> np.ndarray:
+        return self.jacobian_k1 + self.tadpole
+
+
+def gonly_terms(activation, K0: np.ndarray, V4: np.ndarray, K1: np.ndarray, sw2: float, sb2: float,
+                method: str = "auto") -> GOnlyTerms:
+    """Evaluate W, transport, source, tadpole and J K1 at one state.  K0, K1: (P, P) or (p,); V4: (p, p)."""
+    K0 = np.asarray(K0, dtype=np.float64)
+    if K0.ndim == 1:
+        K0 = from_pairs(K0)
+    P = K0.shape[-1]
+    K1 = np.asarray(K1, dtype=np.float64)
+    if K1.ndim == 2:
+        K1 = to_pairs(K1)
+    deriv = kernel_derivatives(activation, K0, order=2, method=method)
+    J = sw2 * deriv.jacobian()
+    W_pairs = sw2 * deriv.F + sb2
+    W = from_pairs(W_pairs, P)
+    JV = J @ V4
+    return GOnlyTerms(
+        W=W_pairs,
+        transport=JV + JV.T,
+        source=source_s4(K0, W),
+        tadpole=0.5 * sw2 * deriv.contract_hessian(V4),
+        jacobian_k1=J @ K1,
+        J=J,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Solutions
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GOnlySolution:
+    """The G-only EFT at output times, pair coordinates.  Arrays have a leading time axis."""
+
+    times: np.ndarray  # (T,)
+    layers: np.ndarray | None  # (T,) for the discrete recursion
+    P: int
+    K0: np.ndarray  # (T, p)
+    V4: np.ndarray  # (T, p, p)
+    K1: np.ndarray  # (T, p)
+    transport: np.ndarray  # (T, p, p)
+    source: np.ndarray  # (T, p, p)
+    tadpole: np.ndarray  # (T, p)
+    discrete_correction: np.ndarray | None = None  # (T, p, p): dt (J V4 J^T + S2), discrete only
+    info: dict = field(default_factory=dict)
+
+    def matrices(self) -> dict[str, np.ndarray]:
+        """K0, K1, tadpole as (T, P, P) and V4, transport, source (, discrete_correction) as (T, P, P, P, P)."""
+        from kernel_eft.pairs import pairs_to_four_index
+
+        out = {name: from_pairs(getattr(self, name), self.P) for name in ("K0", "K1", "tadpole")}
+        for name in ("V4", "transport", "source", "discrete_correction"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = pairs_to_four_index(value, self.P)
+        return out
+
+
+def _check_finite(name: str, value: np.ndarray, where: str) -> None:
+    if not np.all(np.isfinite(value)):
+        raise FloatingPointError(f"G-only EFT: non-finite {name} at {where}; the kernel overflowed float64 "
+                                 "(reduce sw2*T or the input norm)")
+
+
+def _record_terms(activation, K0, V4, K1, sw2, sb2, method):
+    terms = [gonly_terms(activation, K0[i], V4[i], K1[i], sw2, sb2, method) for i in range(K0.shape[0])]
+    return (np.stack([t.transport for t in terms]), np.stack([t.source for t in terms]),
+            np.stack([t.tadpole for t in terms]), terms)
+
+
+def solve_gonly_continuous(activation, kin, sw2: float, sb2: float, time: float, times=None, points: int = 201,
+                           rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, solver: str = DEFAULT_METHOD,
+                           method: str = "auto") -> GOnlySolution:
+    """Continuous-depth G-only EFT by scipy solve_ivp on (K0, V4, K1).
+
+    times: output times in [0, time] (default: `points` uniform times from 0 to time inclusive).
+    rtol/atol: solver tolerances (defaults give >= 8 correct digits, tested).  solver: solve_ivp method.
+    method: F evaluation, auto | closed | quadrature.
+    """
+    from scipy.integrate import solve_ivp  # lazily: the CLI imports this module to build its parser
+
+    act = get_activation(activation)
+    kin = np.asarray(kin, dtype=np.float64)
+    P = kin.shape[-1]
+    p = n_pairs(P)
+    if times is None:
+        times = np.linspace(0.0, time, points)
+    times = np.asarray(times, dtype=np.float64)
+    if solver not in SOLVER_METHODS:
+        raise ValueError(f"solver must be one of {SOLVER_METHODS}, got {solver!r}")
+
+    def unpack(y):
+        return y[:p], y[p:p + p * p].reshape(p, p), y[p + p * p:]
+
+    def rhs(_t, y):
+        K0, V4, K1 = unpack(y)
+        V4 = 0.5 * (V4 + V4.T)  # keep the integrated covariance exactly symmetric
+        terms = gonly_terms(act, K0, V4, K1, sw2, sb2, method)
+        return np.concatenate([terms.W, terms.dV4.ravel(), terms.dK1])
+
+    y0 = np.concatenate([to_pairs(kin), source_s2(kin).ravel(), np.zeros(p)])
+    started = _time.perf_counter()
+    with np.errstate(over="raise", invalid="raise"):
+        try:
+            result = solve_ivp(rhs, (0.0, float(time)), y0, method=solver, t_eval=times, rtol=rtol, atol=atol)
+        except FloatingPointError as exc:
+            raise FloatingPointError(f"G-only EFT: overflow in the right-hand side ({exc}); reduce sw2*T") from None
+    if not result.success:
+        raise FloatingPointError(f"G-only EFT: solve_ivp failed: {result.message}")
+    Y = result.y.T
+    _check_finite("state", Y, f"t <= {time}")
+    K0 = Y[:, :p]
+    V4 = Y[:, p:p + p * p].reshape(-1, p, p)
+    V4 = 0.5 * (V4 + np.swapaxes(V4, -1, -2))
+    K1 = Y[:, p + p * p:]
+    transport, source, tadpole, _ = _record_terms(act, K0, V4, K1, sw2, sb2, method)
+    info = {"solver": f"scipy.integrate.solve_ivp {solver}", "rtol": rtol, "atol": atol, "nfev": int(result.nfev),
+            "wall_seconds": _time.perf_counter() - started}
+    return GOnlySolution(times, None, P, K0, V4, K1, transport, source, tadpole, None, info)
+
+
+def solve_gonly_discrete(activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                         method: str = "auto") -> GOnlySolution:
+    """Discrete-layer G-only recursion at depth L = depth (dt = time/depth), output at every layer 0..L.
+
+    This is the version to compare with Monte Carlo at the same L (K1 = n (E[G] - K0) is sensitive to
+    the O(1/L) error of the continuum).
+    """
+    act = get_activation(activation)
+    kin = np.asarray(kin, dtype=np.float64)
+    P = kin.shape[-1]
+    p = n_pairs(P)
+    dt = time / depth
+    started = _time.perf_counter()
+    K0 = np.empty((depth + 1, p))
+    V4 = np.empty((depth + 1, p, p))
+    K1 = np.empty((depth + 1, p))
+    transport = np.empty((depth + 1, p, p))
+    source = np.empty((depth + 1, p, p))
+    tadpole = np.empty((depth + 1, p))
+    correction = np.empty((depth + 1, p, p))
+    k0, v4, k1 = to_pairs(kin), source_s2(kin), np.zeros(p)
+    eye = np.eye(p)
+    for layer in range(depth + 1):
+        terms = gonly_terms(act, k0, v4, k1, sw2, sb2, method)
+        s2 = source_s2(from_pairs(terms.W, P))
+        K0[layer], V4[layer], K1[layer] = k0, v4, k1
+        transport[layer], source[layer], tadpole[layer] = terms.transport, terms.source, terms.tadpole
+        correction[layer] = dt * (terms.J @ v4 @ terms.J.T + s2)
+        if layer == depth:
+            break
+        step = eye + dt * terms.J
+        k0, v4, k1 = (k0 + dt * terms.W,
+                      step @ v4 @ step.T + dt * terms.source + dt * dt * s2,
+                      k1 + dt * terms.dK1)
+        v4 = 0.5 * (v4 + v4.T)
+        if not (np.all(np.isfinite(k0)) and np.all(np.isfinite(v4)) and np.all(np.isfinite(k1))):
+            _check_finite("state", np.array(np.nan), f"layer {layer + 1} (t = {(layer + 1) * dt:.6g})")
+    layers = np.arange(depth + 1)
+    info = {"solver": "discrete-layer recursion", "depth": depth, "wall_seconds": _time.perf_counter() - started}
+    return GOnlySolution(layers * dt, layers, P, K0, V4, K1, transport, source, tadpole, correction, info)
+
+
+# ----------------------------------------------------------------------------------------------
+# netCDF edge
+# ----------------------------------------------------------------------------------------------
+
+_THEORY_VARIABLES = {
+    # name: (dims, long_name)
+    "K0": (("t", "a", "b"), "mean kernel K0 (infinite width)"),
+    "V4": (("t", "a", "b", "c", "d"), "kernel covariance V4 = n Cov(G_ab, G_cd), G-only EFT"),
+    "K1": (("t", "a", "b"), "1/n mean correction K1, E[G] = K0 + K1/n, G-only EFT"),
+    "transport": (("t", "a", "b", "c", "d"), "transport term J V4 + V4 J^T of dV4/dt, J = Df(K0)"),
+    "source": (("t", "a", "b", "c", "d"), "source term S4(K0, f(K0)) of dV4/dt"),
+    "tadpole": (("t", "a", "b"), "tadpole (1/2) H : V4 of dK1/dt, H = D2f(K0)"),
+    "discrete_correction": (("t", "a", "b", "c", "d"),
+                            "dt^2 part of the discrete V4 step per dt: dt (J V4 J^T + S2(f(K0)))"),
+}
+
+
+def solution_dataset(sol: GOnlySolution, activation, kin, sw2: float, sb2: float, time: float,
+                     closure: str = "gonly", extra_attrs: dict | None = None):
+    """The theory netCDF schema (docs/data_format.md) as an xarray Dataset, every parameter as an attribute."""
+    import xarray as xr
+
+    from kernel_eft import io
+
+    act = get_activation(activation)
+    coords = {**io.time_coords(sol.times, sol.layers), **io.index_coords(sol.P)}
+    data = {}
+    for name, value in sol.matrices().items():
+        dims, long_name = _THEORY_VARIABLES[name]
+        data[name] = (dims, value, {"long_name": long_name, "units": "1"})
+    discrete = sol.layers is not None
+    params = {
+        "closure": closure, "activation": act.name, "time": float(time), "sw2": float(sw2), "sb2": float(sb2),
+        "kin": np.asarray(kin, dtype=np.float64), "P": sol.P,
+        "mode": "discrete" if discrete else "continuous",
+        "depth": int(sol.layers[-1]) if discrete else None,
+        "points": int(sol.times.size),
+        "solver": sol.info.get("solver", ""),
+        "rtol": sol.info.get("rtol"), "atol": sol.info.get("atol"),
+        "F_method": "closed form" if act.closed_form else "composite Gauss-Legendre quadrature (kink-split)",
+        "derivative_convention": "pair coordinates a<=b; off-diagonal K_ab and K_ba move together "
+                                 "(kernel_eft.activations)",
+        "wall_seconds": round(float(sol.info.get("wall_seconds", 0.0)), 4),
+        **({"nfev": sol.info["nfev"]} if "nfev" in sol.info else {}),
+        **(extra_attrs or {}),
+    }
+    title = (f"G-only collective-kernel EFT ({act.name}, T={time:g}, "
+             + (f"discrete L={params['depth']})" if discrete else "continuous)"))
+    return xr.Dataset(data, coords=coords, attrs=io.provenance_attrs(title, params))
