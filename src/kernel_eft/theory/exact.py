@@ -29,7 +29,7 @@ import numpy as np
 from scipy import special
 from scipy.integrate import solve_ivp
 
-from kernel_eft.activations import F_matrix, f_matrix, get_activation
+from kernel_eft.activations import F_matrix, f_matrix, get_activation, kernel_derivatives
 from kernel_eft.pairs import (
     from_pairs,
     n_pairs,
@@ -48,58 +48,14 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
 
 # ----------------------------------------------------------------------------------------------
-# One-time Price derivatives of F (private until the shared activations.py derivatives land)
+# Mean path: K0(t), the propagator of y' = J y, and the Price derivatives DF, D2F on it
 # ----------------------------------------------------------------------------------------------
-
-
-def _pair_perturbation(P: int, m: int) -> Array:
-    """Symmetric unit perturbation of pair m: moves K_ab and K_ba together (pairs.py convention)."""
-    a, b = pair_indices(P)
-    E = np.zeros((P, P))
-    E[a[m], b[m]] = 1.0
-    E[b[m], a[m]] = 1.0
-    return E
-
-
-def dF_pairs(act, K: Array) -> Array:
-    """DF(K)[m, m'] = dF_m / dK_m' (symmetric-perturbation convention), central differences of F."""
-    K = np.asarray(K, float)
-    P = K.shape[-1]
-    p = n_pairs(P)
-    h = 1e-6 * max(1.0, float(np.max(np.abs(np.diag(K)))))
-    out = np.empty((p, p))
-    for m in range(p):
-        E = _pair_perturbation(P, m)
-        out[:, m] = to_pairs(F_matrix(act, K + h * E) - F_matrix(act, K - h * E)) / (2 * h)
-    return out
-
-
-def d2F_pairs(act, K: Array) -> Array:
-    """Hessian D2F(K)[ab, m, m'] = d^2 F_ab / dK_m dK_m' by central differences of F."""
-    K = np.asarray(K, float)
-    P = K.shape[-1]
-    p = n_pairs(P)
-    h = 1e-4 * max(1.0, float(np.max(np.abs(np.diag(K)))))
-    out = np.empty((p, p, p))
-    for m in range(p):
-        Em = _pair_perturbation(P, m)
-        for k in range(m, p):
-            Ek = _pair_perturbation(P, k)
-            val = (F_matrix(act, K + h * (Em + Ek)) - F_matrix(act, K + h * (Em - Ek))
-                   - F_matrix(act, K - h * (Em - Ek)) + F_matrix(act, K - h * (Em + Ek))) / (4 * h * h)
-            out[:, m, k] = out[:, k, m] = to_pairs(val)
-    return out
 
 
 def pair_multiplicity(P: int) -> Array:
     """Number of ordered index pairs (c, d) in pair m: 1 on the diagonal, 2 off it."""
     a, b = pair_indices(P)
     return np.where(a == b, 1.0, 2.0)
-
-
-# ----------------------------------------------------------------------------------------------
-# Mean path: K0(t) and the propagator of y' = J y
-# ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -125,7 +81,7 @@ def mean_path(act, kin: Array, sw2: float, sb2: float, times: Array) -> MeanPath
     def rhs(_, state):
         K = from_pairs(state[:p], P)
         U = state[p:].reshape(p, p)
-        J = sw2 * dF_pairs(act, K)
+        J = sw2 * kernel_derivatives(act, K, order=1).jacobian()
         return np.concatenate([to_pairs(f_matrix(act, K, sw2, sb2)), (J @ U).ravel()])
 
     state0 = np.concatenate([to_pairs(kin), np.eye(p).ravel()])
@@ -134,8 +90,9 @@ def mean_path(act, kin: Array, sw2: float, sb2: float, times: Array) -> MeanPath
         raise ArithmeticError(f"mean-kernel ODE failed: {sol.message}")
     K0 = from_pairs(sol.y[:p].T, P)
     U = sol.y[p:].T.reshape(-1, p, p)
-    DF = np.stack([dF_pairs(act, K) for K in K0])
-    D2F = np.stack([d2F_pairs(act, K) for K in K0])
+    derivs = [kernel_derivatives(act, K, order=2) for K in K0]
+    DF = np.stack([d.jacobian() for d in derivs])
+    D2F = np.stack([d.hessian() for d in derivs])
     return MeanPath(np.asarray(times, float), K0, U, DF, D2F)
 
 
