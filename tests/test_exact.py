@@ -102,7 +102,7 @@ def _sample_two_time(K0q, K0t, size, rng):
     return z[:, :P], z[:, P:]
 
 
-@pytest.mark.parametrize("name", ["relu", "erf"])
+@pytest.mark.parametrize("name", ["relu", "erf", "tanh"])
 def test_two_time_kernels_p2_against_sampling(name):
     """Cov(psi_m(z_q), psi_ab(z_t)) and Cov(psi_m(z_q), phi'(z_ta) phi'(z_tb)) against direct sampling of the
     4-dimensional Gaussian (z(q), z(t)); tolerance 5 standard errors."""

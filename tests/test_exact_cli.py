@@ -40,3 +40,15 @@ def test_cli_exact_rejects_depth(tmp_path, capsys):
     assert rc == 2
     assert "--depth" in capsys.readouterr().err
     assert not os.path.exists(out) and not any(tmp_path.iterdir())
+
+
+def test_cli_exact_rejects_collinear_inputs(tmp_path, capsys):
+    out = tmp_path / "exact.nc"
+    try:
+        rc = main(["theory", "--closure", "exact", "--activation", "erf", "--kin", "1,1;1,1", "--time", "1",
+                   "--points", "5", "--out", str(out)])
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc == 2
+    assert "--kin" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -538,6 +538,10 @@ def theory_dataset(args):
                                     "(compare Monte Carlo extrapolated in 1/L, see docs/exact_theory.md)")
     if act.name not in CLOSED_INNER and (act.dphi is None or act.d2phi is None):
         raise InputError("--activation", f"{act.name!r} lacks phi' or phi'' needed by the exact closure")
+    kin = np.asarray(args.kin, dtype=np.float64)
+    if np.linalg.eigvalsh(kin)[0] <= 1e-10 * np.max(np.abs(kin)):
+        raise InputError("--kin", "the exact closure conditions on pairs of inputs and needs a positive definite "
+                                  "K_in (collinear inputs: drop the duplicate input)")
     steps = int(args.points) - 1
     started = _time.perf_counter()
     with np.errstate(over="raise", invalid="raise"):
