@@ -31,6 +31,7 @@ from scipy.integrate import solve_ivp
 
 from kernel_eft.activations import F_matrix, f_matrix, get_activation, kernel_derivatives
 from kernel_eft.pairs import (
+    four_index_to_pairs,
     from_pairs,
     n_pairs,
     pair_indices,
@@ -440,7 +441,7 @@ def assemble(path: MeanPath, Cpp: Array, Q: Array, sw2: float) -> ExactResult:
     Phi = path.propagator()  # (N, N, p, p)
     mult = pair_multiplicity(P)
 
-    V4_free = to_pairs_cov(np.stack([wishart_v4(K) for K in path.K0]))
+    V4_free = four_index_to_pairs(np.stack([wishart_v4(K) for K in path.K0]))
     Cph = stein_psi_zz(path)  # (N, p, p): Cov(psi_m(z(r)), (zz^T)_ab(z(t))) for r <= t
     cross = sw2 * np.einsum("ij,ijxy,jyz->ixz", W, Phi, Cph)
     V4_cross = cross + np.swapaxes(cross, 1, 2)
@@ -465,13 +466,6 @@ def assemble(path: MeanPath, Cpp: Array, Q: Array, sw2: float) -> ExactResult:
     B = 0.5 * sw2 * np.einsum("tr,rtb->tb", W, integrand)
     K1 = sw2 * np.einsum("ij,ijxy,jy->ix", W, Phi, B)
     return ExactResult(path.times, path.K0, V4_free, V4_cross, V4_feedback, B, K1)
-
-
-def to_pairs_cov(V4: Array) -> Array:
-    """(..., P, P, P, P) -> (..., p, p)."""
-    from kernel_eft.pairs import four_index_to_pairs
-
-    return four_index_to_pairs(V4)
 
 
 def exact_theory(activation, kin, sw2: float, sb2: float, time: float, steps: int,
@@ -552,7 +546,7 @@ def theory_dataset(args):
     P = res.K0.shape[-1]
     values = {"K0": res.K0, "V4": res.four_index("V4"), "K1": res.K1_matrix(),
               "V4_free": res.four_index("V4_free"), "V4_cross": res.four_index("V4_cross"),
-              "V4_feedback": res.four_index("V4_feedback"), "K1_source": from_pairs(sw2_times(res, args.sw2), P)}
+              "V4_feedback": res.four_index("V4_feedback"), "K1_source": from_pairs(args.sw2 * res.B, P)}
     data = {name: (dims, values[name], {"long_name": long_name, "units": "1"})
             for name, (dims, long_name) in _EXACT_VARIABLES.items()}
     coords = {**io.time_coords(res.times, None), **io.index_coords(P)}
@@ -571,8 +565,3 @@ def theory_dataset(args):
     }
     title = f"Exact O(1/n) kernel theory ({act.name}, T={args.time:g}, continuous)"
     return xr.Dataset(data, coords=coords, attrs=io.provenance_attrs(title, params))
-
-
-def sw2_times(res: ExactResult, sw2: float) -> Array:
-    """The K1 source sw2 B(t) in pair coordinates."""
-    return sw2 * res.B
