@@ -97,3 +97,17 @@ def test_figures_sparse_grid_falls_back_to_outer_merge(tmp_path):
     assert main(["figures", "--diagnostics", *diags, "--outdir", str(outdir)]) == 0
     table = pd.read_csv(outdir / "summary.csv")
     assert sorted(zip(table["sw2"], table["width"])) == [(1.0, 64), (1.0, 256), (1.5, 128), (1.5, 512)]
+
+
+def test_figures_reject_mixed_validity_criteria(tmp_path, capsys):
+    mc, th = write_point(tmp_path, "r", continuum=False)
+    outs = []
+    for thr in ("0.1", "0.2"):
+        out = tmp_path / f"d{thr}.nc"
+        assert main(["diagnose", "--mc", *mc, "--theory", *th, "--threshold", thr, "--out", str(out)]) == 0
+        outs.append(str(out))
+    with pytest.raises(SystemExit) as exc:
+        main(["figures", "--diagnostics", *outs, "--outdir", str(tmp_path / "figs")])
+    assert exc.value.code == 2
+    assert "threshold" in capsys.readouterr().err
+    assert not (tmp_path / "figs").exists()
