@@ -1,6 +1,5 @@
 """G-only EFT: exact identities, the linear closed form, discrete -> continuum O(1/L), CLI and storage."""
 
-import os
 import subprocess
 import sys
 import time
@@ -163,9 +162,7 @@ def test_overflow_is_reported():
 # ----------------------------------------------------------------------------------------------
 
 
-def run_cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(os.path.dirname(__file__), "..", "src"),
-                                                       os.environ.get("PYTHONPATH", "")]))
+def run_cli(*args, cwd, env):
     return subprocess.run([sys.executable, "-m", "kernel_eft", "theory", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -173,11 +170,11 @@ def run_cli(*args, cwd):
 BASE = ["--activation", "relu", "--time", "2", "--sw2", "1", "--sb2", "0", "--kin", "1,0.6;0.6,1"]
 
 
-def test_cli_continuous_writes_schema(tmp_path):
+def test_cli_continuous_writes_schema(tmp_path, cli_env):
     import xarray as xr
 
     out = tmp_path / "theory.nc"
-    res = run_cli(*BASE, "--closure", "gonly", "--points", "5", "--out", str(out), cwd=tmp_path)
+    res = run_cli(*BASE, "--closure", "gonly", "--points", "5", "--out", str(out), cwd=tmp_path, env=cli_env)
     assert res.returncode == 0, res.stderr
     with xr.open_dataset(out) as ds:
         assert ds.K0.dims == ("t", "a", "b") and ds.V4.dims == ("t", "a", "b", "c", "d")
@@ -193,11 +190,11 @@ def test_cli_continuous_writes_schema(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["theory.nc"]
 
 
-def test_cli_discrete_has_layer_coordinate(tmp_path):
+def test_cli_discrete_has_layer_coordinate(tmp_path, cli_env):
     import xarray as xr
 
     out = tmp_path / "disc.nc"
-    res = run_cli(*BASE, "--depth", "8", "--out", str(out), cwd=tmp_path)
+    res = run_cli(*BASE, "--depth", "8", "--out", str(out), cwd=tmp_path, env=cli_env)
     assert res.returncode == 0, res.stderr
     with xr.open_dataset(out) as ds:
         np.testing.assert_array_equal(ds.layer.values, np.arange(9))
@@ -215,27 +212,28 @@ def test_cli_discrete_has_layer_coordinate(tmp_path):
     (["--closure", "bogus"], "--closure"),
     (["--activation", "nope"], "--activation"),
 ])
-def test_cli_bad_input_exits_2_without_file(tmp_path, bad, field):
+def test_cli_bad_input_exits_2_without_file(tmp_path, cli_env, bad, field):
     args = list(BASE)
     for i in range(0, len(bad), 2):
         if bad[i] in args:
             args[args.index(bad[i]) + 1] = bad[i + 1]
         else:
             args += bad[i:i + 2]
-    res = run_cli(*args, "--out", str(tmp_path / "x.nc"), cwd=tmp_path)
+    res = run_cli(*args, "--out", str(tmp_path / "x.nc"), cwd=tmp_path, env=cli_env)
     assert res.returncode == 2, (res.returncode, res.stderr)
     assert field in res.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_exact_closure_dispatch(tmp_path):
+def test_cli_exact_closure_dispatch(tmp_path, cli_env):
     """--closure exact runs kernel_eft.theory.exact when it exists; otherwise exit 2 with a clear message."""
     try:
         import kernel_eft.theory.exact as exact  # noqa: F401
         available = hasattr(exact, "theory_dataset")
     except ModuleNotFoundError:
         available = False
-    res = run_cli(*BASE, "--closure", "exact", "--points", "3", "--out", str(tmp_path / "x.nc"), cwd=tmp_path)
+    out = str(tmp_path / "x.nc")
+    res = run_cli(*BASE, "--closure", "exact", "--points", "3", "--out", out, cwd=tmp_path, env=cli_env)
     if available:
         assert res.returncode == 0, res.stderr
     else:
@@ -243,8 +241,16 @@ def test_cli_exact_closure_dispatch(tmp_path):
         assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_help_explains():
-    res = run_cli("--help", cwd=None)
+@pytest.mark.parametrize("mode", [["--rtol", "1e-3", "--atol", "1e-3"], ["--depth", "4000"]])
+def test_cli_overflow_exits_3_without_file(tmp_path, cli_env, mode):
+    args = ["--activation", "linear", "--time", "4", "--sw2", "400", "--kin", "1,0.6;0.6,1", *mode]
+    res = run_cli(*args, "--out", str(tmp_path / "x.nc"), cwd=tmp_path, env=cli_env)
+    assert res.returncode == 3 and ("non-finite" in res.stderr or "overflow" in res.stderr), res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_help_explains(cli_env):
+    res = run_cli("--help", cwd=None, env=cli_env)
     assert res.returncode == 0
     for flag in ("--closure", "--points", "--depth", "--rtol", "--atol", "--kin"):
         assert flag in res.stdout

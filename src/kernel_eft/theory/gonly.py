@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernel_eft.activations import f_matrix, get_activation, kernel_derivatives
-from kernel_eft.pairs import from_pairs, n_pairs, pair_indices, to_pairs
+from kernel_eft.pairs import from_pairs, n_pairs, pair_indices, pairs_to_four_index, to_pairs
 
 DEFAULT_RTOL = 1e-10
 DEFAULT_ATOL = 1e-12
@@ -146,8 +146,6 @@ class GOnlySolution:
 
     def matrices(self) -> dict[str, np.ndarray]:
         """K0, K1, tadpole as (T, P, P) and V4, transport, source (, discrete_correction) as (T, P, P, P, P)."""
-        from kernel_eft.pairs import pairs_to_four_index
-
         out = {name: from_pairs(getattr(self, name), self.P) for name in ("K0", "K1", "tadpole")}
         for name in ("V4", "transport", "source", "discrete_correction"):
             value = getattr(self, name)
@@ -163,9 +161,9 @@ def _check_finite(name: str, value: np.ndarray, where: str) -> None:
 
 
 def _record_terms(activation, K0, V4, K1, sw2, sb2, method):
+    """(transport, source, tadpole) stacked over the leading time axis of the states."""
     terms = [gonly_terms(activation, K0[i], V4[i], K1[i], sw2, sb2, method) for i in range(K0.shape[0])]
-    return (np.stack([t.transport for t in terms]), np.stack([t.source for t in terms]),
-            np.stack([t.tadpole for t in terms]), terms)
+    return tuple(np.stack([getattr(t, name) for t in terms]) for name in ("transport", "source", "tadpole"))
 
 
 def solve_gonly_continuous(activation, kin, sw2: float, sb2: float, time: float, times=None, points: int = 201,
@@ -213,7 +211,7 @@ def solve_gonly_continuous(activation, kin, sw2: float, sb2: float, time: float,
     V4 = Y[:, p:p + p * p].reshape(-1, p, p)
     V4 = 0.5 * (V4 + np.swapaxes(V4, -1, -2))
     K1 = Y[:, p + p * p:]
-    transport, source, tadpole, _ = _record_terms(act, K0, V4, K1, sw2, sb2, method)
+    transport, source, tadpole = _record_terms(act, K0, V4, K1, sw2, sb2, method)
     info = {"solver": f"scipy.integrate.solve_ivp {solver}", "rtol": rtol, "atol": atol, "nfev": int(result.nfev),
             "wall_seconds": _time.perf_counter() - started}
     return GOnlySolution(times, None, P, K0, V4, K1, transport, source, tadpole, None, info)
