@@ -101,6 +101,7 @@ def test_a_failing_rank_aborts_the_job_instead_of_hanging(cli_env, tmp_path, mpi
         ("--kin", "1,0.6;0.6", "not a square matrix"),
         ("--kin", "1,a;a,1", "could not parse"),
         ("--sw2", "nan", "finite"),
+        ("--batches", "400", "at least as many samples"),
     ],
 )
 def test_bad_input_exits_2_naming_the_argument_and_writes_nothing(cli_env, tmp_path, flag, value, message):
@@ -135,3 +136,31 @@ def test_help_explains_the_model(cli_env):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
     assert "block" in res.stdout and "mpiexec" in res.stdout and "--kin" in res.stdout
+
+
+def test_merging_files_pools_their_seeds_exactly(cli_env, tmp_path):
+    outs = []
+    for seed in ("3", "4"):
+        out = tmp_path / f"mc{seed}.nc"
+        args = list(ARGS)
+        args[args.index("--seed") + 1] = seed
+        res = subprocess.run([sys.executable, "-m", "kernel_eft", "simulate", *args, "--keep-samples", "--out",
+                              str(out)], env=cli_env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        outs.append(out)
+    merged = tmp_path / "merged.nc"
+    res = subprocess.run([sys.executable, "-m", "kernel_eft", "merge", *map(str, outs), "--out", str(merged)],
+                         env=cli_env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    m = xr.open_dataset(merged)
+    parts = [xr.open_dataset(o) for o in outs]
+    assert m.attrs["samples"] == 600 and m.sizes["batch"] == 12 and m.attrs["seed"] == "3,4"
+    # The pooled covariance of all 600 per-seed kernels, computed directly.
+    G = np.concatenate([p["sample_G"].values for p in parts])
+    direct_v4 = 24 * np.cov(G[:, -1].reshape(600, 4).T).reshape(2, 2, 2, 2)
+    np.testing.assert_allclose(m["V4"].values[-1], direct_v4, rtol=1e-10)
+    np.testing.assert_allclose(m["G_mean"].values, G.mean(axis=0), rtol=1e-12)
+    # Refuses to count a seed twice.
+    res = subprocess.run([sys.executable, "-m", "kernel_eft", "merge", str(outs[0]), str(outs[0]), "--out",
+                          str(tmp_path / "bad.nc")], env=cli_env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "repeat" in res.stderr and not (tmp_path / "bad.nc").exists()

@@ -44,6 +44,7 @@ at sin(theta)^2 <= 1e-14 they raise `CollinearInputsError`.  F and DF stay finit
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -62,6 +63,7 @@ _GH_ORDER = 80
 _QUAD_HALF_WIDTH = 10.0
 _QUAD_PANELS = 4  # panels per piece (a piece lies between consecutive breakpoints)
 _QUAD_NODES = 16  # Gauss-Legendre nodes per panel
+_QUAD_CHUNK_BLOCKS = 64  # 2x2 blocks integrated at once
 
 # ReLU near-collinear guards on sin(theta)^2 = det / (kaa kbb).
 _COLLINEAR_RAISE_SIN2 = 1e-14
@@ -100,6 +102,13 @@ class Activation:
     extra: dict = field(default_factory=dict)
     kinks: tuple[tuple[float, float], ...] = ()
     features: tuple[float, ...] = (0.0,)
+    jet: Callable[[Array], tuple] | None = None  # optional (phi, phi', phi'') in one pass (quadrature speed)
+
+    def derivatives(self, x: Array, max_order: int) -> list[Array]:
+        """[phi(x), phi'(x), phi''(x)][: max_order + 1] (phi'' is the regular part where phi has kinks)."""
+        if self.jet is not None:
+            return list(self.jet(x))[: max_order + 1]
+        return [fn(x) for fn in _derivative_functions(self, max_order)]
 
     def breakpoints(self) -> tuple[float, ...]:
         return tuple(sorted(set(self.features) | {c for c, _ in self.kinks}))
@@ -126,12 +135,30 @@ def _erf_d2(x):
 
 
 def _tanh_d(x):
-    return 1.0 / np.cosh(x) ** 2
+    t = np.tanh(x)  # sech^2 = 1 - tanh^2 never overflows (cosh would)
+    return 1.0 - t * t
 
 
 def _tanh_d2(x):
     t = np.tanh(x)
     return -2.0 * t * (1.0 - t * t)
+
+
+def _tanh_jet(x):
+    t = np.tanh(x)
+    sech2 = 1.0 - t * t
+    return t, sech2, -2.0 * t * sech2
+
+
+def _silu_jet(x):
+    s = special.expit(x)
+    return x * s, s * (1.0 + x * (1.0 - s)), s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+
+
+def _gelu_jet(x):
+    cdf = special.ndtr(x)
+    pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    return x * cdf, cdf + x * pdf, (2.0 - x * x) * pdf
 
 
 def _gelu(x):
@@ -166,9 +193,9 @@ ACTIVATIONS: dict[str, Activation] = {
     "erf": Activation("erf", special.erf, _erf_d, _erf_d2, True, "erf(x); Williams' arcsine kernel"),
     "linear": Activation("linear", lambda x: np.asarray(x, dtype=np.float64), lambda x: np.ones_like(x),
                          _zero, True, "identity; F(K) = K"),
-    "tanh": Activation("tanh", np.tanh, _tanh_d, _tanh_d2, False, "tanh(x); quadrature"),
-    "gelu": Activation("gelu", _gelu, _gelu_d, _gelu_d2, False, "x Phi(x) (exact GELU); quadrature"),
-    "silu": Activation("silu", _silu, _silu_d, _silu_d2, False, "x sigmoid(x); quadrature"),
+    "tanh": Activation("tanh", np.tanh, _tanh_d, _tanh_d2, False, "tanh(x); quadrature", jet=_tanh_jet),
+    "gelu": Activation("gelu", _gelu, _gelu_d, _gelu_d2, False, "x Phi(x) (exact GELU); quadrature", jet=_gelu_jet),
+    "silu": Activation("silu", _silu, _silu_d, _silu_d2, False, "x sigmoid(x); quadrature", jet=_silu_jet),
 }
 
 
@@ -336,6 +363,11 @@ def _std_normal_pdf(x):
     return np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi)
 
 
+@functools.lru_cache(maxsize=8)
+def _legendre(nodes: int) -> tuple[Array, Array]:
+    return np.polynomial.legendre.leggauss(nodes)
+
+
 def normal_rule(breaks: Array, panels: int | None = None, nodes: int | None = None) -> tuple[Array, Array]:
     """Composite Gauss-Legendre rule for E[g(x)], x ~ N(0, 1), split at breakpoints.
 
@@ -361,7 +393,7 @@ def normal_rule(breaks: Array, panels: int | None = None, nodes: int | None = No
     edges = lo[..., :, None] + (hi - lo)[..., :, None] * grading  # (..., k+1, panels+1)
     mid = 0.5 * (edges[..., 1:] + edges[..., :-1])
     half = 0.5 * (edges[..., 1:] - edges[..., :-1])
-    xg, wg = np.polynomial.legendre.leggauss(nodes)
+    xg, wg = _legendre(nodes)
     x = (mid[..., None] + half[..., None] * xg).reshape(lead + (-1,))
     w = (half[..., None] * wg).reshape(lead + (-1,)) * _std_normal_pdf(x)
     return x, w
@@ -414,20 +446,27 @@ def bivariate_moments(act: Activation, sa, sb, rho, wanted) -> dict:
     distributional: the delta terms from kinks are added analytically.  Returns {key: (B,) array}.
     """
     wanted = list(wanted)
-    max_d = max(max(k[2], k[3]) for k in wanted)
-    funcs = _derivative_functions(act, max_d)
     sa, sb, rho = (np.asarray(v, dtype=np.float64) for v in (sa, sb, rho))
+    if sa.size > _QUAD_CHUNK_BLOCKS:  # bound the (blocks x nodes x nodes) work arrays to a few MB each
+        parts = [bivariate_moments(act, sa[i:i + _QUAD_CHUNK_BLOCKS], sb[i:i + _QUAD_CHUNK_BLOCKS],
+                                   rho[i:i + _QUAD_CHUNK_BLOCKS], wanted)
+                 for i in range(0, sa.size, _QUAD_CHUNK_BLOCKS)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in wanted}
+    max_d = max(max(k[2], k[3]) for k in wanted)
+    funcs = _derivative_functions(act, max_d)  # validates before any work; the jet is used for bulk values
     s = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
     x, wx = normal_rule(_breaks(act, sa))  # (B, N)
     w, ww = _inner_rule(act, sb, rho, s, x)  # (B, N, M)
     y = rho[:, None, None] * x[..., None] + s[:, None, None] * w
-    A = [fn(sa[:, None] * x) for fn in funcs]
-    Bv = [fn(sb[:, None, None] * y) for fn in funcs]
+    A = act.derivatives(sa[:, None] * x, max_d)
+    Bv = act.derivatives(sb[:, None, None] * y, max_d)
     out = {}
+    inner_sums = {}  # E[y^pb phi^(db)(sb y) | x] is shared between several moments
     for key in wanted:
         pa, pb, da, db = key
-        inner = np.sum(ww * y**pb * Bv[db], axis=-1)
-        val = np.sum(wx * x**pa * A[da] * inner, axis=-1)
+        if (pb, db) not in inner_sums:
+            inner_sums[pb, db] = np.sum(ww * y**pb * Bv[db], axis=-1)
+        val = np.sum(wx * x**pa * A[da] * inner_sums[pb, db], axis=-1)
         if da == 2:
             val = val + _delta_terms(act, funcs, sa, sb, rho, s, pa, pb, db)
         if db == 2:
@@ -461,10 +500,10 @@ def _delta_terms(act, funcs, sa, sb, rho, s, pa, pb, db, skip_double=False):
 
 def _diag_moments(act: Activation, scale, order: int):
     """Derivatives of F_aa(s) = E[phi(s x)^2] in s: (F, F_s, F_ss), with kink deltas for F_ss."""
-    funcs = _derivative_functions(act, order)
+    _derivative_functions(act, order)  # clear error if a needed derivative is missing
     scale = np.asarray(scale, dtype=np.float64)
     x, wx = normal_rule(_breaks(act, scale))
-    vals = [fn(scale[:, None] * x) for fn in funcs]
+    vals = act.derivatives(scale[:, None] * x, order)
     F = np.sum(wx * vals[0] ** 2, axis=-1)
     if order == 0:
         return F, None, None
@@ -622,11 +661,17 @@ def F_diag_derivatives(act: str | Activation, k, order: int = 2, method: str = "
 
 
 def F_matrix(act: str | Activation, K: Array, method: str = "auto") -> Array:
-    """F(K) for a (..., P, P) kernel: entry (a, b) from the 2x2 block of K on {a, b}."""
+    """F(K) for a (..., P, P) kernel: entry (a, b) from the 2x2 block of K on {a, b} (diagonal: 1-D rule)."""
     K = np.asarray(K, dtype=np.float64)
     P = K.shape[-1]
     a, b = pair_indices(P)
-    vals = F_block(act, K[..., a, a], K[..., b, b], K[..., a, b], method=method)
+    diag = a == b
+    vals = np.empty(K.shape[:-2] + (a.size,))
+    vals[..., diag] = F_diag_derivatives(act, K[..., a[diag], a[diag]], order=0, method=method)[0]
+    if not np.all(diag):
+        off = ~diag
+        vals[..., off] = F_block(act, K[..., a[off], a[off]], K[..., b[off], b[off]], K[..., a[off], b[off]],
+                                 method=method)
     out = np.empty(K.shape, dtype=np.float64)
     out[..., a, b] = vals
     out[..., b, a] = vals

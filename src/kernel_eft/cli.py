@@ -103,6 +103,24 @@ def run_simulate(args) -> int:
     return simulate_command(args)
 
 
+def add_merge_parser(sub) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="pool Monte Carlo files of one grid point run with different seeds",
+        description="Concatenate the seed batches of several simulate outputs (same parameters, distinct seeds) "
+                    "and recompute every estimate and its jackknife error from the pooled batches.",
+    )
+    p.add_argument("inputs", nargs="+", help="Monte Carlo netCDF files from kernel-eft simulate")
+    p.add_argument("--out", required=True, help="merged netCDF path")
+    p.set_defaults(func=run_merge)
+
+
+def run_merge(args) -> int:
+    from kernel_eft.commands import merge_command
+
+    return merge_command(args)
+
+
 # ---------------------------------------------------------------------------------------------
 # theory (G-only and exact closures)                                   owner: theory modules
 # ---------------------------------------------------------------------------------------------
@@ -153,8 +171,10 @@ def _theory_gonly(args):
 
 def _theory_exact(args):
     """The exact closure lives in kernel_eft.theory.exact: theory_dataset(args) -> xarray.Dataset."""
+    import importlib
+
     try:
-        from kernel_eft.theory import exact
+        exact = importlib.import_module("kernel_eft.theory.exact")
     except ModuleNotFoundError as exc:
         if exc.name not in ("kernel_eft.theory.exact",):
             raise
@@ -211,13 +231,120 @@ def run_theory(args) -> int:
 
 
 def add_diagnose_parser(sub) -> None:
-    p = sub.add_parser("diagnose", help="compare Monte Carlo with theory: residuals, validity window, 1/n fits")
-    p.set_defaults(func=lambda args: _not_yet("diagnose"))
+    p = sub.add_parser(
+        "diagnose",
+        help="compare Monte Carlo with theory at one grid point: residuals, validity window, 1/n fits",
+        description=(
+            "Diagnostics of one grid point (same activation, depth L, T, sw2, sb2, K_in; several widths): "
+            "relative error of K0; V4 against each theory with the validity window t*; the V4 equation residual "
+            "R = dV4_MC/dt - RHS_EFT(V4_MC) split into transport and source parts and accumulated over t; K1 "
+            "per width and from a weighted 1/n fit; the exact K1 source against the G-only tadpole. Errors come "
+            "from the delete-one-batch jackknife over the batch-resolved raw moments of the Monte Carlo files. "
+            "Theory files are recognised by their attributes (closure gonly/exact; depth = discrete layers, "
+            "none = continuum, interpolated onto the Monte Carlo times). Exit 2 names a mismatched attribute."
+        ),
+    )
+    p.add_argument("--mc", required=True, nargs="+", metavar="MC.nc",
+                   help="Monte Carlo files of one grid point, one per width (kernel-eft simulate)")
+    p.add_argument("--theory", required=True, nargs="+", metavar="TH.nc",
+                   help="theory files of the same grid point (kernel-eft theory): at most one of each of "
+                        "gonly/exact x discrete/continuum")
+    p.add_argument("--threshold", default=0.1, type=_argtype(check_float, "--threshold", positive=True),
+                   help="relative-error threshold of the validity window t* (default 0.1)")
+    p.add_argument("--nsigma", default=3.0, type=_argtype(check_float, "--nsigma", positive=True),
+                   help="t* needs the threshold exceeded by more than this many standard errors (default 3)")
+    p.add_argument("--out", required=True, help="output diagnostics netCDF (written atomically)")
+    p.set_defaults(func=run_diagnose)
+
+
+def _read_inputs(paths, field):
+    from kernel_eft.io import read_dataset
+
+    out = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise InputError(field, f"no such file: {path}")
+        try:
+            out.append((path, read_dataset(path)))
+        except (OSError, ValueError) as exc:
+            raise InputError(field, f"cannot read {path} as netCDF ({exc})") from None
+    return out
+
+
+def run_diagnose(args) -> int:
+    from kernel_eft.diagnostics import diagnose_point
+    from kernel_eft.io import provenance_attrs, write_dataset_atomic
+
+    mc = _read_inputs(args.mc, "--mc")
+    theories = _read_inputs(args.theory, "--theory")
+    ds = diagnose_point(mc, theories, threshold=args.threshold, nsigma=args.nsigma)
+    params = dict(ds.attrs)
+    ds.attrs = provenance_attrs(
+        f"G-only closure diagnostics ({params['activation']}, widths {params['widths']}, L={params['depth']}, "
+        f"T={float(params['time']):g})", params)
+    write_dataset_atomic(ds, args.out)
+    tstar = ds["tstar_V4"]
+    for th in ds["theory"].values:
+        print(f"t*(V4) vs {th}: " + ", ".join(f"n={int(w)}: {float(tstar.sel(theory=th, width=w)):.3g}"
+                                              for w in ds["width"].values))
+    return 0
 
 
 def add_figures_parser(sub) -> None:
-    p = sub.add_parser("figures", help="render the diagnostic figures (PDF and PNG)")
-    p.set_defaults(func=lambda args: _not_yet("figures"))
+    p = sub.add_parser(
+        "figures",
+        help="render the diagnostic figures (PDF and PNG) and the summary table",
+        description=(
+            "Render figures 1-4 (mean kernel, V4, residual decomposition, K1 and its source) for every "
+            "diagnostics file, collate the grid points on their parameter coordinates (activation, sw2, sb2, "
+            "K_in, depth, T, width) and render figure 5 (validity window t*) and the summary table "
+            "(summary.csv, summary.nc). Every figure is written as PDF and PNG with a caption file."
+        ),
+    )
+    p.add_argument("--diagnostics", required=True, nargs="+", metavar="DIAG.nc",
+                   help="diagnostics files written by kernel-eft diagnose")
+    p.add_argument("--outdir", required=True, help="output directory (created if missing)")
+    p.set_defaults(func=run_figures)
+
+
+def run_figures(args) -> int:
+    import time
+
+    from kernel_eft import plots
+    from kernel_eft.io import provenance_attrs, write_dataset_atomic
+
+    start = time.perf_counter()
+    points = _read_inputs(args.diagnostics, "--diagnostics")
+    for path, ds in points:
+        missing = [v for v in ("residual_acc", "V4_relerr", "tstar_V4") if v not in ds]
+        if missing:
+            raise InputError("--diagnostics", f"{path} is not a kernel-eft diagnostics file (lacks {missing})")
+    threshold = float(points[0][1].attrs["threshold"])
+    nsigma = float(points[0][1].attrs["nsigma"])
+    for path, ds in points[1:]:
+        if float(ds.attrs["threshold"]) != threshold or float(ds.attrs["nsigma"]) != nsigma:
+            raise InputError("--diagnostics", f"{path} was diagnosed with threshold {ds.attrs['threshold']}, "
+                                              f"nsigma {ds.attrs['nsigma']}; {points[0][0]} with {threshold:g}, "
+                                              f"{nsigma:g}: one validity criterion per figure")
+    written = []
+    for _, ds in points:
+        for figure in (plots.figure_mean_kernel, plots.figure_kernel_covariance, plots.figure_residual,
+                       plots.figure_k1):
+            written += figure(ds, args.outdir)
+    combined = plots.collate([ds for _, ds in points])
+    written += plots.figure_validity_window(combined, args.outdir, threshold, nsigma)
+    table = plots.summary_table(combined)
+    csv_path = os.path.join(args.outdir, "summary.csv")
+    tmp = csv_path + ".tmp"
+    table.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, csv_path)
+    combined.attrs = provenance_attrs("Summary of the G-only closure diagnostics over grid points",
+                                      {"threshold": threshold, "nsigma": nsigma,
+                                       "diagnostics_files": ",".join(path for path, _ in points)})
+    write_dataset_atomic(combined, os.path.join(args.outdir, "summary.nc"))
+    written += [csv_path, os.path.join(args.outdir, "summary.nc")]
+    print(f"wrote {len(written)} files to {args.outdir} in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 def _not_yet(name: str) -> int:
@@ -231,8 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kernels of finite-width pre-activation ResNets: Monte Carlo, EFT solvers, diagnostics.",
     )
     parser.add_argument("--version", action="version", version=f"kernel-eft {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,theory,diagnose,figures}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,merge,theory,diagnose,figures}")
     add_simulate_parser(sub)
+    add_merge_parser(sub)
     add_theory_parser(sub)
     add_diagnose_parser(sub)
     add_figures_parser(sub)

@@ -57,11 +57,14 @@ def simulate_command(args) -> int:
         # Every rank sees the same size, so every rank exits the same way: no hang.
         raise InputError("--expect-ranks", f"the MPI communicator has {comm.size} ranks, expected {args.expect_ranks} "
                                            "(under SLURM use srun --mpi=pmi2 or mpiexec)")
-    params = montecarlo.SimulationParams(
-        activation=args.activation, width=args.width, depth=args.depth, time=args.time, sw2=args.sw2, sb2=args.sb2,
-        kin=args.kin, samples=args.samples, seed=args.seed, sampler=args.sampler, record_every=args.record_every,
-        batches=args.batches,
-    )
+    try:
+        params = montecarlo.SimulationParams(
+            activation=args.activation, width=args.width, depth=args.depth, time=args.time, sw2=args.sw2,
+            sb2=args.sb2, kin=args.kin, samples=args.samples, seed=args.seed, sampler=args.sampler,
+            record_every=args.record_every, batches=args.batches,
+        )
+    except InputError as exc:  # name the flag, not the Python field
+        raise InputError("--" + exc.field.replace("_", "-"), exc.message) from None
     label = f"simulate {params.activation} n={params.width} L={params.depth} (rank 0 of {comm.size})"
     progress = _Progress(label, enabled=(comm.rank == 0 and not args.no_progress))
     started = time.monotonic()
@@ -97,4 +100,46 @@ def simulate_command(args) -> int:
     if not args.no_progress:
         print(f"kernel-eft simulate: wrote {args.out} ({params.samples} seeds, {elapsed:.1f} s on {comm.size} ranks)",
               file=sys.stderr)
+    return 0
+
+
+def merge_command(args) -> int:
+    """Pool Monte Carlo files of the same grid point run with different seeds."""
+    import numpy as np
+
+    from kernel_eft import io, montecarlo
+
+    datasets = []
+    for path in args.inputs:
+        try:
+            datasets.append(io.read_dataset(path))
+        except (OSError, ValueError) as exc:
+            raise InputError("inputs", f"cannot read {path}: {exc}") from None
+    first = datasets[0]
+    for path, ds in zip(args.inputs[1:], datasets[1:]):
+        for key in io.MC_MATCHING_ATTRS:
+            if str(ds.attrs.get(key)) != str(first.attrs.get(key)):
+                raise InputError("inputs", f"{path} has {key}={ds.attrs.get(key)!r}, but {args.inputs[0]} has "
+                                           f"{first.attrs.get(key)!r}: only runs of one grid point merge")
+    seeds = [str(ds.attrs["seed"]) for ds in datasets]
+    flat = [s for group in seeds for s in group.split(",")]
+    if len(set(flat)) != len(flat):
+        raise InputError("inputs", f"seeds {flat} repeat: merging a seed twice would double-count samples")
+    batches = montecarlo.BatchMoments.from_dataset(first)
+    for ds in datasets[1:]:
+        batches = batches.concat(montecarlo.BatchMoments.from_dataset(ds))
+    total = int(batches.counts.sum())
+    params = io.mc_params_from_dataset(first, samples=total, batches=len(batches))
+    summary = montecarlo.summarize(params, batches)
+    out = io.mc_dataset(params, summary, batches, extra_attrs={
+        "seed": ",".join(flat), "merged_from": " ".join(str(p) for p in args.inputs),
+        "mpi_ranks": ",".join(str(ds.attrs.get("mpi_ranks")) for ds in datasets),
+        "mpi_library": str(first.attrs.get("mpi_library")),
+    })
+    out.attrs["seed_entropy"] = ",".join(str(ds.attrs.get("seed_entropy")) for ds in datasets)
+    if not all(np.all(np.isfinite(v)) for v in summary.values()):
+        print("kernel-eft merge: error: non-finite estimate; no file written", file=sys.stderr)
+        return EXIT_NUMERICS
+    io.write_dataset_atomic(out, args.out)
+    print(f"kernel-eft merge: wrote {args.out} ({total} seeds in {len(batches)} batches)", file=sys.stderr)
     return 0

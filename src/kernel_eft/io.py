@@ -157,3 +157,20 @@ def mc_dataset(params, summary: dict, batches, samples=None, extra_attrs: dict |
         },
     )
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+MC_MATCHING_ATTRS = ("activation", "width", "depth", "time", "sw2", "sb2", "kin", "sampler", "record_every")
+
+
+def mc_params_from_dataset(ds: xr.Dataset, **overrides):
+    """SimulationParams of a Monte Carlo file (for re-analysis and merging)."""
+    from kernel_eft.montecarlo import SimulationParams
+    from kernel_eft.validation import parse_kin
+
+    a = ds.attrs
+    kw = dict(activation=str(a["activation"]), width=int(a["width"]), depth=int(a["depth"]), time=float(a["time"]),
+              sw2=float(a["sw2"]), sb2=float(a["sb2"]), kin=parse_kin(str(a["kin"]), "kin"),
+              samples=int(a["samples"]), seed=int(str(a["seed"]).split(",")[0]), sampler=str(a["sampler"]),
+              record_every=int(a["record_every"]), batches=int(a["batches"]))
+    kw.update(overrides)
+    return SimulationParams(**kw)

@@ -234,14 +234,22 @@ class BatchMoments:
         return total
 
     def leave_one_out(self) -> list[Moments]:
-        """Pooled moments without batch b, for every b (jackknife replicates)."""
+        """Pooled moments without batch b, for every b (jackknife replicates), from prefix and suffix merges."""
+        B = len(self)
+        prefix = [self.batch(0)]
+        for b in range(1, B - 1):
+            prefix.append(prefix[-1].merge(self.batch(b)))  # prefix[k] pools batches 0..k
+        suffix = [self.batch(B - 1)]
+        for b in range(B - 2, 0, -1):
+            suffix.append(self.batch(b).merge(suffix[-1]))  # suffix[k] pools batches B-1-k..B-1
         out = []
-        for b in range(len(self)):
-            rest = [self.batch(c) for c in range(len(self)) if c != b]
-            total = rest[0]
-            for m in rest[1:]:
-                total = total.merge(m)
-            out.append(total)
+        for b in range(B):
+            if b == 0:
+                out.append(suffix[B - 2])
+            elif b == B - 1:
+                out.append(prefix[B - 2])
+            else:
+                out.append(prefix[b - 1].merge(suffix[B - 2 - b]))
         return out
 
     def concat(self, other: "BatchMoments") -> "BatchMoments":

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernel_eft.activations import f_matrix, get_activation, kernel_derivatives
-from kernel_eft.pairs import from_pairs, n_pairs, pair_indices, to_pairs
+from kernel_eft.pairs import from_pairs, n_pairs, pair_indices, pairs_to_four_index, to_pairs
 
 DEFAULT_RTOL = 1e-10
 DEFAULT_ATOL = 1e-12
@@ -146,8 +146,6 @@ class GOnlySolution:
 
     def matrices(self) -> dict[str, np.ndarray]:
         """K0, K1, tadpole as (T, P, P) and V4, transport, source (, discrete_correction) as (T, P, P, P, P)."""
-        from kernel_eft.pairs import pairs_to_four_index
-
         out = {name: from_pairs(getattr(self, name), self.P) for name in ("K0", "K1", "tadpole")}
         for name in ("V4", "transport", "source", "discrete_correction"):
             value = getattr(self, name)
@@ -163,9 +161,9 @@ def _check_finite(name: str, value: np.ndarray, where: str) -> None:
 
 
 def _record_terms(activation, K0, V4, K1, sw2, sb2, method):
+    """(transport, source, tadpole) stacked over the leading time axis of the states."""
     terms = [gonly_terms(activation, K0[i], V4[i], K1[i], sw2, sb2, method) for i in range(K0.shape[0])]
-    return (np.stack([t.transport for t in terms]), np.stack([t.source for t in terms]),
-            np.stack([t.tadpole for t in terms]), terms)
+    return tuple(np.stack([getattr(t, name) for t in terms]) for name in ("transport", "source", "tadpole"))
 
 
 def solve_gonly_continuous(activation, kin, sw2: float, sb2: float, time: float, times=None, points: int = 201,
@@ -213,7 +211,7 @@ def solve_gonly_continuous(activation, kin, sw2: float, sb2: float, time: float,
     V4 = Y[:, p:p + p * p].reshape(-1, p, p)
     V4 = 0.5 * (V4 + np.swapaxes(V4, -1, -2))
     K1 = Y[:, p + p * p:]
-    transport, source, tadpole, _ = _record_terms(act, K0, V4, K1, sw2, sb2, method)
+    transport, source, tadpole = _record_terms(act, K0, V4, K1, sw2, sb2, method)
     info = {"solver": f"scipy.integrate.solve_ivp {solver}", "rtol": rtol, "atol": atol, "nfev": int(result.nfev),
             "wall_seconds": _time.perf_counter() - started}
     return GOnlySolution(times, None, P, K0, V4, K1, transport, source, tadpole, None, info)
@@ -232,33 +230,30 @@ def solve_gonly_discrete(activation, kin, sw2: float, sb2: float, time: float, d
     p = n_pairs(P)
     dt = time / depth
     started = _time.perf_counter()
-    K0 = np.empty((depth + 1, p))
-    V4 = np.empty((depth + 1, p, p))
-    K1 = np.empty((depth + 1, p))
-    transport = np.empty((depth + 1, p, p))
-    source = np.empty((depth + 1, p, p))
-    tadpole = np.empty((depth + 1, p))
-    correction = np.empty((depth + 1, p, p))
+    names = ("K0", "V4", "K1", "transport", "source", "tadpole", "discrete_correction")
+    shapes = ((p,), (p, p), (p,), (p, p), (p, p), (p,), (p, p))
+    out = {name: np.empty((depth + 1,) + shape) for name, shape in zip(names, shapes)}
     k0, v4, k1 = to_pairs(kin), source_s2(kin), np.zeros(p)
     eye = np.eye(p)
     for layer in range(depth + 1):
-        terms = gonly_terms(act, k0, v4, k1, sw2, sb2, method)
-        s2 = source_s2(from_pairs(terms.W, P))
-        K0[layer], V4[layer], K1[layer] = k0, v4, k1
-        transport[layer], source[layer], tadpole[layer] = terms.transport, terms.source, terms.tadpole
-        correction[layer] = dt * (terms.J @ v4 @ terms.J.T + s2)
-        if layer == depth:
-            break
-        step = eye + dt * terms.J
-        k0, v4, k1 = (k0 + dt * terms.W,
-                      step @ v4 @ step.T + dt * terms.source + dt * dt * s2,
-                      k1 + dt * terms.dK1)
-        v4 = 0.5 * (v4 + v4.T)
-        if not (np.all(np.isfinite(k0)) and np.all(np.isfinite(v4)) and np.all(np.isfinite(k1))):
-            _check_finite("state", np.array(np.nan), f"layer {layer + 1} (t = {(layer + 1) * dt:.6g})")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below and raised, not warned
+            terms = gonly_terms(act, k0, v4, k1, sw2, sb2, method)
+            s2 = source_s2(from_pairs(terms.W, P))
+            values = (k0, v4, k1, terms.transport, terms.source, terms.tadpole, dt * (terms.J @ v4 @ terms.J.T + s2))
+            for name, value in zip(names, values):
+                out[name][layer] = value
+            if layer == depth:
+                break
+            step = eye + dt * terms.J
+            k0 = k0 + dt * terms.W
+            v4 = step @ v4 @ step.T + dt * terms.source + dt * dt * s2
+            v4 = 0.5 * (v4 + v4.T)
+            k1 = k1 + dt * terms.dK1
+        for name, value in (("K0", k0), ("V4", v4), ("K1", k1)):
+            _check_finite(name, value, f"layer {layer + 1} (t = {(layer + 1) * dt:.6g})")
     layers = np.arange(depth + 1)
     info = {"solver": "discrete-layer recursion", "depth": depth, "wall_seconds": _time.perf_counter() - started}
-    return GOnlySolution(layers * dt, layers, P, K0, V4, K1, transport, source, tadpole, correction, info)
+    return GOnlySolution(layers * dt, layers, P, *(out[name] for name in names), info=info)
 
 
 # ----------------------------------------------------------------------------------------------

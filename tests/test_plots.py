@@ -1,0 +1,114 @@
+"""CLI `diagnose` and `figures` on synthetic files: exit codes, outputs, collation, captions."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from kernel_eft.cli import main
+from test_diagnostics import KIN, linear_point, theory_dataset
+
+
+def write_point(tmp_path, tag, sw2=1.0, widths=(64, 256), continuum=True):
+    mc, th = linear_point(widths=widths, sw2=sw2, V4_factor=lambda t: 1 + 0.3 * t**2)
+    paths = []
+    for name, ds in mc:
+        path = tmp_path / f"{tag}_{name}"
+        ds.to_netcdf(path)
+        paths.append(str(path))
+    th_paths = []
+    for name, ds in th:
+        path = tmp_path / f"{tag}_{name}"
+        ds.to_netcdf(path)
+        th_paths.append(str(path))
+    if continuum:
+        path = tmp_path / f"{tag}_cont.nc"
+        theory_dataset("linear", KIN, sw2, 0.1, 1.0, 32, depth=False).to_netcdf(path)
+        th_paths.append(str(path))
+    return paths, th_paths
+
+
+def test_diagnose_writes_file_and_rejects_mismatch(tmp_path, capsys):
+    mc, th = write_point(tmp_path, "a")
+    out = tmp_path / "diag.nc"
+    assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
+    with xr.open_dataset(out) as ds:
+        assert set(ds["theory"].values) == {"gonly_discrete", "gonly_continuum"}
+        assert ds.attrs["Conventions"].startswith("CF")
+        assert "kernel-eft" in ds.attrs["source"]
+        # the 30% t^2 distortion crosses 10% at t = 0.625 = 5/8 (0.3 t^2 > 0.1 first at layer 5 of 8)
+        np.testing.assert_array_equal(ds["tstar_V4"].sel(theory="gonly_discrete").values, 0.625)
+    _, th_other = write_point(tmp_path, "b", sw2=1.5)
+    bad = tmp_path / "bad.nc"
+    with pytest.raises(SystemExit) as exc:
+        main(["diagnose", "--mc", *mc, "--theory", th_other[0], "--out", str(bad)])
+    assert exc.value.code == 2
+    assert "sw2" in capsys.readouterr().err
+    assert not bad.exists()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("bad.nc")]
+
+
+def test_diagnose_missing_file_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["diagnose", "--mc", str(tmp_path / "nope.nc"), "--theory", str(tmp_path / "th.nc"),
+              "--out", str(tmp_path / "o.nc")])
+    assert exc.value.code == 2
+    assert "--mc" in capsys.readouterr().err
+
+
+def test_figures_render_everything_and_collate_grid(tmp_path):
+    diags = []
+    for tag, sw2 in (("p1", 1.0), ("p2", 1.5)):
+        mc, th = write_point(tmp_path, tag, sw2=sw2)
+        out = tmp_path / f"{tag}_diag.nc"
+        assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
+        diags.append(str(out))
+    outdir = tmp_path / "figs"
+    assert main(["figures", "--diagnostics", *diags, "--outdir", str(outdir)]) == 0
+    files = os.listdir(outdir)
+    for stem in ("fig1_mean_kernel", "fig2_kernel_covariance", "fig3_residual", "fig4_k1_source"):
+        for ext in ("pdf", "png"):
+            assert len([f for f in files if f.endswith(f"{stem}.{ext}")]) == 2, (stem, ext)
+    assert "fig5_validity_window.png" in files and "fig5_validity_window.pdf" in files
+    table = pd.read_csv(outdir / "summary.csv")
+    assert len(table) == 4  # 2 grid points x 2 widths
+    assert sorted(table["sw2"].unique()) == [1.0, 1.5]
+    with xr.open_dataset(outdir / "summary.nc") as summary:
+        assert summary.sizes["sw2"] == 2 and summary.sizes["width"] == 2
+    caption = next(open(outdir / f) for f in files if f.endswith("fig3_residual.caption.txt")).read()
+    for needle in ("widths n = 64,256", "depth L = 8", "T = 1", "sw2 = ", "sb2 = 0.1", "K_in = [", "seed",
+                   "jackknife"):
+        assert needle in caption, needle
+
+
+def test_sparse_grid_collates_by_outer_merge(tmp_path):
+    """Two points that differ in sw2 and in their widths do not form a hypercube; every row still appears."""
+    from kernel_eft import plots
+
+    diags = []
+    for tag, sw2, widths in (("q1", 1.0, (64, 256)), ("q2", 1.5, (128, 512))):
+        mc, th = write_point(tmp_path, tag, sw2=sw2, widths=widths, continuum=False)
+        out = tmp_path / f"{tag}_diag.nc"
+        assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
+        diags.append(xr.load_dataset(out))
+    table = plots.summary_table(plots.collate(diags))
+    assert sorted(zip(table["sw2"], table["width"])) == [(1.0, 64), (1.0, 256), (1.5, 128), (1.5, 512)]
+    np.testing.assert_array_equal(table["tstar_V4"], 0.625)
+
+
+def test_figures_reject_mixed_validity_criteria(tmp_path, capsys):
+    mc, th = write_point(tmp_path, "r", continuum=False)
+    outs = []
+    for thr in ("0.1", "0.2"):
+        out = tmp_path / f"d{thr}.nc"
+        assert main(["diagnose", "--mc", *mc, "--theory", *th, "--threshold", thr, "--out", str(out)]) == 0
+        outs.append(str(out))
+    with pytest.raises(SystemExit) as exc:
+        main(["figures", "--diagnostics", *outs, "--outdir", str(tmp_path / "figs")])
+    assert exc.value.code == 2
+    assert "threshold" in capsys.readouterr().err
+    assert not (tmp_path / "figs").exists()
