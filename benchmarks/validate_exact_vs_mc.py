@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--time", type=float, default=3.0)
     ap.add_argument("--sw2", type=float, default=1.0)
     ap.add_argument("--sb2", type=float, default=0.0)
-    ap.add_argument("--depths", default="64", help="comma-separated depths L (compare to see the O(1/L) effect)")
+    ap.add_argument("--depths", default="64,128", help="comma-separated depths L (>= 2: fit the O(1/L) effect)")
     ap.add_argument("--widths", default="32,64,128")
     ap.add_argument("--samples", type=int, default=20000, help="seeds at the smallest width (scaled with n)")
     ap.add_argument("--records", type=int, default=4, help="recorded depths after t = 0 (must divide every L)")
