@@ -452,3 +452,25 @@ def test_real_theory_files_are_recognised_and_aligned():
                                th[0][1]["V4"].pipe(lambda v: four_index_to_pairs(v.values)), rtol=1e-12)
     exact_like = theory_dataset("linear", KIN, 1.0, 0.1, 1.0, 16, closure="exact", depth=False)
     assert dg.theory_kind(exact_like) == ("exact", None)
+
+
+def test_source_closure_mismatch_at_initialisation_tanh():
+    """At t = 0, h is exactly Gaussian: the exact K1 source vanishes, the G-only tadpole does not (tanh).
+
+    Expected significance: tadpole_00(0) ~ -0.17 against a source error ~ sqrt(n/N) x 0.2 ~ 0.018 for n = 64,
+    N = 8000, i.e. ~10 sigma; we require > 5 sigma, and |exact source| < 5 sigma."""
+    from kernel_eft import io
+    from kernel_eft import montecarlo as mc_mod
+    from kernel_eft.theory import gonly
+
+    kin = np.array([[1.0, 0.6], [0.6, 1.0]])
+    prm = mc_mod.SimulationParams("tanh", 64, 2, 0.5, 1.0, 0.0, kin, 8000, seed=5, batches=16)
+    b, _ = mc_mod.simulate(prm)
+    mc = [("mc.nc", io.mc_dataset(prm, mc_mod.summarize(prm, b), b))]
+    th = gonly.solution_dataset(gonly.solve_gonly_discrete("tanh", kin, 1.0, 0.0, 0.5, 2), "tanh", kin,
+                                1.0, 0.0, 0.5)
+    d = dg.diagnose_point(mc, [("th.nc", th)])
+    assert np.all(np.abs(d["K1_source_t0_sigma"].values) < 5.0)
+    tadpole0 = d["tadpole_theory"].sel(theory="gonly_discrete").values[0]
+    assert np.all(tadpole0[[0, 2]] < -0.1)  # diagonal entries
+    assert np.all(np.abs(d["K1_source_mismatch_t0_sigma"].values[0, [0, 2]]) > 5.0)

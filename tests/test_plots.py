@@ -85,15 +85,30 @@ def test_figures_render_everything_and_collate_grid(tmp_path):
         assert needle in caption, needle
 
 
-def test_figures_sparse_grid_falls_back_to_outer_merge(tmp_path):
-    """Two points that differ in two grid axes at once do not form a hypercube; both still appear."""
+def test_sparse_grid_collates_by_outer_merge(tmp_path):
+    """Two points that differ in sw2 and in their widths do not form a hypercube; every row still appears."""
+    from kernel_eft import plots
+
     diags = []
     for tag, sw2, widths in (("q1", 1.0, (64, 256)), ("q2", 1.5, (128, 512))):
         mc, th = write_point(tmp_path, tag, sw2=sw2, widths=widths, continuum=False)
         out = tmp_path / f"{tag}_diag.nc"
         assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
-        diags.append(str(out))
-    outdir = tmp_path / "figs"
-    assert main(["figures", "--diagnostics", *diags, "--outdir", str(outdir)]) == 0
-    table = pd.read_csv(outdir / "summary.csv")
+        diags.append(xr.load_dataset(out))
+    table = plots.summary_table(plots.collate(diags))
     assert sorted(zip(table["sw2"], table["width"])) == [(1.0, 64), (1.0, 256), (1.5, 128), (1.5, 512)]
+    np.testing.assert_array_equal(table["tstar_V4"], 0.625)
+
+
+def test_figures_reject_mixed_validity_criteria(tmp_path, capsys):
+    mc, th = write_point(tmp_path, "r", continuum=False)
+    outs = []
+    for thr in ("0.1", "0.2"):
+        out = tmp_path / f"d{thr}.nc"
+        assert main(["diagnose", "--mc", *mc, "--theory", *th, "--threshold", thr, "--out", str(out)]) == 0
+        outs.append(str(out))
+    with pytest.raises(SystemExit) as exc:
+        main(["figures", "--diagnostics", *outs, "--outdir", str(tmp_path / "figs")])
+    assert exc.value.code == 2
+    assert "threshold" in capsys.readouterr().err
+    assert not (tmp_path / "figs").exists()

@@ -319,14 +319,19 @@ def run_figures(args) -> int:
         missing = [v for v in ("residual_acc", "V4_relerr", "tstar_V4") if v not in ds]
         if missing:
             raise InputError("--diagnostics", f"{path} is not a kernel-eft diagnostics file (lacks {missing})")
+    threshold = float(points[0][1].attrs["threshold"])
+    nsigma = float(points[0][1].attrs["nsigma"])
+    for path, ds in points[1:]:
+        if float(ds.attrs["threshold"]) != threshold or float(ds.attrs["nsigma"]) != nsigma:
+            raise InputError("--diagnostics", f"{path} was diagnosed with threshold {ds.attrs['threshold']}, "
+                                              f"nsigma {ds.attrs['nsigma']}; {points[0][0]} with {threshold:g}, "
+                                              f"{nsigma:g}: one validity criterion per figure")
     written = []
     for _, ds in points:
         for figure in (plots.figure_mean_kernel, plots.figure_kernel_covariance, plots.figure_residual,
                        plots.figure_k1):
             written += figure(ds, args.outdir)
     combined = plots.collate([ds for _, ds in points])
-    threshold = float(points[0][1].attrs["threshold"])
-    nsigma = float(points[0][1].attrs["nsigma"])
     written += plots.figure_validity_window(combined, args.outdir, threshold, nsigma)
     table = plots.summary_table(combined)
     csv_path = os.path.join(args.outdir, "summary.csv")
