@@ -7,7 +7,6 @@ workflow's own grid code.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shutil
