@@ -10,9 +10,12 @@ import argparse
 import os
 import sys
 
-# BLAS threads would oversubscribe MPI ranks and can change summation order between runs.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# BLAS threads would oversubscribe MPI ranks and can change summation order between runs.  Only when
+# kernel-eft is the program (numpy not loaded yet): a library import must not change the environment
+# that the caller's later subprocesses inherit.
+if "numpy" not in sys.modules:
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 from kernel_eft import __version__  # noqa: E402
 from kernel_eft.validation import InputError, check_float, check_int, parse_kin  # noqa: E402

@@ -99,7 +99,11 @@ def test_workflow_runs_through_slurm_with_mpi(loopback_cluster, tmp_path):
         "--slurm-status-command", "squeue", "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
     ]
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    try:
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail("snakemake --executor slurm did not finish in 400 s\n"
+                    + _cluster_report(loopback_cluster, tmp_path, exc), pytrace=False)
     output = proc.stdout + proc.stderr
     print(f"snakemake --executor slurm: {time.monotonic() - started:.1f} s")
     assert proc.returncode == 0, output[-6000:]
@@ -114,3 +118,21 @@ def test_workflow_runs_through_slurm_with_mpi(loopback_cluster, tmp_path):
         diag.load()
     assert list((tmp_path / "results/figures").glob("*.png"))
     assert (tmp_path / "results/figures/summary.csv").is_file()
+
+
+def _cluster_report(state: Path, workdir: Path, exc: subprocess.TimeoutExpired) -> str:
+    """What the cluster and the jobs were doing, for a failure message."""
+    def tail(text, lines=40):
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        return "\n".join((text or "").splitlines()[-lines:])
+
+    parts = [f"--- snakemake output (tail)\n{tail(exc.stdout)}\n{tail(exc.stderr)}"]
+    for cmd in (["squeue", "-a", "-l"], ["sinfo", "-N", "-l"], ["scontrol", "show", "jobs"]):
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        parts.append(f"--- {' '.join(cmd)}\n{tail(res.stdout + res.stderr, 60)}")
+    for log in sorted((state / "log").glob("*.log")):
+        parts.append(f"--- {log.name}\n{tail(log.read_text(errors='replace'))}")
+    for log in sorted(workdir.glob(".snakemake/slurm_logs/**/*.log"))[:6]:
+        parts.append(f"--- {log.relative_to(workdir)}\n{tail(log.read_text(errors='replace'), 20)}")
+    return "\n".join(parts)

@@ -61,7 +61,8 @@ mkdir -p /etc/slurm
 if [[ -e $CONF ]] && ! grep -q "^$MARKER" "$CONF"; then
     cp -p "$CONF" "$STATE_DIR/slurm.conf.orig"
 fi
-CPUS=$(nproc)
+# Not plain nproc: it honours OMP_NUM_THREADS, which a caller may have set to 1 for its own BLAS.
+CPUS=$(getconf _NPROCESSORS_ONLN)
 MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
 cat >"$CONF" <<EOF
 $MARKER (tests/slurm/up.sh; removed by down.sh)
