@@ -376,6 +376,25 @@ def test_continuum_theory_is_interpolated_onto_mc_times():
     np.testing.assert_allclose(d["K0_theory"].sel(theory="gonly_continuum").values, want, rtol=1e-12)
 
 
+def test_k1_source_prediction_is_the_tadpole_for_gonly_and_sw2_b_for_exact():
+    """Each closure's prediction of n sw2 (E[S] - F(E[G])) is carried to the MC times: G-only's tadpole, and the
+    exact closure's own K1_source (it has no tadpole)."""
+    L, T = 8, 1.0
+    mc, _ = linear_point(L=L, T=T)
+    t = np.arange(L + 1) * T / L
+    tadpole = np.einsum("t,ab->tab", t, np.array([[0.3, -0.1], [-0.1, 0.2]]))
+    gonly = theory_dataset("linear", KIN, 1.0, 0.1, T, L, tadpole=tadpole)
+    exact = theory_dataset("linear", KIN, 1.0, 0.1, T, L, closure="exact", depth=False).drop_vars("tadpole")
+    exact_source = np.einsum("t,ab->tab", t**2, np.array([[1.0, 0.5], [0.5, 2.0]]))
+    exact["K1_source"] = (("t", "a", "b"), exact_source)
+    d = dg.diagnose_point(mc, [("g.nc", gonly), ("e.nc", exact)])
+    src = d["K1_source_theory"]
+    np.testing.assert_allclose(src.sel(theory="gonly_discrete").values, to_pairs(tadpole), rtol=1e-12)
+    np.testing.assert_allclose(src.sel(theory="exact_continuum").values, to_pairs(exact_source), rtol=1e-9,
+                               atol=1e-12)
+    assert np.all(np.isnan(d["tadpole_theory"].sel(theory="exact_continuum").values))
+
+
 # ----------------------------------------------------------------------------------------------
 # Real Monte Carlo of linear phi: the G-only closure is exact at leading order in 1/n
 # ----------------------------------------------------------------------------------------------

@@ -452,7 +452,7 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         labels.append(label)
         try:
             th[label] = {name: _theory_on_mc_times(ds, tdepth, t, layers, name, P)
-                         for name in ("K0", "V4", "K1", "tadpole")}
+                         for name in ("K0", "V4", "K1", "tadpole", "K1_source")}
         except (ValueError, KeyError) as exc:
             raise InputError("--theory", f"{path}: {exc}") from None
     order = ["gonly_discrete", "gonly_continuum", "exact_discrete", "exact_continuum"]
@@ -469,6 +469,10 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
     V4_th = theory_stack("V4", (p, p))
     K1_th = theory_stack("K1", (p,))
     tad_th = theory_stack("tadpole", (p,))
+    # What each closure predicts for the exact K1 source n sw2 (E[S] - F(E[G])): the G-only tadpole, or
+    # sw2 B for the exact closure (its K1_source; E[S] - F(E[G]) = B/n + O(1/n^2) there).
+    exact_src_th = theory_stack("K1_source", (p,))
+    src_th = np.where(np.isfinite(exact_src_th), exact_src_th, tad_th)
 
     # K0 references: the discrete recursion (exact n -> inf limit at this L) and the continuum solution.
     k0_refs = {"discrete": to_pairs(K0_disc)}
@@ -594,6 +598,8 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "V4_theory": (("theory", "t", "pair", "pair2"), V4_th, {**one, "long_name": "theory V4 at the MC times"}),
         "K1_theory": (("theory", "t", "pair"), K1_th, {**one, "long_name": "theory K1 at the Monte Carlo times"}),
         "tadpole_theory": (("theory", "t", "pair"), tad_th, {**one, "long_name": "theory tadpole (1/2) H:V4"}),
+        "K1_source_theory": (("theory", "t", "pair"), src_th, {
+            **one, "long_name": "theory prediction of the exact K1 source: G-only tadpole (1/2) H:V4, exact closure sw2 B"}),
         "V4_relerr": (("theory",) + W_T_PP, V4_err,
                       {**one, "long_name": "(V4_MC - V4_theory) / sqrt(V4_theory[m,m] V4_theory[m',m'])"}),
         "V4_relerr_se": (("theory",) + W_T_PP, V4_err_se, {**one, "long_name": "standard error of V4_relerr"}),

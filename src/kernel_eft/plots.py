@@ -334,10 +334,11 @@ def figure_k1(ds, outdir: str) -> list[str]:
             _band(ax, t, src, se, colors[int(w)], label=f"exact source n·sw2·(E[S] − F(E[G])), n = {int(w)}")
             ax.errorbar([t[0]], [src[0]], yerr=[se[0]], color=colors[int(w)], marker="o", ms=3.5, capsize=2)
         for th in ds["theory"].values:
-            tad = ds["tadpole_theory"].sel(theory=th).values[:, m]
+            tad = ds["K1_source_theory"].sel(theory=th).values[:, m]
             if np.any(np.isfinite(tad)):
                 style = dict(THEORY_STYLE[th])
-                style["label"] = "tadpole ½ H:V4, " + style["label"]
+                term = "source sw2·B, " if str(th).startswith("exact") else "tadpole ½ H:V4, "
+                style["label"] = term + style["label"]
                 ax.plot(t, tad, lw=1.3, ms=3.5, markevery=max(1, len(t) // 10), **style)
                 ax.plot([t[0]], [tad[0]], marker="s", ms=4, color=style["color"])
         ax.axhline(0, color="0.3", lw=0.7)
@@ -361,8 +362,9 @@ def figure_k1(ds, outdir: str) -> list[str]:
     caption = point_caption(ds, (
         "Figure 4. Top: the 1/n mean correction K1 from Monte Carlo, n (mean G − K0_discrete) per width and the "
         "weighted least-squares fit of mean G against 1/n across widths, against the EFT K1. Bottom: the exact "
-        "K1 source n·sw2·(E[S] − F(E[G])) measured in Monte Carlo against the G-only tadpole ½ H:V4, including "
-        "t = 0 (markers), where the exact source vanishes. MC source minus tadpole at t = 0, in MC standard "
+        "K1 source n·sw2·(E[S] − F(E[G])) measured in Monte Carlo against the G-only tadpole ½ H:V4 (and, where "
+        "present, the exact O(1/n) theory's source sw2·B), including t = 0 (markers), where the exact source "
+        "vanishes. MC source minus tadpole at t = 0, in MC standard "
         f"errors: {t0}. K1 validity window t* against {ds['theory'].values[0] if ds.sizes['theory'] else '-'}: "
         f"{tstar}."))
     return _finish(fig, caption, outdir, f"{point_tag(ds)}_fig4_k1_source")
