@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kernel_eft import activations as A
-from kernel_eft.pairs import four_index_to_pairs, from_pairs, pairs_to_four_index, to_pairs, wishart_v4
+from kernel_eft.pairs import four_index_to_pairs, from_pairs, pairs_to_four_index, wishart_v4
 from kernel_eft.theory import gonly
 
 KIN2 = np.array([[1.0, 0.6], [0.6, 1.0]])

@@ -5,7 +5,6 @@ import pytest
 
 from kernel_eft.activations import F_matrix
 from kernel_eft.montecarlo import (
-    BatchMoments,
     Moments,
     SimulationParams,
     batch_sizes,
@@ -13,7 +12,7 @@ from kernel_eft.montecarlo import (
     simulate,
     summarize,
 )
-from kernel_eft.pairs import n_pairs, pair_indices, pairs_to_four_index, wishart_v4
+from kernel_eft.pairs import pair_indices, pairs_to_four_index, wishart_v4
 from kernel_eft.validation import InputError
 
 KIN = np.array([[1.0, 0.6], [0.6, 1.3]])

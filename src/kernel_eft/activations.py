@@ -236,14 +236,6 @@ def _uses_closed_form(act: Activation, method: str) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def relu_cos_angle(kaa, kbb, kab):
-    """cos(theta) = kab / sqrt(kaa kbb), clipped into [-1, 1] (round-off near collinear inputs)."""
-    norm = np.sqrt(np.maximum(kaa, 0.0) * np.maximum(kbb, 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        c = np.where(norm > 0, kab / np.where(norm > 0, norm, 1.0), 0.0)
-    return np.clip(c, -1.0, 1.0), norm
-
-
 def _relu_det_angle(kaa, kbb, kab):
     """det = kaa kbb - kab^2 >= 0 and theta = atan2(sqrt(det), kab): accurate near 0 and pi."""
     det = np.maximum(kaa * kbb - kab * kab, 0.0)
@@ -616,16 +608,6 @@ def gaussian_expectation_2d(g, kaa, kbb, kab, order: int | None = None):
     za = (l11[:, None] * x)[..., None] * np.ones_like(w)
     zb = l21[:, None, None] * x[..., None] + l22[:, None, None] * w
     return np.sum(wx * np.sum(ww * g(za, zb), axis=-1), axis=-1).reshape(shape)
-
-
-def gaussian_expectation_1d(g, k, order: int | None = None):
-    """E[g(z)], z ~ N(0, k); k broadcasts.  Composite rule split at z = 0 (order=int: Gauss-Hermite)."""
-    s = np.sqrt(np.maximum(np.asarray(k, dtype=np.float64), 0.0))[..., None]
-    if order is not None:
-        x, w = _gh_rule(order)
-    else:
-        x, w = normal_rule(np.zeros(1))
-    return np.sum(g(s * x) * w, axis=-1)
 
 
 def F_block(act: str | Activation, kaa, kbb, kab, method: str = "auto"):

@@ -20,8 +20,18 @@ if "numpy" not in sys.modules:
 from kernel_eft import __version__  # noqa: E402
 from kernel_eft.validation import InputError, check_float, check_int, parse_kin  # noqa: E402
 
-EXIT_INPUT = 2
-EXIT_NUMERICS = 3
+EXIT_INPUT = 2  # also in kernel_eft.commands, which implements the subcommands
+
+
+def _command(name: str):
+    """Resolve a subcommand's implementation in kernel_eft.commands only when it runs (fast --help)."""
+
+    def run(args) -> int:
+        from kernel_eft import commands
+
+        return getattr(commands, name)(args)
+
+    return run
 
 
 def _argtype(check, field, **kw):
@@ -97,13 +107,7 @@ def add_simulate_parser(sub) -> None:
                    help="fail unless the MPI communicator has exactly this many ranks (guards srun without PMI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--out", required=True, help="output netCDF path (written atomically by rank 0)")
-    p.set_defaults(func=run_simulate)
-
-
-def run_simulate(args) -> int:
-    from kernel_eft.commands import simulate_command
-
-    return simulate_command(args)
+    p.set_defaults(func=_command("simulate_command"))
 
 
 def add_merge_parser(sub) -> None:
@@ -115,17 +119,11 @@ def add_merge_parser(sub) -> None:
     )
     p.add_argument("inputs", nargs="+", help="Monte Carlo netCDF files from kernel-eft simulate")
     p.add_argument("--out", required=True, help="merged netCDF path")
-    p.set_defaults(func=run_merge)
-
-
-def run_merge(args) -> int:
-    from kernel_eft.commands import merge_command
-
-    return merge_command(args)
+    p.set_defaults(func=_command("merge_command"))
 
 
 # ---------------------------------------------------------------------------------------------
-# theory (G-only and exact closures)                                   owner: theory modules
+# theory (G-only and exact closures)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -158,78 +156,11 @@ def add_theory_parser(sub) -> None:
     p.add_argument("--solver", default=DEFAULT_METHOD, choices=SOLVER_METHODS,
                    help=f"solve_ivp method for the continuous solver (default {DEFAULT_METHOD})")
     p.add_argument("--out", required=True, help="output netCDF path (written atomically)")
-    p.set_defaults(func=run_theory)
-
-
-def _theory_gonly(args):
-    from kernel_eft.theory import gonly
-
-    if args.depth is None:
-        sol = gonly.solve_gonly_continuous(args.activation, args.kin, args.sw2, args.sb2, args.time,
-                                           points=args.points, rtol=args.rtol, atol=args.atol, solver=args.solver)
-    else:
-        sol = gonly.solve_gonly_discrete(args.activation, args.kin, args.sw2, args.sb2, args.time, args.depth)
-    return gonly.solution_dataset(sol, args.activation, args.kin, args.sw2, args.sb2, args.time)
-
-
-def _theory_exact(args):
-    """The exact closure lives in kernel_eft.theory.exact: theory_dataset(args) -> xarray.Dataset."""
-    import importlib
-
-    try:
-        exact = importlib.import_module("kernel_eft.theory.exact")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("kernel_eft.theory.exact",):
-            raise
-        raise InputError("--closure", "the exact closure is not available in this build "
-                                      "(module kernel_eft.theory.exact is missing); use --closure gonly") from None
-    builder = getattr(exact, "theory_dataset", None)
-    if builder is None:
-        raise InputError("--closure", "kernel_eft.theory.exact does not provide theory_dataset(args) yet; "
-                                      "use --closure gonly")
-    return builder(args)
-
-
-def _validate_theory(args) -> None:
-    from kernel_eft.activations import CollinearInputsError, kernel_derivatives
-
-    if args.depth is not None and args.points is not None:
-        raise InputError("--points", "applies to the continuous solver only; with --depth the discrete recursion "
-                                     "writes every layer 0..L")
-    if args.points is None:
-        args.points = 201
-    if os.path.isdir(args.out):
-        raise InputError("--out", f"{args.out!r} is a directory; give a file name such as theory.nc")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise InputError("--out", f"the directory of {args.out!r} does not exist")
-    try:  # relu with collinear inputs: the G-only tadpole diverges at t = 0
-        kernel_derivatives(args.activation, args.kin, order=2)
-    except CollinearInputsError as exc:
-        raise InputError("--kin", str(exc)) from None
-
-
-def run_theory(args) -> int:
-    import numpy as np
-
-    from kernel_eft import io
-
-    _validate_theory(args)
-    build = {"gonly": _theory_gonly, "exact": _theory_exact}[args.closure]
-    try:
-        ds = build(args)
-    except FloatingPointError as exc:
-        print(f"kernel-eft theory: error: {exc}; no file written", file=sys.stderr)
-        return EXIT_NUMERICS
-    for name, var in ds.data_vars.items():
-        if var.dtype.kind == "f" and not np.all(np.isfinite(var.values)):
-            print(f"kernel-eft theory: error: non-finite {name}; no file written", file=sys.stderr)
-            return EXIT_NUMERICS
-    io.write_dataset_atomic(ds, args.out)
-    return 0
+    p.set_defaults(func=_command("theory_command"))
 
 
 # ---------------------------------------------------------------------------------------------
-# diagnose and figures                                                    owner: diagnostics
+# diagnose and figures
 # ---------------------------------------------------------------------------------------------
 
 
@@ -257,40 +188,7 @@ def add_diagnose_parser(sub) -> None:
     p.add_argument("--nsigma", default=3.0, type=_argtype(check_float, "--nsigma", positive=True),
                    help="t* needs the threshold exceeded by more than this many standard errors (default 3)")
     p.add_argument("--out", required=True, help="output diagnostics netCDF (written atomically)")
-    p.set_defaults(func=run_diagnose)
-
-
-def _read_inputs(paths, field):
-    from kernel_eft.io import read_dataset
-
-    out = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise InputError(field, f"no such file: {path}")
-        try:
-            out.append((path, read_dataset(path)))
-        except (OSError, ValueError) as exc:
-            raise InputError(field, f"cannot read {path} as netCDF ({exc})") from None
-    return out
-
-
-def run_diagnose(args) -> int:
-    from kernel_eft.diagnostics import diagnose_point
-    from kernel_eft.io import provenance_attrs, write_dataset_atomic
-
-    mc = _read_inputs(args.mc, "--mc")
-    theories = _read_inputs(args.theory, "--theory")
-    ds = diagnose_point(mc, theories, threshold=args.threshold, nsigma=args.nsigma)
-    params = dict(ds.attrs)
-    ds.attrs = provenance_attrs(
-        f"G-only closure diagnostics ({params['activation']}, widths {params['widths']}, L={params['depth']}, "
-        f"T={float(params['time']):g})", params)
-    write_dataset_atomic(ds, args.out)
-    tstar = ds["tstar_V4"]
-    for th in ds["theory"].values:
-        print(f"t*(V4) vs {th}: " + ", ".join(f"n={int(w)}: {float(tstar.sel(theory=th, width=w)):.3g}"
-                                              for w in ds["width"].values))
-    return 0
+    p.set_defaults(func=_command("diagnose_command"))
 
 
 def add_figures_parser(sub) -> None:
@@ -307,52 +205,7 @@ def add_figures_parser(sub) -> None:
     p.add_argument("--diagnostics", required=True, nargs="+", metavar="DIAG.nc",
                    help="diagnostics files written by kernel-eft diagnose")
     p.add_argument("--outdir", required=True, help="output directory (created if missing)")
-    p.set_defaults(func=run_figures)
-
-
-def run_figures(args) -> int:
-    import time
-
-    from kernel_eft import plots
-    from kernel_eft.io import provenance_attrs, write_dataset_atomic
-
-    start = time.perf_counter()
-    points = _read_inputs(args.diagnostics, "--diagnostics")
-    for path, ds in points:
-        missing = [v for v in ("residual_acc", "V4_relerr", "tstar_V4") if v not in ds]
-        if missing:
-            raise InputError("--diagnostics", f"{path} is not a kernel-eft diagnostics file (lacks {missing})")
-    threshold = float(points[0][1].attrs["threshold"])
-    nsigma = float(points[0][1].attrs["nsigma"])
-    for path, ds in points[1:]:
-        if float(ds.attrs["threshold"]) != threshold or float(ds.attrs["nsigma"]) != nsigma:
-            raise InputError("--diagnostics", f"{path} was diagnosed with threshold {ds.attrs['threshold']}, "
-                                              f"nsigma {ds.attrs['nsigma']}; {points[0][0]} with {threshold:g}, "
-                                              f"{nsigma:g}: one validity criterion per figure")
-    written = []
-    for _, ds in points:
-        for figure in (plots.figure_mean_kernel, plots.figure_kernel_covariance, plots.figure_residual,
-                       plots.figure_k1):
-            written += figure(ds, args.outdir)
-    combined = plots.collate([ds for _, ds in points])
-    written += plots.figure_validity_window(combined, args.outdir, threshold, nsigma)
-    table = plots.summary_table(combined)
-    csv_path = os.path.join(args.outdir, "summary.csv")
-    tmp = csv_path + ".tmp"
-    table.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, csv_path)
-    combined.attrs = provenance_attrs("Summary of the G-only closure diagnostics over grid points",
-                                      {"threshold": threshold, "nsigma": nsigma,
-                                       "diagnostics_files": ",".join(path for path, _ in points)})
-    write_dataset_atomic(combined, os.path.join(args.outdir, "summary.nc"))
-    written += [csv_path, os.path.join(args.outdir, "summary.nc")]
-    print(f"wrote {len(written)} files to {args.outdir} in {time.perf_counter() - start:.1f} s")
-    return 0
-
-
-def _not_yet(name: str) -> int:
-    print(f"kernel-eft {name}: not implemented yet", file=sys.stderr)
-    return EXIT_INPUT
+    p.set_defaults(func=_command("figures_command"))
 
 
 def build_parser() -> argparse.ArgumentParser:

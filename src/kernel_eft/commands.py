@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -109,12 +110,7 @@ def merge_command(args) -> int:
 
     from kernel_eft import io, montecarlo
 
-    datasets = []
-    for path in args.inputs:
-        try:
-            datasets.append(io.read_dataset(path))
-        except (OSError, ValueError) as exc:
-            raise InputError("inputs", f"cannot read {path}: {exc}") from None
+    datasets = [ds for _, ds in read_netcdf_inputs(args.inputs, "inputs")]
     first = datasets[0]
     for path, ds in zip(args.inputs[1:], datasets[1:]):
         for key in io.MC_MATCHING_ATTRS:
@@ -142,4 +138,133 @@ def merge_command(args) -> int:
         return EXIT_NUMERICS
     io.write_dataset_atomic(out, args.out)
     print(f"kernel-eft merge: wrote {args.out} ({total} seeds in {len(batches)} batches)", file=sys.stderr)
+    return 0
+
+
+def read_netcdf_inputs(paths, field):
+    """[(path, dataset)] for the given files; a missing or unreadable file is an input error naming the flag."""
+    from kernel_eft.io import read_dataset
+
+    out = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise InputError(field, f"no such file: {path}")
+        try:
+            out.append((path, read_dataset(path)))
+        except (OSError, ValueError) as exc:
+            raise InputError(field, f"cannot read {path} as netCDF ({exc})") from None
+    return out
+
+
+def _theory_gonly(args):
+    from kernel_eft.theory import gonly
+
+    if args.depth is None:
+        sol = gonly.solve_gonly_continuous(args.activation, args.kin, args.sw2, args.sb2, args.time,
+                                           points=args.points, rtol=args.rtol, atol=args.atol, solver=args.solver)
+    else:
+        sol = gonly.solve_gonly_discrete(args.activation, args.kin, args.sw2, args.sb2, args.time, args.depth)
+    return gonly.solution_dataset(sol, args.activation, args.kin, args.sw2, args.sb2, args.time)
+
+
+def _theory_exact(args):
+    from kernel_eft.theory import exact
+
+    return exact.theory_dataset(args)
+
+
+def _validate_theory(args) -> None:
+    from kernel_eft.activations import CollinearInputsError, kernel_derivatives
+
+    if args.depth is not None and args.points is not None:
+        raise InputError("--points", "applies to the continuous solver only; with --depth the discrete recursion "
+                                     "writes every layer 0..L")
+    if args.points is None:
+        args.points = 201
+    if os.path.isdir(args.out):
+        raise InputError("--out", f"{args.out!r} is a directory; give a file name such as theory.nc")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise InputError("--out", f"the directory of {args.out!r} does not exist")
+    try:  # relu with collinear inputs: the G-only tadpole diverges at t = 0
+        kernel_derivatives(args.activation, args.kin, order=2)
+    except CollinearInputsError as exc:
+        raise InputError("--kin", str(exc)) from None
+
+
+def theory_command(args) -> int:
+    import numpy as np
+
+    from kernel_eft import io
+
+    _validate_theory(args)
+    build = {"gonly": _theory_gonly, "exact": _theory_exact}[args.closure]
+    try:
+        ds = build(args)
+    except FloatingPointError as exc:
+        print(f"kernel-eft theory: error: {exc}; no file written", file=sys.stderr)
+        return EXIT_NUMERICS
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind == "f" and not np.all(np.isfinite(var.values)):
+            print(f"kernel-eft theory: error: non-finite {name}; no file written", file=sys.stderr)
+            return EXIT_NUMERICS
+    io.write_dataset_atomic(ds, args.out)
+    return 0
+
+
+def diagnose_command(args) -> int:
+    from kernel_eft.diagnostics import diagnose_point
+    from kernel_eft.io import provenance_attrs, write_dataset_atomic
+
+    mc = read_netcdf_inputs(args.mc, "--mc")
+    theories = read_netcdf_inputs(args.theory, "--theory")
+    ds = diagnose_point(mc, theories, threshold=args.threshold, nsigma=args.nsigma)
+    params = dict(ds.attrs)
+    ds.attrs = provenance_attrs(
+        f"G-only closure diagnostics ({params['activation']}, widths {params['widths']}, L={params['depth']}, "
+        f"T={float(params['time']):g})", params)
+    write_dataset_atomic(ds, args.out)
+    tstar = ds["tstar_V4"]
+    for th in ds["theory"].values:
+        print(f"t*(V4) vs {th}: " + ", ".join(f"n={int(w)}: {float(tstar.sel(theory=th, width=w)):.3g}"
+                                              for w in ds["width"].values))
+    return 0
+
+
+def figures_command(args) -> int:
+    import time
+
+    from kernel_eft import plots
+    from kernel_eft.io import provenance_attrs, write_dataset_atomic
+
+    start = time.perf_counter()
+    points = read_netcdf_inputs(args.diagnostics, "--diagnostics")
+    for path, ds in points:
+        missing = [v for v in ("residual_acc", "V4_relerr", "tstar_V4") if v not in ds]
+        if missing:
+            raise InputError("--diagnostics", f"{path} is not a kernel-eft diagnostics file (lacks {missing})")
+    threshold = float(points[0][1].attrs["threshold"])
+    nsigma = float(points[0][1].attrs["nsigma"])
+    for path, ds in points[1:]:
+        if float(ds.attrs["threshold"]) != threshold or float(ds.attrs["nsigma"]) != nsigma:
+            raise InputError("--diagnostics", f"{path} was diagnosed with threshold {ds.attrs['threshold']}, "
+                                              f"nsigma {ds.attrs['nsigma']}; {points[0][0]} with {threshold:g}, "
+                                              f"{nsigma:g}: one validity criterion per figure")
+    written = []
+    for _, ds in points:
+        for figure in (plots.figure_mean_kernel, plots.figure_kernel_covariance, plots.figure_residual,
+                       plots.figure_k1):
+            written += figure(ds, args.outdir)
+    combined = plots.collate([ds for _, ds in points])
+    written += plots.figure_validity_window(combined, args.outdir, threshold, nsigma)
+    table = plots.summary_table(combined)
+    csv_path = os.path.join(args.outdir, "summary.csv")
+    tmp = csv_path + ".tmp"
+    table.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, csv_path)
+    combined.attrs = provenance_attrs("Summary of the G-only closure diagnostics over grid points",
+                                      {"threshold": threshold, "nsigma": nsigma,
+                                       "diagnostics_files": ",".join(path for path, _ in points)})
+    write_dataset_atomic(combined, os.path.join(args.outdir, "summary.nc"))
+    written += [csv_path, os.path.join(args.outdir, "summary.nc")]
+    print(f"wrote {len(written)} files to {args.outdir} in {time.perf_counter() - start:.1f} s")
     return 0

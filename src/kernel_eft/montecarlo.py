@@ -15,7 +15,7 @@ gives bitwise identical results.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -419,7 +419,3 @@ def simulate(params: SimulationParams, keep_samples: bool = False, progress=None
     if keep_samples:
         samples = tuple(np.concatenate([s[i] for s in kept]) for i in range(2))
     return BatchMoments.stack(results), samples
-
-
-def with_overrides(params: SimulationParams, **kw) -> SimulationParams:
-    return replace(params, **kw)

@@ -130,7 +130,6 @@ def _entry_label(m: int, mp: int, P: int) -> str:
 
 
 def figure_mean_kernel(ds, outdir: str) -> list[str]:
-    P = int(ds.attrs["P"])
     p = ds.sizes["pair"]
     t = ds["t"].values
     colors = width_colors(ds["width"].values)

@@ -436,7 +436,6 @@ def stein_psi_zz(path: MeanPath) -> Array:
 def assemble(path: MeanPath, Cpp: Array, Q: Array, sw2: float) -> ExactResult:
     """V4 (free, cross, feedback) and K1 from the kernels; see docs/exact_theory.md for each formula."""
     N, P, _ = path.K0.shape
-    p = n_pairs(P)
     W = volterra_weights(path.times)
     Phi = path.propagator()  # (N, N, p, p)
     mult = pair_multiplicity(P)
