@@ -15,6 +15,7 @@ import xarray as xr
 
 from kernel_eft import diagnostics as dg
 from kernel_eft.activations import f_matrix
+from kernel_eft.theory.gonly import source_s2, source_s4
 from kernel_eft.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_indices, pairs_to_four_index,
                               to_pairs, wishart_v4)
 from kernel_eft.validation import InputError, format_kin
@@ -48,10 +49,10 @@ def random_spd(rng, P, scale=1.0):
 def test_s4_and_s2_match_four_index_definitions(P):
     rng = np.random.default_rng(P)
     A, B = random_spd(rng, P), random_spd(rng, P)
-    np.testing.assert_allclose(dg.s4_pairs(A, B), four_index_to_pairs(s4_four(A, B)), rtol=1e-14, atol=1e-14)
-    np.testing.assert_allclose(dg.s2_pairs(B), four_index_to_pairs(s2_four(B)), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(source_s4(A, B), four_index_to_pairs(s4_four(A, B)), rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(source_s2(B), four_index_to_pairs(s2_four(B)), rtol=1e-14, atol=1e-14)
     # S4(K, K) = 2 x Wishart form: the one-block source at K = W is twice the t=0 covariance.
-    np.testing.assert_allclose(dg.s4_pairs(A, A), 2 * four_index_to_pairs(wishart_v4(A)), rtol=1e-14)
+    np.testing.assert_allclose(source_s4(A, A), 2 * four_index_to_pairs(wishart_v4(A)), rtol=1e-14)
 
 
 @pytest.mark.parametrize("P", [1, 2, 3])
@@ -66,11 +67,11 @@ def test_covariance_contraction_is_the_fluctuation_part_of_mean_s4(P):
     direct = np.mean([s4_four(g, y) for g, y in zip(G, Y)], axis=0)
     dG, dY = to_pairs(G) - to_pairs(G).mean(0), to_pairs(Y) - to_pairs(Y).mean(0)
     C = n * dG.T @ dY / N  # n Cov(G, Y) with the 1/N divisor of a plain sample average
-    split = dg.s4_pairs(G.mean(0), Y.mean(0)) + dg.contract_s4_cov(C, P) / n
+    split = source_s4(G.mean(0), Y.mean(0)) + dg.contract_s4_cov(C, P) / n
     np.testing.assert_allclose(split, four_index_to_pairs(direct), rtol=1e-12, atol=1e-12)
     direct2 = np.mean([s2_four(y) for y in Y], axis=0)
     CY = n * dY.T @ dY / N
-    np.testing.assert_allclose(dg.s2_pairs(Y.mean(0)) + dg.contract_s2_cov(CY, P) / n,
+    np.testing.assert_allclose(source_s2(Y.mean(0)) + dg.contract_s2_cov(CY, P) / n,
                                four_index_to_pairs(direct2), rtol=1e-12, atol=1e-12)
 
 

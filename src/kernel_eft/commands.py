@@ -48,6 +48,18 @@ class _Progress:
                   f"elapsed {elapsed:.1f} s, eta {eta:.1f} s", file=sys.stderr, flush=True)
 
 
+def _report_non_finite(command: str, arrays: dict) -> bool:
+    """Report the first float array holding inf or NaN (nothing is written then); True if there is one."""
+    import numpy as np
+
+    for name, values in arrays.items():
+        values = np.asarray(values)
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            print(f"kernel-eft {command}: error: non-finite {name}; no file written", file=sys.stderr)
+            return True
+    return False
+
+
 def simulate_command(args) -> int:
     import numpy as np
 
@@ -88,10 +100,8 @@ def simulate_command(args) -> int:
     if args.keep_samples:
         samples = tuple(np.concatenate([s[i] for _, (_, s), _ in results]) for i in range(2))
     summary = montecarlo.summarize(params, batches)
-    for key, value in summary.items():
-        if not np.all(np.isfinite(value)):
-            print(f"kernel-eft simulate: error: non-finite estimate {key}; no file written", file=sys.stderr)
-            return EXIT_NUMERICS
+    if _report_non_finite("simulate", summary):
+        return EXIT_NUMERICS
     elapsed = time.monotonic() - started
     ds = io.mc_dataset(params, summary, batches, samples, extra_attrs={
         "mpi_ranks": comm.size, "mpi_library": parallel.mpi_library_version(),
@@ -106,8 +116,6 @@ def simulate_command(args) -> int:
 
 def merge_command(args) -> int:
     """Pool Monte Carlo files of the same grid point run with different seeds."""
-    import numpy as np
-
     from kernel_eft import io, montecarlo
 
     datasets = [ds for _, ds in read_netcdf_inputs(args.inputs, "inputs")]
@@ -133,8 +141,7 @@ def merge_command(args) -> int:
         "mpi_library": str(first.attrs.get("mpi_library")),
     })
     out.attrs["seed_entropy"] = ",".join(str(ds.attrs.get("seed_entropy")) for ds in datasets)
-    if not all(np.all(np.isfinite(v)) for v in summary.values()):
-        print("kernel-eft merge: error: non-finite estimate; no file written", file=sys.stderr)
+    if _report_non_finite("merge", summary):
         return EXIT_NUMERICS
     io.write_dataset_atomic(out, args.out)
     print(f"kernel-eft merge: wrote {args.out} ({total} seeds in {len(batches)} batches)", file=sys.stderr)
@@ -192,8 +199,6 @@ def _validate_theory(args) -> None:
 
 
 def theory_command(args) -> int:
-    import numpy as np
-
     from kernel_eft import io
 
     _validate_theory(args)
@@ -203,10 +208,8 @@ def theory_command(args) -> int:
     except FloatingPointError as exc:
         print(f"kernel-eft theory: error: {exc}; no file written", file=sys.stderr)
         return EXIT_NUMERICS
-    for name, var in ds.data_vars.items():
-        if var.dtype.kind == "f" and not np.all(np.isfinite(var.values)):
-            print(f"kernel-eft theory: error: non-finite {name}; no file written", file=sys.stderr)
-            return EXIT_NUMERICS
+    if _report_non_finite("theory", {name: var.values for name, var in ds.data_vars.items()}):
+        return EXIT_NUMERICS
     io.write_dataset_atomic(ds, args.out)
     return 0
 

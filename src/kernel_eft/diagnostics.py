@@ -42,16 +42,6 @@ ENTRY_CLASSES = ("diag-diag", "diag-off", "off-off")
 # ----------------------------------------------------------------------------------------------
 
 
-def s4_pairs(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """S4(A, B) in pair coordinates, (..., P, P) -> (..., p, p) (theory.gonly.source_s4)."""
-    return source_s4(A, B)
-
-
-def s2_pairs(W: np.ndarray) -> np.ndarray:
-    """S2(W)_(ab)(cd) = W_ac W_bd + W_ad W_bc, the dt^2 term of the block covariance (theory.gonly.source_s2)."""
-    return source_s2(W)
-
-
 def contract_s4_cov(C: np.ndarray, P: int) -> np.ndarray:
     """sum of C[ac,bd] + C[ad,bc] + C[bc,ad] + C[bd,ac] for C[m, m'] = n Cov(X_m, Y_m'), (..., p, p).
 
@@ -172,8 +162,8 @@ def residual_rates(setup: ResidualSetup, count, mean_G, mean_S, m2_GG, m2_GS, m2
     JV = J @ V4
     transport_eft = JV + np.swapaxes(JV, -1, -2) + dt * JV @ np.swapaxes(J, -1, -2)
     transport_exact = sw2 * (C_GS + np.swapaxes(C_GS, -1, -2)) + dt * sw2**2 * C_SS
-    source_eft = s4_pairs(setup.K0, setup.W) + dt * s2_pairs(setup.W)
-    source_meanfield = s4_pairs(G, Om) + dt * s2_pairs(Om) - source_eft
+    source_eft = source_s4(setup.K0, setup.W) + dt * source_s2(setup.W)
+    source_meanfield = source_s4(G, Om) + dt * source_s2(Om) - source_eft
     source_fluct = (sw2 * contract_s4_cov(C_GS, P) + dt * sw2**2 * contract_s2_cov(C_SS, P)) / n
     step = np.diff(setup.times)[:, None, None]
     dV4dt = np.diff(V4, axis=0) / step
