@@ -141,14 +141,17 @@ def add_theory_parser(sub) -> None:
             "1/n mean correction K1, and write them with the separate right-hand-side terms (transport J V4 + V4 J^T, "
             "source S4(K0), tadpole H:V4/2) to netCDF.  Without --depth: the continuous-depth ODEs (scipy solve_ivp) "
             "at --points uniform times from 0 to T.  With --depth L: the discrete-layer recursion including the dt^2 "
-            "terms, output at every layer (compare Monte Carlo at depth L with this one)."
+            "terms, output at every layer (compare Monte Carlo at depth L with this one).  --closure exact: the "
+            "O(1/n) theory of docs/exact_theory.md, at the network's own depth with --depth L (exact on the layer "
+            "grid), or in continuous depth (the L -> infinity limit) with its accuracy estimated by refinement."
         ),
     )
     add_network_arguments(p, depth_required=False)
     p.add_argument("--closure", default="gonly", choices=THEORY_CLOSURES,
                    help="gonly: the paper's G-only closure (default); exact: the O(1/n) theory (kernel_eft.theory.exact)")
     p.add_argument("--points", default=None, type=_argtype(check_int, "--points", minimum=2),
-                   help="continuous solver: number of uniform output times from 0 to T inclusive (default 201)")
+                   help="continuous solver: number of uniform output times from 0 to T inclusive "
+                        "(default 201; 101 for --closure exact)")
     p.add_argument("--rtol", default=DEFAULT_RTOL, type=_argtype(check_float, "--rtol", positive=True),
                    help=f"continuous solver relative tolerance (default {DEFAULT_RTOL:g}; >= 8 correct digits)")
     p.add_argument("--atol", default=DEFAULT_ATOL, type=_argtype(check_float, "--atol", positive=True),

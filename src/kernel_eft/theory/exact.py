@@ -1,56 +1,37 @@
-"""Exact O(1/n) theory of V4 and K1 (THEORY.md section 4; derivation in docs/exact_theory.md).
+"""Exact O(1/n) theory of V4 and K1, at the network's own depth L or in continuous depth.
 
-The empirical measure of neurons is expanded to O(1/n) around the *free process*: a Gaussian process
-z(t) in R^P with Cov(z(t1), z(t2)) = K0(min(t1, t2)).  Everything reduces to two-time covariances of
-that process, C[chi1, chi2](q, t) = Cov(chi1(z(q)), chi2(z(t))) for q <= t, with chi1 an entry of
-psi = phi phi^T and chi2 an entry of psi or one of its second derivatives d_c d_d psi_ab, plus
-one-time Price derivatives of F (DF, the Hessian D2F) on the mean path.
+Derivation: docs/exact_theory.md.  The empirical measure of the n neurons is expanded to O(1/n) around
+the *free process*, a Gaussian process z in R^P with Cov(z(q), z(t)) = K0[min(q, t)] that diffuses in the
+mean field Om0 = f(K0).  Everything reduces to two-time covariances of that process
+(`kernel_eft.theory.two_time`) and to Price derivatives DF, D2F of F on the mean path.
 
-Two-time Gaussian integrals (`two_time_kernels`).  chi2 depends on (v_a, v_b) = (z_a(t), z_b(t)) only and
-chi1 on (u_e, u_f) = (z_e(q), z_f(q)) only, so the 4-dimensional integral is split by conditioning:
-    E[chi1(u) chi2(v)] = E_v[ chi2(v) E[chi1(u) | v] ].
-The inner conditional expectation is a shifted bivariate Gaussian moment of phi phi, in closed form for
-relu, erf and linear (bivariate normal CDF through Owen's T), and by Gauss-Hermite otherwise.  The outer
-integral over v (1 or 2 dimensions) uses polar coordinates in the whitened variable, split into the
-angular sectors cut by the lines v_a = 0 and v_b = 0, where relu and its derivatives have their kinks;
-inside a sector the integrand is analytic, so Gauss-Legendre in angle and radius converges fast.  The
-relu Price derivative phi'' = delta is handled exactly as a line integral on v_a = 0.
+Two forms, one set of kernels:
+- `exact_theory_discrete(..., depth=L)`: the layer recursion itself.  Every block is exactly Gaussian given
+  the empirical measure, so the expansion holds layer by layer: free process on the layer grid with the
+  discrete K0 (K0 <- K0 + dt f(K0)), linear feedback y <- (I + dt J_l) y + dt sw2 A_psi, and the K1 source
+  from the exact one-layer smoothing identity, including its same-layer dt^2 term.  Compare Monte Carlo at
+  depth L with this, at every L, with no extrapolation in L.
+- `exact_theory(..., steps)`: the continuous-depth limit (ODEs for K0 and the propagator, trapezoid
+  Volterra sums on a uniform grid), the L -> infinity limit of the discrete form at O(1/L).
 
-Time integrals are Volterra integrals on a uniform grid, done with the trapezoid rule (weights
-`volterra_weights`); the error is O(h^2) and is measured by halving the step (`quadrature_error`).
-All arrays are float64; matrices in pair coordinates (kernel_eft.pairs) internally.
+All arrays are float64, matrices in pair coordinates (kernel_eft.pairs) internally.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time as _time
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
 from scipy.integrate import solve_ivp
 
-from kernel_eft.activations import F_matrix, f_matrix, get_activation, kernel_derivatives
-from kernel_eft.pairs import (
-    four_index_to_pairs,
-    from_pairs,
-    n_pairs,
-    pair_indices,
-    pair_lookup,
-    pairs_to_four_index,
-    to_pairs,
-    wishart_v4,
-)
+from kernel_eft.activations import f_matrix, get_activation, kernel_derivatives
+from kernel_eft.gaussian_moments import UnsupportedActivation, moments_for
+from kernel_eft.pairs import four_index_to_pairs, from_pairs, n_pairs, pair_indices, pair_lookup, \
+    pairs_to_four_index, to_pairs, wishart_v4
+from kernel_eft.theory.two_time import Quadrature, TwoTimeKernels, two_time_kernels
 
 Array = np.ndarray
-
-CLOSED_INNER = ("relu", "erf", "linear")
-_SQRT2 = np.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
-
-
-# ----------------------------------------------------------------------------------------------
-# Mean path: K0(t), the propagator of y' = J y, and the Price derivatives DF, D2F on it
-# ----------------------------------------------------------------------------------------------
 
 
 def pair_multiplicity(P: int) -> Array:
@@ -59,22 +40,42 @@ def pair_multiplicity(P: int) -> Array:
     return np.where(a == b, 1.0, 2.0)
 
 
+# ----------------------------------------------------------------------------------------------
+# Mean paths
+# ----------------------------------------------------------------------------------------------
+
+
 @dataclass
 class MeanPath:
     times: Array  # (N,)
     K0: Array  # (N, P, P)
-    U: Array  # (N, p, p) fundamental matrix, U' = J U, U(0) = I
     DF: Array  # (N, p, p)
     D2F: Array  # (N, p, p, p)
+    U: Array | None = None  # (N, p, p) continuum only: fundamental matrix of y' = J y, U(0) = I
+    layers: Array | None = None  # (N,) discrete only
 
     def propagator(self) -> Array:
-        """Phi[i, j] = U_i U_j^{-1}, the propagator of y' = J y from t_j to t_i, (N, N, p, p)."""
+        """Continuum: Phi[i, j] = U_i U_j^{-1}, the propagator of y' = J y from t_j to t_i, (N, N, p, p)."""
         Uinv = np.linalg.inv(self.U)
         return np.einsum("ixy,jyz->ijxz", self.U, Uinv)
 
 
+def _derivatives_on(act, K0: Array, dt: float | None = None) -> tuple[Array, Array]:
+    """DF and D2F along the path; a non-finite value is reported with its layer (dt given) or index."""
+    derivs = []
+    for index, K in enumerate(K0):
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                derivs.append(kernel_derivatives(act, K, order=2))
+        except FloatingPointError:
+            where = f"layer {index} (t = {index * dt:.6g})" if dt is not None else f"time index {index}"
+            raise FloatingPointError(f"non-finite derivative of F at {where}; the kernel overflowed float64: "
+                                     "reduce sw2*T or the input norm") from None
+    return np.stack([d.jacobian() for d in derivs]), np.stack([d.hessian() for d in derivs])
+
+
 def mean_path(act, kin: Array, sw2: float, sb2: float, times: Array) -> MeanPath:
-    """Solve dK0/dt = f(K0) and dU/dt = sw2 DF(K0) U to rtol 1e-12 and sample them on `times`."""
+    """Continuum: solve dK0/dt = f(K0) and dU/dt = sw2 DF(K0) U to rtol 1e-12 and sample them on `times`."""
     kin = np.asarray(kin, float)
     P = kin.shape[0]
     p = n_pairs(P)
@@ -86,304 +87,157 @@ def mean_path(act, kin: Array, sw2: float, sb2: float, times: Array) -> MeanPath
         return np.concatenate([to_pairs(f_matrix(act, K, sw2, sb2)), (J @ U).ravel()])
 
     state0 = np.concatenate([to_pairs(kin), np.eye(p).ravel()])
-    sol = solve_ivp(rhs, (times[0], times[-1]), state0, method="DOP853", t_eval=times, rtol=1e-12, atol=1e-13)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sol = solve_ivp(rhs, (times[0], times[-1]), state0, method="DOP853", t_eval=times, rtol=1e-12, atol=1e-13)
     if not sol.success or not np.all(np.isfinite(sol.y)):
-        raise ArithmeticError(f"mean-kernel ODE failed: {sol.message}")
+        bad = np.flatnonzero(~np.all(np.isfinite(sol.y), axis=0))
+        where = f"t = {sol.t[bad[0]]:.6g}" if bad.size else f"t <= {times[-1]:.6g}"
+        raise FloatingPointError(f"mean-kernel ODE failed at {where} ({sol.message}); the kernel overflowed "
+                                 "float64: reduce sw2*T or the input norm")
     K0 = from_pairs(sol.y[:p].T, P)
     U = sol.y[p:].T.reshape(-1, p, p)
-    derivs = [kernel_derivatives(act, K, order=2) for K in K0]
-    DF = np.stack([d.jacobian() for d in derivs])
-    D2F = np.stack([d.hessian() for d in derivs])
-    return MeanPath(np.asarray(times, float), K0, U, DF, D2F)
+    DF, D2F = _derivatives_on(act, K0)
+    return MeanPath(np.asarray(times, float), K0, DF, D2F, U=U)
 
 
-# ----------------------------------------------------------------------------------------------
-# Closed-form inner expectations E[phi(x1) phi(x2)], x ~ N(m, S) bivariate (shifted)
-# ----------------------------------------------------------------------------------------------
+def mean_path_discrete(act, kin: Array, sw2: float, sb2: float, time: float, depth: int) -> MeanPath:
+    """Layer grid: K0^{l+1} = K0^l + dt f(K0^l), l = 0..L-1, and DF, D2F at every layer."""
+    dt = time / depth
+    K = np.array(kin, dtype=np.float64)
+    K0 = np.empty((depth + 1,) + K.shape)
+    K0[0] = K
+    for layer in range(depth):
+        with np.errstate(over="ignore", invalid="ignore"):  # checked and reported with its layer below
+            K = K + dt * f_matrix(act, K, sw2, sb2)
+        if not np.all(np.isfinite(K)):
+            raise FloatingPointError(f"non-finite mean kernel K0 at layer {layer + 1} (t = {(layer + 1) * dt:.6g}); "
+                                     "the kernel overflowed float64: reduce sw2*T or the input norm")
+        K0[layer + 1] = K
+    DF, D2F = _derivatives_on(act, K0, dt)
+    layers = np.arange(depth + 1)
+    return MeanPath(layers * dt, K0, DF, D2F, layers=layers)
 
 
-def bivariate_normal_cdf(h: Array, k: Array, rho: Array) -> Array:
-    """P(Z1 <= h, Z2 <= k) for standard normals with correlation rho, through Owen's T:
-    Phi2 = Phi(h)/2 + Phi(k)/2 - T(h, a_h) - T(k, a_k) - beta, a_h = (k - rho h)/(h r), r = sqrt(1 - rho^2),
-    beta = 1/2 when h k < 0 (or h k = 0 and h + k < 0); at h = 0 it is Phi(k)/2 - T(k, -rho/r)."""
-    h, k, rho = np.broadcast_arrays(np.asarray(h, float), np.asarray(k, float), np.asarray(rho, float))
-    # |rho| = 1 is a limit of the formula; staying 1e-15 inside changes Phi2 by < 1e-7 only where
-    # the integrand is a step anyway (zero conditional variance), and keeps a_h finite.
-    rho = np.clip(rho, -1.0 + 1e-15, 1.0 - 1e-15)
-    r = np.sqrt(1.0 - rho * rho)
-    hz = h == 0.0
-    kz = k == 0.0
-    hs = np.where(hz, 1.0, h)
-    ks = np.where(kz, 1.0, k)
-    ah = (k - rho * h) / (hs * r)
-    ak = (h - rho * k) / (ks * r)
-    beta = np.where((h * k < 0) | ((h * k == 0) & (h + k < 0)), 0.5, 0.0)
-    general = 0.5 * special.ndtr(h) + 0.5 * special.ndtr(k) - special.owens_t(hs, ah) - special.owens_t(ks, ak) - beta
-    h_zero = 0.5 * special.ndtr(k) - special.owens_t(ks, -rho / r)
-    k_zero = 0.5 * special.ndtr(h) - special.owens_t(hs, -rho / r)
-    both = 0.25 + np.arcsin(rho) / (2 * np.pi)
-    out = np.where(hz & kz, both, np.where(hz, h_zero, np.where(kz, k_zero, general)))
-    return np.clip(out, 0.0, 1.0)
-
-
-def _std_terms(m1, m2, s11, s22, s12):
-    """Standardised parameters of a bivariate Gaussian, robust to vanishing variances."""
-    floor = 1e-300
-    sig1 = np.sqrt(np.maximum(s11, floor))
-    sig2 = np.sqrt(np.maximum(s22, floor))
-    rho = np.clip(s12 / (sig1 * sig2), -1.0, 1.0)
-    r = np.sqrt(np.maximum(1.0 - rho * rho, 0.0))
-    return sig1, sig2, m1 / sig1, m2 / sig2, rho, r
-
-
-def relu_square_mean(m: Array, s: Array) -> Array:
-    """E[relu(x)^2], x ~ N(m, s)."""
-    sig = np.sqrt(np.maximum(s, 1e-300))
-    al = m / sig
-    return (m * m + s) * special.ndtr(al) + m * sig * np.exp(-0.5 * al * al) * _INV_SQRT_2PI
-
-
-def relu_pair_mean(m1, m2, s11, s22, s12) -> Array:
-    """E[relu(x1) relu(x2)], x ~ N((m1, m2), [[s11, s12], [s12, s22]]) (truncated bivariate moments)."""
-    sig1, sig2, h, k, rho, r = _std_terms(m1, m2, s11, s22, s12)
-    L = bivariate_normal_cdf(h, k, rho)
-    rs = np.where(r > 0, r, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        ck = np.where(r > 0, special.ndtr((k - rho * h) / rs), np.where(k - rho * h >= 0, 1.0, 0.0))
-        ch = np.where(r > 0, special.ndtr((h - rho * k) / rs), np.where(h - rho * k >= 0, 1.0, 0.0))
-        dens = np.where(r > 0, np.exp(-0.5 * ((k - rho * h) / rs) ** 2) * _INV_SQRT_2PI, 0.0)
-    ph = np.exp(-0.5 * h * h) * _INV_SQRT_2PI
-    pk = np.exp(-0.5 * k * k) * _INV_SQRT_2PI
-    # With W = -Z standard: E[(h - W1)(k - W2) 1{W1<h, W2<k}] expanded with Stein's lemma.
-    e_w1 = -ph * ck - rho * pk * ch
-    e_w2 = -pk * ch - rho * ph * ck
-    e_w12 = rho * L - rho * h * ph * ck - rho * k * pk * ch + r * ph * dens
-    return m1 * m2 * L - m1 * sig2 * e_w2 - m2 * sig1 * e_w1 + sig1 * sig2 * e_w12
-
-
-def erf_pair_mean(m1, m2, s11, s22, s12) -> Array:
-    """E[erf(x1) erf(x2)]: erf(x) = 2 Phi(sqrt2 x) - 1 turns it into bivariate normal orthants."""
-    d1 = np.sqrt(1.0 + 2.0 * s11)
-    d2 = np.sqrt(1.0 + 2.0 * s22)
-    h = _SQRT2 * m1 / d1
-    k = _SQRT2 * m2 / d2
-    rho = 2.0 * s12 / (d1 * d2)
-    return 4.0 * bivariate_normal_cdf(h, k, rho) - 2.0 * special.ndtr(h) - 2.0 * special.ndtr(k) + 1.0
-
-
-def inner_psi_mean(act, same: bool, m1, m2, s11, s22, s12, gh_order: int = 24) -> Array:
-    """E[phi(x_e) phi(x_f)] for x ~ N(m, S); `same` means e == f (then x_e = x_f, use m1, s11)."""
-    name = act.name
-    if name == "relu":
-        return relu_square_mean(m1, s11) if same else relu_pair_mean(m1, m2, s11, s22, s12)
-    if name == "erf":
-        return erf_pair_mean(m1, m1, s11, s11, s11) if same else erf_pair_mean(m1, m2, s11, s22, s12)
-    if name == "linear":
-        return m1 * m1 + s11 if same else m1 * m2 + s12
-    # Generic activation: tensor Gauss-Hermite over the conditional Gaussian (slower, still smooth).
-    x, w = np.polynomial.hermite_e.hermegauss(gh_order)
-    w = w / np.sqrt(2 * np.pi)
-    phi = act.phi
-    if same:
-        sig = np.sqrt(np.maximum(s11, 0.0))[..., None]
-        return np.sum(phi(m1[..., None] + sig * x) ** 2 * w, axis=-1)
-    l11 = np.sqrt(np.maximum(s11, 0.0))
-    l21 = np.where(l11 > 0, s12 / np.where(l11 > 0, l11, 1.0), 0.0)
-    l22 = np.sqrt(np.maximum(s22 - l21 * l21, 0.0))
-    out = np.zeros(np.broadcast(m1, m2).shape)
-    for i in range(gh_order):
-        pa = phi(m1 + l11 * x[i])
-        acc = 0.0
-        for j in range(gh_order):
-            acc = acc + w[j] * phi(m2 + l21 * x[i] + l22 * x[j])
-        out = out + w[i] * pa * acc
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Outer quadrature over v ~ N(0, Kt) restricted to coordinates (a,) or (a, b)
-# ----------------------------------------------------------------------------------------------
-
-
-def _gauss_legendre(n: int, lo: Array, hi: Array) -> tuple[Array, Array]:
-    x, w = np.polynomial.legendre.leggauss(n)
-    lo = np.asarray(lo)[..., None]
-    hi = np.asarray(hi)[..., None]
-    return 0.5 * (hi - lo) * x + 0.5 * (hi + lo), 0.5 * (hi - lo) * w
-
-
-def outer_rule_1d(kaa: Array, n_rho: int, radius: float) -> tuple[Array, Array]:
-    """Nodes (N, M) and weights (N, M) for E[g(v)], v ~ N(0, kaa), split at v = 0."""
-    xi, w = _gauss_legendre(n_rho, 0.0, radius)
-    xi = np.concatenate([-xi[::-1], xi])
-    w = np.concatenate([w[::-1], w]) * np.exp(-0.5 * xi * xi) * _INV_SQRT_2PI
-    v = np.sqrt(kaa)[:, None] * xi[None, :]
-    return v, np.broadcast_to(w, v.shape).copy()
-
-
-def outer_rule_2d(Kab: Array, n_theta: int, n_rho: int, radius: float) -> tuple[Array, Array]:
-    """Nodes (N, M, 2) and weights (N, M) for E[g(v)], v ~ N(0, Kab) (N, 2, 2), in polar coordinates of
-    the whitened variable, with the angle split into the four sectors cut by v_a = 0 and v_b = 0."""
-    l11 = np.sqrt(Kab[:, 0, 0])
-    l21 = Kab[:, 0, 1] / l11
-    l22 = np.sqrt(np.maximum(Kab[:, 1, 1] - l21 * l21, 1e-300))
-    # v_a = l11 xi1 vanishes at theta = pi/2, 3pi/2; v_b = l21 xi1 + l22 xi2 at theta0 and theta0 + pi.
-    theta0 = np.mod(np.arctan2(-l21, l22), np.pi)
-    cuts = np.sort(np.stack([np.full_like(theta0, 0.5 * np.pi), np.full_like(theta0, 1.5 * np.pi),
-                             theta0, theta0 + np.pi], axis=1), axis=1)
-    lo = cuts
-    hi = np.concatenate([cuts[:, 1:], cuts[:, :1] + 2 * np.pi], axis=1)
-    th, wth = _gauss_legendre(n_theta, lo, hi)  # (N, 4, n_theta)
-    th = th.reshape(len(Kab), -1)
-    wth = wth.reshape(len(Kab), -1)
-    rho, wr = _gauss_legendre(n_rho, 0.0, radius)
-    wr = wr * rho * np.exp(-0.5 * rho * rho) / (2 * np.pi)
-    xi1 = np.cos(th)[:, :, None] * rho[None, None, :]
-    xi2 = np.sin(th)[:, :, None] * rho[None, None, :]
-    va = l11[:, None, None] * xi1
-    vb = l21[:, None, None] * xi1 + l22[:, None, None] * xi2
-    v = np.stack([va, vb], axis=-1).reshape(len(Kab), -1, 2)
-    w = (wth[:, :, None] * wr[None, None, :]).reshape(len(Kab), -1)
-    return v, w
-
-
-@dataclass(frozen=True)
-class Quadrature:
-    """Node counts of the outer integral: angle nodes per sector, radial nodes, radius in sigmas."""
-
-    n_theta: int = 12
-    n_rho: int = 32
-    radius: float = 9.0
-
-    def refined(self) -> "Quadrature":
-        return Quadrature(int(round(self.n_theta * 1.5)), int(round(self.n_rho * 1.5)), self.radius + 1.0)
-
-
-# ----------------------------------------------------------------------------------------------
-# Two-time kernels
-# ----------------------------------------------------------------------------------------------
-
-
-def _second_derivative_types(P: int):
-    """For each pair ab and each pair cd within {a, b}: which function d_c d_d psi_ab is."""
-    a_idx, b_idx = pair_indices(P)
+def stein_psi_zz(K0: Array, DF: Array) -> Array:
+    """Cov_{K}(psi_m, z_a z_b) = sum_cd K_ac K_bd <d_c d_d psi_m> = 2 (K dF_m K)_ab (Stein's lemma),
+    with <d_c d_d psi_m> = 2 dF_m/dK_cd (independent entries) = 2 DF[m, cd] / mult(cd); (N, p, p)."""
+    N, P, _ = K0.shape
     lut = pair_lookup(P)
-    out = []
-    for ab in range(n_pairs(P)):
-        a, b = int(a_idx[ab]), int(b_idx[ab])
-        if a == b:
-            out.append((ab, lut[a, a], "dd_sq", a, a))  # (phi^2)''(v_a)
-        else:
-            out.append((ab, lut[a, b], "d1d1", a, b))  # phi'(v_a) phi'(v_b)
-            out.append((ab, lut[a, a], "d2_0", a, b))  # phi''(v_a) phi(v_b)
-            out.append((ab, lut[b, b], "d2_0", b, a))  # phi''(v_b) phi(v_a)
-    return out
+    mult = pair_multiplicity(P)
+    dfull = DF[:, :, lut] / mult[lut][None, None]  # (N, p, P, P)
+    M = 2.0 * np.einsum("nac,nmcd,nbd->nmab", K0, dfull, K0)
+    return to_pairs(M)
 
 
-def _pointwise(act, kind: str, va: Array, vb: Array | None) -> Array:
-    phi, dphi, d2phi = act.phi, act.dphi, act.d2phi
-    if kind == "psi":
-        return phi(va) * (phi(va) if vb is None else phi(vb))
-    if kind == "dd_sq":
-        d2 = 0.0 if act.name == "relu" else phi(va) * d2phi(va)  # relu: x delta(x) = 0
-        return 2.0 * dphi(va) ** 2 + 2.0 * d2
-    if kind == "d1d1":
-        return dphi(va) * dphi(vb)
-    if kind == "d2_0":
-        return d2phi(va) * phi(vb)
-    raise ValueError(kind)
+# ----------------------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------------------
 
 
-def two_time_kernels(act, K0: Array, quad: Quadrature = Quadrature()) -> tuple[Array, Array]:
-    """Two-time covariances of the free process on a time grid (q <= t; entries with q > t are zero).
+@dataclass
+class ExactResult:
+    times: Array
+    K0: Array  # (N, P, P)
+    V4_free: Array  # (N, p, p) pair coordinates
+    V4_cross: Array
+    V4_feedback: Array
+    B: Array  # (N, p): K1 source / sw2
+    K1: Array  # (N, p)
+    layers: Array | None = None
+    info: dict = field(default_factory=dict)
 
-    Returns
-      Cpp[q, t, m, ab]     = Cov(psi_m(z(t_q)), psi_ab(z(t_t)))
-      Q[q, t, m, cd, ab]   = Cov(psi_m(z(t_q)), (d_c d_d psi_ab)(z(t_t)))   (zero unless {c,d} within {a,b})
-    """
-    act = get_activation(act)
-    if act.name not in CLOSED_INNER and (act.dphi is None or act.d2phi is None):
-        raise ValueError(f"activation {act.name!r} needs phi' and phi'' for the exact closure")
+    @property
+    def V4(self) -> Array:
+        return self.V4_free + self.V4_cross + self.V4_feedback
+
+    def four_index(self, name: str) -> Array:
+        P = self.K0.shape[-1]
+        return pairs_to_four_index(getattr(self, name), P)
+
+    def K1_matrix(self) -> Array:
+        return from_pairs(self.K1, self.K0.shape[-1])
+
+
+def _term13_rows(kernels: TwoTimeKernels, P: int):
+    """Per combo k = (cd, ab): the pair cd (row of DF and of Q's first index), ab, and mult(cd)."""
+    cd, ab = kernels.combo_arrays()
+    return cd, ab, pair_multiplicity(P)[cd]
+
+
+# ----------------------------------------------------------------------------------------------
+# Discrete: the layer recursion (docs/exact_theory.md section 4)
+# ----------------------------------------------------------------------------------------------
+
+
+def assemble_discrete(path: MeanPath, kernels: TwoTimeKernels, sw2: float, dt: float,
+                      same_layer: bool = True) -> ExactResult:
+    """V4 (free, cross, feedback), B and K1 on the layer grid, by forward recursions over layers.
+
+    same_layer: include the dt^2 same-layer term of the K1 source (the second-order term of the one-layer
+    Gaussian smoothing); False gives the plain left-point sum of the continuum integrand (for validation)."""
+    K0, DF, D2F = path.K0, path.DF, path.D2F
     N, P, _ = K0.shape
     p = n_pairs(P)
-    a_idx, b_idx = pair_indices(P)
-    Cpp = np.zeros((N, N, p, p))
-    Q = np.zeros((N, N, p, p, p))
-    EX = to_pairs(F_matrix(act, K0))  # (N, p): E psi_m(z(q))
-    deriv = _second_derivative_types(P)
-    for ab in range(p):
-        a, b = int(a_idx[ab]), int(b_idx[ab])
-        coords = [a] if a == b else [a, b]
-        Kt = K0[:, coords][:, :, coords]  # (N, k, k)
-        if a == b:
-            v, w = outer_rule_1d(Kt[:, 0, 0], quad.n_rho, quad.radius)
-            v = v[..., None]
-        else:
-            v, w = outer_rule_2d(Kt, quad.n_theta, quad.n_rho, quad.radius)
-        # Node sets: (nodes, weights, list of (target array slot, function of v)).
-        node_sets = [(v, w, "main")]
-        if act.name == "relu" and a != b:
-            # phi'' = delta: E[delta(v_a) g(v)] = p_{v_a}(0) E[g(0, v_b) | v_a = 0], a half-line integral.
-            for line in (0, 1):
-                other = 1 - line
-                kl = Kt[:, line, line]
-                cvar = Kt[:, other, other] - Kt[:, 0, 1] ** 2 / kl
-                vl, wl = outer_rule_1d(cvar, quad.n_rho, quad.radius)
-                dens0 = 1.0 / np.sqrt(2 * np.pi * kl)
-                vv = np.zeros(vl.shape + (2,))
-                vv[..., other] = vl
-                node_sets.append((vv, wl * dens0[:, None], ("line", line)))
-        for nodes, weights, tag in node_sets:
-            # Functions of v evaluated on the nodes, each with its target slot.
-            targets = []
-            if tag == "main":
-                va = nodes[..., 0]
-                vb = None if a == b else nodes[..., 1]
-                targets.append(("Cpp", None, _pointwise(act, "psi", va, vb)))
-                for ab_d, cd, kind, i1, i2 in deriv:
-                    if ab_d != ab:
-                        continue
-                    if kind == "d2_0" and act.name == "relu":
-                        continue  # delta-type: on the line node sets
-                    if a == b:
-                        y = _pointwise(act, kind, va, None)
-                    else:
-                        x1 = nodes[..., coords.index(i1)]
-                        x2 = nodes[..., coords.index(i2)]
-                        y = _pointwise(act, kind, x1, x2)
-                    targets.append(("Q", cd, y))
-            else:
-                line = tag[1]
-                cd = pair_lookup(P)[coords[line], coords[line]]
-                targets.append(("Q", cd, act.phi(nodes[..., 1 - line])))  # delta(v_line) phi(v_other)
-            for t in range(N):
-                # Conditional law of u = z_{e,f}(q) given v = z_coords(t) for every q <= t.
-                Kq = K0[: t + 1]  # (nq, P, P)
-                Ktinv = np.linalg.inv(Kt[t])
-                for m in range(p):
-                    e, f = int(a_idx[m]), int(b_idx[m])
-                    ef = [e, f]
-                    Cuv = Kq[:, ef][:, :, coords]  # (nq, 2, k)
-                    A = Cuv @ Ktinv  # (nq, 2, k)
-                    Sc = Kq[:, ef][:, :, ef] - A @ np.swapaxes(Cuv, 1, 2)
-                    mean = np.einsum("qik,Mk->qMi", A, nodes[t])  # (nq, M, 2)
-                    s11 = Sc[:, 0, 0, None]
-                    s22 = Sc[:, 1, 1, None]
-                    s12 = Sc[:, 0, 1, None]
-                    inner = inner_psi_mean(act, e == f, mean[..., 0], mean[..., 1], s11, s22, s12)
-                    centred = inner - EX[: t + 1, m, None]
-                    for slot, cd, y in targets:
-                        # Cov = E[(E[X|v] - E X) Y]; the quadrature's own E[Y] error cancels to first order.
-                        val = centred @ (weights[t] * y[t])
-                        if slot == "Cpp":
-                            Cpp[: t + 1, t, m, ab] = val
-                        else:
-                            Q[: t + 1, t, m, cd, ab] = val
-    return Cpp, Q
+    Cpp, Q = kernels.Cpp, kernels.Q
+    nk = Q.shape[-1]
+    cd, ab_of, mult_cd = _term13_rows(kernels, P)
+    eye = np.eye(p)
+    step = eye + dt * sw2 * DF  # (N, p, p): I + dt J_l
+
+    V4_free = four_index_to_pairs(np.stack([wishart_v4(K) for K in K0]))
+    Cst = stein_psi_zz(K0, DF)
+    X = np.zeros((N, p, p))  # E[y^l A_hh^l^T]
+    Y = np.zeros((N, p, p))  # Cov(y^l)
+    EyA = np.zeros((N, p, p))  # running E[y^l A_psi^t^T] over later t (index t), at the current l
+    EyQ = np.zeros((N, p, nk))  # running E[y^l A_{d d psi}^t] (index t, combo k), at the current l
+    M_acc = np.zeros((N, p, p))  # sum_{l' < l} (E[s y^T] + (dt/2) sw2 Cov(s)) at layer l'
+    B13 = np.zeros((N, p))  # sum_{l < t} term13[l, t]
+    Msum = np.zeros((p, p))
+    for layer in range(N):
+        EyA_ll = EyA[layer]
+        Esy = EyA_ll.T + DF[layer] @ Y[layer]
+        if same_layer:
+            cov_s = (Cpp[layer, layer] + DF[layer] @ EyA_ll + EyA_ll.T @ DF[layer].T
+                     + DF[layer] @ Y[layer] @ DF[layer].T)
+            Esy = Esy + 0.5 * dt * sw2 * cov_s
+        M_acc[layer] = Msum
+        if layer == N - 1:
+            break
+        Msum = Msum + Esy
+        # term13[l, t] for t > l: sum_k mult(cd_k) (Q[l,t,cd_k,k] + DF[l][cd_k,:] . E[y^l A_Qk^t])
+        later = slice(layer + 1, N)
+        direct = Q[layer, later][:, cd, np.arange(nk)]  # (nt, nk)
+        fb = np.einsum("ky,tyk->tk", DF[layer][cd], EyQ[later])
+        contrib = (direct + fb) * mult_cd
+        _scatter_add(B13, later, ab_of, contrib)
+        # advance the feedback y^l -> y^{l+1} = step_l y^l + dt sw2 A_psi^l
+        S = step[layer]
+        X[layer + 1] = S @ X[layer] + dt * sw2 * Cst[layer]
+        Y[layer + 1] = (S @ Y[layer] @ S.T + dt * sw2 * (S @ EyA_ll + EyA_ll.T @ S.T)
+                        + (dt * sw2) ** 2 * Cpp[layer, layer])
+        EyA[later] = np.einsum("xy,tyz->txz", S, EyA[later]) + dt * sw2 * Cpp[layer, later]
+        EyQ[later] = np.einsum("xy,tyk->txk", S, EyQ[later]) + dt * sw2 * Q[layer, later]
+    # B^t = (sw2/2) dt sum_{l<t} [term13 + 2 D2F(t) : M_l]
+    term24 = 2.0 * np.einsum("tbxy,txy->tb", D2F, M_acc)
+    B = 0.5 * sw2 * dt * (B13 + term24)
+    B[0] = 0.0
+    K1 = np.zeros((N, p))
+    for layer in range(N - 1):
+        K1[layer + 1] = step[layer] @ K1[layer] + dt * sw2 * B[layer]
+    V4_cross = X + np.swapaxes(X, 1, 2)
+    return ExactResult(path.times, K0, V4_free, V4_cross, Y, B, K1, layers=path.layers)
+
+
+def _scatter_add(target: Array, rows: slice, cols: Array, values: Array) -> None:
+    """target[rows][:, cols[k]] += values[:, k] for every k (several k can share one column)."""
+    block = target[rows]
+    for k, col in enumerate(cols):
+        block[:, col] += values[:, k]
+    target[rows] = block
 
 
 # ----------------------------------------------------------------------------------------------
-# Volterra quadrature and the assembly of V4 and K1
+# Continuum: trapezoid Volterra sums (docs/exact_theory.md section 3)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -400,107 +254,142 @@ def volterra_weights(times: Array) -> Array:
     return W
 
 
-@dataclass
-class ExactResult:
-    times: Array
-    K0: Array  # (N, P, P)
-    V4_free: Array  # (N, p, p) pair coordinates
-    V4_cross: Array
-    V4_feedback: Array
-    B: Array  # (N, p)
-    K1: Array  # (N, p)
-
-    @property
-    def V4(self) -> Array:
-        return self.V4_free + self.V4_cross + self.V4_feedback
-
-    def four_index(self, name: str) -> Array:
-        P = self.K0.shape[-1]
-        return pairs_to_four_index(getattr(self, name), P)
-
-    def K1_matrix(self) -> Array:
-        return from_pairs(self.K1, self.K0.shape[-1])
-
-
-def stein_psi_zz(path: MeanPath) -> Array:
-    """Cov_{K}(psi_m, z_a z_b) = sum_cd K_ac K_bd <d_c d_d psi_m> = 2 (K dF_m K)_ab (Stein's lemma),
-    with <d_c d_d psi_m> = 2 dF_m/dK_cd (independent entries) = 2 DF[m, cd] / mult(cd); (N, p, p)."""
-    N, P, _ = path.K0.shape
-    lut = pair_lookup(P)
-    mult = pair_multiplicity(P)
-    dfull = path.DF[:, :, lut] / mult[lut][None, None]  # (N, p, P, P)
-    M = 2.0 * np.einsum("nac,nmcd,nbd->nmab", path.K0, dfull, path.K0)
-    return to_pairs(M)
-
-
-def assemble(path: MeanPath, Cpp: Array, Q: Array, sw2: float) -> ExactResult:
-    """V4 (free, cross, feedback) and K1 from the kernels; see docs/exact_theory.md for each formula."""
-    N, P, _ = path.K0.shape
+def assemble_continuous(path: MeanPath, kernels: TwoTimeKernels, sw2: float) -> ExactResult:
+    """V4 (free, cross, feedback), B and K1 from the kernels by trapezoid Volterra sums."""
+    K0, DF, D2F = path.K0, path.DF, path.D2F
+    N, P, _ = K0.shape
+    Cpp, Q = kernels.Cpp, kernels.Q
+    nk = Q.shape[-1]
+    cd, ab_of, mult_cd = _term13_rows(kernels, P)
     W = volterra_weights(path.times)
     Phi = path.propagator()  # (N, N, p, p)
-    mult = pair_multiplicity(P)
 
-    V4_free = four_index_to_pairs(np.stack([wishart_v4(K) for K in path.K0]))
-    Cph = stein_psi_zz(path)  # (N, p, p): Cov(psi_m(z(r)), (zz^T)_ab(z(t))) for r <= t
-    cross = sw2 * np.einsum("ij,ijxy,jyz->ixz", W, Phi, Cph)
+    V4_free = four_index_to_pairs(np.stack([wishart_v4(K) for K in K0]))
+    Cst = stein_psi_zz(K0, DF)  # Cov(psi_m(z(r)), (zz^T)_ab(z(t))) for r <= t
+    cross = sw2 * np.einsum("ij,ijxy,jyz->ixz", W, Phi, Cst)
     V4_cross = cross + np.swapaxes(cross, 1, 2)
 
     # Full two-time psi-psi covariance for any order of the times.
     Cfull = Cpp + np.swapaxes(np.swapaxes(Cpp, 0, 1), 2, 3) * (1.0 - np.eye(N))[:, :, None, None]
-    M = np.einsum("ij,ijxy,jkyz->ikxz", W, Phi, Cfull)  # int dr1 Phi(t_i, r1) C(r1, r2=t_k)
-    V4_feedback = sw2 ** 2 * np.einsum("ik,ikxz,ikwz->ixw", W, M, Phi)
+    Mfb = np.einsum("ij,ijxy,jkyz->ikxz", W, Phi, Cfull)  # int dr1 Phi(t_i, r1) C(r1, r2=t_k)
+    V4_feedback = sw2 ** 2 * np.einsum("ik,ikxz,ikwz->ixw", W, Mfb, Phi)
 
     # E[y(r) A_psi(r)^T] and E[s(r) y(r)^T] = E[A_psi y^T] + DF E[y y^T]
     Ycross = sw2 * np.einsum("rq,rqxy,qryz->rxz", W, Phi, Cpp)
-    Esy = np.swapaxes(Ycross, 1, 2) + np.einsum("rxy,ryz->rxz", path.DF, V4_feedback)
+    Esy = np.swapaxes(Ycross, 1, 2) + np.einsum("rxy,ryz->rxz", DF, V4_feedback)
 
-    # Terms (i) + (iii): sum_cd mult(cd) [ Q(r,t)[cd,cd,ab] + DF(r)[cd,:] . sw2 int_0^r Phi(r,q) Q(q,t)[:,cd,ab] dq ]
-    I3 = sw2 * np.einsum("rq,rqxy,qtycb->rtxcb", W, Phi, Q)  # (r, t, m', cd, ab)
-    diagQ = np.einsum("rtccb->rtcb", Q)
-    fb = np.einsum("rcx,rtxcb->rtcb", path.DF, I3)
-    term13 = np.einsum("c,rtcb->rtb", mult, diagQ + fb)
-    # Terms (ii) + (iv): 2 D2F(K0(t))[ab] : E[s(r) y(r)^T]
-    term24 = 2.0 * np.einsum("tbxy,rxy->rtb", path.D2F, Esy)
+    # term13[r, t, k] = mult(cd_k) [Q(r,t)[cd_k, k] + sw2 int_0^r (DF(r) Phi(r,q))[cd_k, :] . Q(q,t)[:, k] dq]
+    R = np.einsum("rxy,rqyz->rqxz", DF, Phi)[:, :, cd, :]  # (r, q, k, y)
+    fb = sw2 * np.einsum("rq,rqky,qtyk->rtk", W, R, Q)
+    direct = Q[:, :, cd, np.arange(nk)]  # (r, t, k)
+    term13k = (direct + fb) * mult_cd
+    p = n_pairs(P)
+    term13 = np.zeros((N, N, p))
+    for k in range(nk):
+        term13[:, :, ab_of[k]] += term13k[:, :, k]
+    term24 = 2.0 * np.einsum("tbxy,rxy->rtb", D2F, Esy)
     integrand = term13 + term24  # (r, t, ab), valid for r <= t
     B = 0.5 * sw2 * np.einsum("tr,rtb->tb", W, integrand)
     K1 = sw2 * np.einsum("ij,ijxy,jy->ix", W, Phi, B)
-    return ExactResult(path.times, path.K0, V4_free, V4_cross, V4_feedback, B, K1)
+    return ExactResult(path.times, K0, V4_free, V4_cross, V4_feedback, B, K1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Drivers
+# ----------------------------------------------------------------------------------------------
+
+
+def check_exact_inputs(activation, kin) -> None:
+    """Raise UnsupportedActivation / ValueError for inputs the exact theory cannot integrate."""
+    act = get_activation(activation)
+    if any(c != 0.0 for c, _ in act.kinks):
+        raise UnsupportedActivation(f"activation {act.name!r} has a kink away from 0; the exact theory's "
+                                    "quadratures split at 0 only")
+    kin = np.asarray(kin, float)
+    if np.linalg.eigvalsh(kin)[0] <= 1e-10 * np.max(np.abs(kin)):
+        raise ValueError("the exact theory conditions on pairs of inputs and needs a positive definite K_in "
+                         "(collinear inputs: drop the duplicate input)")
+
+
+def _moments(act, K0: Array, quad: Quadrature):
+    """The moment provider, with tables (smooth activations) covering every mean and scale the run uses."""
+    diag = np.max(np.diagonal(K0, axis1=-2, axis2=-1))
+    scale = np.sqrt(diag)
+    return moments_for(act, mu_max=(quad.radius + 8.5) * scale * 1.05 + 1.0, s_max=1.05 * scale + 0.1)
+
+
+def check_finite(res: ExactResult) -> None:
+    """Report the first time (and layer) at which V4 or K1 is not finite."""
+    for name in ("V4_free", "V4_cross", "V4_feedback", "K1", "B"):
+        values = getattr(res, name)
+        bad = ~np.all(np.isfinite(values.reshape(values.shape[0], -1)), axis=1)
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            where = (f"layer {int(res.layers[i])} (t = {res.times[i]:.6g})" if res.layers is not None
+                     else f"t = {res.times[i]:.6g}")
+            raise FloatingPointError(f"non-finite {name} at {where}; the kernel overflowed float64: reduce sw2*T "
+                                     "or the input norm")
+
+
+def exact_theory_discrete(activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                          quad: Quadrature = Quadrature(), same_layer: bool = True, progress=None) -> ExactResult:
+    """The exact O(1/n) theory of the layer recursion at depth L = depth, every layer 0..L."""
+    act = get_activation(activation)
+    check_exact_inputs(act, kin)
+    started = _time.perf_counter()
+    path = mean_path_discrete(act, kin, sw2, sb2, time, depth)
+    mom = _moments(act, path.K0, quad)
+    kernels = two_time_kernels(mom, path.K0, quad, progress=progress)
+    with np.errstate(over="ignore", invalid="ignore"):
+        res = assemble_discrete(path, kernels, sw2, time / depth, same_layer=same_layer)
+    check_finite(res)
+    res.info = {"moments": mom.describe(), "quadrature": quad.describe(),
+                "wall_seconds": _time.perf_counter() - started}
+    return res
 
 
 def exact_theory(activation, kin, sw2: float, sb2: float, time: float, steps: int,
-                 quad: Quadrature = Quadrature()) -> ExactResult:
-    """The exact O(1/n) theory on the uniform grid t_j = j T / steps, j = 0..steps."""
+                 quad: Quadrature = Quadrature(), progress=None) -> ExactResult:
+    """The continuous-depth exact O(1/n) theory on the uniform grid t_j = j T / steps, j = 0..steps."""
     act = get_activation(activation)
+    check_exact_inputs(act, kin)
+    started = _time.perf_counter()
     times = np.linspace(0.0, time, steps + 1)
     path = mean_path(act, kin, sw2, sb2, times)
-    Cpp, Q = two_time_kernels(act, path.K0, quad)
-    return assemble(path, Cpp, Q, sw2)
-
-
-# ----------------------------------------------------------------------------------------------
-# Accuracy of the quadratures, and the netCDF edge
-# ----------------------------------------------------------------------------------------------
+    mom = _moments(act, path.K0, quad)
+    kernels = two_time_kernels(mom, path.K0, quad, progress=progress)
+    with np.errstate(over="ignore", invalid="ignore"):
+        res = assemble_continuous(path, kernels, sw2)
+    check_finite(res)
+    res.info = {"moments": mom.describe(), "quadrature": quad.describe(),
+                "wall_seconds": _time.perf_counter() - started}
+    return res
 
 
 def quadrature_error(activation, kin, sw2: float, sb2: float, time: float, steps: int,
                      quad: Quadrature = Quadrature()) -> dict:
-    """Measured errors of the two quadratures at `steps` time steps.
+    """Measured errors of the two quadratures of the continuous theory at `steps` time steps.
 
-    time_step: max |X(h) - X(h/2)| / max |X(h/2)| over the common times for X = V4, K1 (trapezoid, O(h^2));
-    gaussian: the same with the outer Gaussian rule refined 1.5x in every direction, time grid fixed.
-    """
-    coarse = exact_theory(activation, kin, sw2, sb2, time, steps, quad)
-    fine = exact_theory(activation, kin, sw2, sb2, time, 2 * steps, quad)
+    time_step: max |X(h) - X(2h)| / max |X(h)| over the common times for X = V4, K1 (the error of the coarser
+    grid: an upper bound for the finer one);
+    gaussian: the same with the Gaussian rule refined 1.5x in every direction, time grid fixed."""
+    fine = exact_theory(activation, kin, sw2, sb2, time, steps, quad)
+    coarse = exact_theory(activation, kin, sw2, sb2, time, steps // 2, quad)
     refined = exact_theory(activation, kin, sw2, sb2, time, steps, quad.refined())
 
     def rel(x, y):
         return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))
 
+    stride = steps // (steps // 2)
     return {
-        "time_step": {"V4": rel(coarse.V4, fine.V4[::2]), "K1": rel(coarse.K1, fine.K1[::2])},
-        "gaussian": {"V4": rel(coarse.V4, refined.V4), "K1": rel(coarse.K1, refined.K1)},
+        "time_step": {"V4": rel(coarse.V4, fine.V4[::stride]), "K1": rel(coarse.K1, fine.K1[::stride])},
+        "gaussian": {"V4": rel(fine.V4, refined.V4), "K1": rel(fine.K1, refined.K1)},
     }
 
+
+# ----------------------------------------------------------------------------------------------
+# The netCDF edge
+# ----------------------------------------------------------------------------------------------
 
 _EXACT_VARIABLES = {
     "K0": (("t", "a", "b"), "mean kernel K0 (infinite width)"),
@@ -508,59 +397,97 @@ _EXACT_VARIABLES = {
     "K1": (("t", "a", "b"), "1/n mean correction K1, E[G] = K0 + K1/n, exact O(1/n) theory"),
     "V4_free": (("t", "a", "b", "c", "d"), "free part of V4: Wishart form of K0(t), Cov of the free field A_hh"),
     "V4_cross": (("t", "a", "b", "c", "d"),
-                 "cross part of V4: 2 Sym sw2 int_0^t Phi(t,r) C[psi,hh](r,t) dr"),
-    "V4_feedback": (("t", "a", "b", "c", "d"),
-                    "feedback part of V4: Cov(y, y), sw2^2 int int Phi C[psi,psi] Phi^T"),
+                 "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field"),
+    "V4_feedback": (("t", "a", "b", "c", "d"), "feedback part of V4: Cov(y, y)"),
     "K1_source": (("t", "a", "b"),
-                  "exact K1 source sw2 B(t) = n sw2 (E[S] - F(E[G])) at O(1/n); dK1/dt = J K1 + sw2 B"),
+                  "exact K1 source sw2 B = n sw2 (E[S] - F(E[G])) at O(1/n); K1 grows by dt (J K1 + sw2 B)"),
 }
 
 
-def theory_dataset(args):
-    """`kernel-eft theory --closure exact`: the continuous-depth exact theory at --points uniform times."""
-    import time as _time
+def default_quadrature(activation) -> Quadrature:
+    """The Gaussian rule used by the CLI: relative accuracy about 1e-8 (relu) and 1e-5 (tanh) on V4 and K1,
+    measured against refined rules in tests/test_exact.py and benchmarks/exact_speed.py."""
+    get_activation(activation)
+    return Quadrature(12, 12, 32)
 
+
+def result_dataset(res: ExactResult, activation, kin, sw2: float, sb2: float, time: float, extra_attrs=None):
+    """The theory netCDF schema (docs/data_format.md) for an exact-theory result, every parameter an attribute."""
     import xarray as xr
 
     from kernel_eft import io
-    from kernel_eft.validation import InputError
 
-    act = get_activation(args.activation)
-    if args.depth is not None:
-        raise InputError("--depth", "the exact closure is a continuous-depth theory; give --points instead "
-                                    "(compare Monte Carlo extrapolated in 1/L, see docs/exact_theory.md)")
-    if act.name not in CLOSED_INNER and (act.dphi is None or act.d2phi is None):
-        raise InputError("--activation", f"{act.name!r} lacks phi' or phi'' needed by the exact closure")
-    kin = np.asarray(args.kin, dtype=np.float64)
-    if np.linalg.eigvalsh(kin)[0] <= 1e-10 * np.max(np.abs(kin)):
-        raise InputError("--kin", "the exact closure conditions on pairs of inputs and needs a positive definite "
-                                  "K_in (collinear inputs: drop the duplicate input)")
-    steps = int(args.points) - 1
-    started = _time.perf_counter()
-    with np.errstate(over="raise", invalid="raise"):
-        try:
-            res = exact_theory(act, args.kin, args.sw2, args.sb2, args.time, steps)
-        except (FloatingPointError, ArithmeticError) as exc:
-            raise FloatingPointError(f"exact theory: {exc}") from None
+    act = get_activation(activation)
     P = res.K0.shape[-1]
     values = {"K0": res.K0, "V4": res.four_index("V4"), "K1": res.K1_matrix(),
               "V4_free": res.four_index("V4_free"), "V4_cross": res.four_index("V4_cross"),
-              "V4_feedback": res.four_index("V4_feedback"), "K1_source": from_pairs(args.sw2 * res.B, P)}
+              "V4_feedback": res.four_index("V4_feedback"), "K1_source": from_pairs(sw2 * res.B, P)}
     data = {name: (dims, values[name], {"long_name": long_name, "units": "1"})
             for name, (dims, long_name) in _EXACT_VARIABLES.items()}
-    coords = {**io.time_coords(res.times, None), **io.index_coords(P)}
-    quad = Quadrature()
+    coords = {**io.time_coords(res.times, res.layers), **io.index_coords(P)}
+    discrete = res.layers is not None
     params = {
-        "closure": "exact", "activation": act.name, "time": float(args.time), "sw2": float(args.sw2),
-        "sb2": float(args.sb2), "kin": np.asarray(args.kin, dtype=np.float64), "P": P, "mode": "continuous",
-        "points": int(res.times.size),
-        "time_quadrature": "trapezoid Volterra sums on the uniform output grid, error O(h^2)",
-        "gaussian_quadrature": (f"outer polar Gauss-Legendre, {quad.n_theta} angles per sector x {quad.n_rho} radii "
-                                f"to {quad.radius} sigma; inner closed form "
-                                + ("(bivariate normal / Owen's T)" if act.name in CLOSED_INNER
-                                   else "(Gauss-Hermite 24 x 24)")),
+        "closure": "exact", "activation": act.name, "time": float(time), "sw2": float(sw2), "sb2": float(sb2),
+        "kin": np.asarray(kin, dtype=np.float64), "P": P, "mode": "discrete" if discrete else "continuous",
+        "depth": int(res.layers[-1]) if discrete else None, "points": int(res.times.size),
+        "time_quadrature": ("none: exact sums over layers (left point), same-layer dt^2 term of the K1 source "
+                            "included" if discrete else
+                            "trapezoid Volterra sums on the uniform output grid"),
+        "gaussian_quadrature": res.info.get("quadrature", ""),
+        "gaussian_moments": res.info.get("moments", ""),
         "derivative_convention": "pair coordinates a<=b; off-diagonal K_ab and K_ba move together",
-        "wall_seconds": round(_time.perf_counter() - started, 4),
+        "wall_seconds": round(float(res.info.get("wall_seconds", 0.0)), 4),
+        **(extra_attrs or {}),
     }
-    title = f"Exact O(1/n) kernel theory ({act.name}, T={args.time:g}, continuous)"
+    title = (f"Exact O(1/n) kernel theory ({act.name}, T={time:g}, "
+             + (f"discrete L={params['depth']})" if discrete else "continuous)"))
     return xr.Dataset(data, coords=coords, attrs=io.provenance_attrs(title, params))
+
+
+def relative_change(a: ExactResult, b: ExactResult, stride_a: int = 1, stride_b: int = 1) -> dict:
+    """max |X_a - X_b| / max |X_b| for X = V4, K1 on common times (every stride-th point)."""
+    def rel(x, y):
+        return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))
+
+    return {"V4": rel(a.V4[::stride_a], b.V4[::stride_b]), "K1": rel(a.K1[::stride_a], b.K1[::stride_b])}
+
+
+def theory_dataset(args, progress=None):
+    """`kernel-eft theory --closure exact`: the discrete theory at --depth L, else the continuous one at
+    --points uniform times, with its accuracy estimated by refinement (file attributes)."""
+    from kernel_eft.validation import InputError
+
+    act = get_activation(args.activation)
+    try:
+        check_exact_inputs(act, args.kin)
+    except UnsupportedActivation as exc:
+        raise InputError("--activation", str(exc)) from None
+    except ValueError as exc:
+        raise InputError("--kin", str(exc)) from None
+    quad = default_quadrature(act)
+    extra = {}
+    try:
+        if args.depth is not None:
+            res = exact_theory_discrete(act, args.kin, args.sw2, args.sb2, args.time, int(args.depth), quad,
+                                        progress=progress)
+        else:
+            steps = int(args.points) - 1
+            res = exact_theory(act, args.kin, args.sw2, args.sb2, args.time, steps, quad, progress=progress)
+            if steps % 2 == 0 and steps >= 4:
+                # accuracy by refinement: the time step halved, and the Gaussian rule refined 1.5x (both
+                # on the coarse time grid, where they cost a quarter); each estimates the error of the
+                # coarser computation, so it bounds the error of this one.
+                coarse = exact_theory(act, args.kin, args.sw2, args.sb2, args.time, steps // 2, quad)
+                refined = exact_theory(act, args.kin, args.sw2, args.sb2, args.time, steps // 2,
+                                       quad.refined())
+                time_err = relative_change(coarse, res, 1, 2)
+                gauss_err = relative_change(coarse, refined)
+                extra = {"time_step_error_V4": time_err["V4"], "time_step_error_K1": time_err["K1"],
+                         "gaussian_error_V4": gauss_err["V4"], "gaussian_error_K1": gauss_err["K1"],
+                         "relative_accuracy": max(*time_err.values(), *gauss_err.values()),
+                         "accuracy_method": "relative change of max|V4|, max|K1| between this grid and half as "
+                                            "many steps, and between the Gaussian rule and the 1.5x refined rule "
+                                            "on the half grid (upper bounds)"}
+    except (FloatingPointError, ArithmeticError, ValueError) as exc:
+        raise FloatingPointError(f"exact theory: {exc}") from None
+    return result_dataset(res, act, args.kin, args.sw2, args.sb2, args.time, extra)
