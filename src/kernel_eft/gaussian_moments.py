@@ -96,6 +96,13 @@ class ClosedFormMoments:
     def describe(self) -> str:
         return f"closed form ({self.act.name})"
 
+    def pair_family(self, mu1, mu2, s11, s22, s12) -> dict:
+        """{(i, j): E[phi^(i)(X1) phi^(j)(X2)]} for (i, j) in PAIR_FAMILY; means (R, M), covariances (R, 1)
+        (one covariance per row).  Closed forms compute the family in one pass; this is the fallback."""
+        rows = [{key: self.pair(*key, mu1[r], mu2[r], float(np.ravel(s11)[r]), float(np.ravel(s22)[r]),
+                                float(np.ravel(s12)[r])) for key in PAIR_FAMILY} for r in range(mu1.shape[0])]
+        return {key: np.stack([row[key] for row in rows]) for key in PAIR_FAMILY}
+
     def later_square(self, mu: Array, scales: Array) -> Array:
         """E[phi(mu + s xi)^2] for nodes mu (M,) and scales (T,): (M, T)."""
         return np.stack([self.square(0, mu, s) for s in scales], axis=1)
@@ -109,6 +116,9 @@ class ReluMoments(ClosedFormMoments):
     """relu: phi' = 1{x > 0}, phi'' = delta(x) (kink at 0, jump 1)."""
 
     kinks = ((0.0, 1.0),)
+
+    def pair_family(self, mu1, mu2, s11, s22, s12):
+        return relu_pair_family(mu1, mu2, s11, s22, s12)
 
     def later_square(self, mu, scales):
         s = np.maximum(np.asarray(scales, float), 1e-300)[None, :]
@@ -182,6 +192,35 @@ class LinearMoments(ClosedFormMoments):
         table = {(0, 0): mu1 * mu2 + s12, (1, 0): mu2, (0, 1): mu1, (1, 1): np.ones_like(mu1),
                  (2, 0): np.zeros_like(mu1), (0, 2): np.zeros_like(mu1)}
         return table[(i, j)]
+
+
+PAIR_FAMILY = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2))
+
+
+def relu_pair_family(m1, m2, s11, s22, s12) -> dict:
+    """Every E[relu^(i)(X1) relu^(j)(X2)] with i + j <= 2 in one pass (one bivariate CDF): the truncated
+    moments by Stein's lemma, and the delta terms as densities at 0 times conditional relu means."""
+    m1, m2 = np.asarray(m1, float), np.asarray(m2, float)
+    s1 = np.sqrt(np.maximum(s11, 1e-300))
+    s2 = np.sqrt(np.maximum(s22, 1e-300))
+    rho = np.clip(s12 / (s1 * s2), -1.0 + 1e-15, 1.0 - 1e-15)
+    r = np.sqrt(1.0 - rho * rho)
+    h, k = m1 / s1, m2 / s2
+    Phi2 = bivariate_normal_cdf(h, k, rho)
+    u1, u2 = (k - rho * h) / r, (h - rho * k) / r  # standardised conditional means of X2 | X1 = 0, X1 | X2 = 0
+    A1, A2 = special.ndtr(u1), special.ndtr(u2)
+    d1, d2 = _npdf(u1), _npdf(u2)
+    ph, pk = _npdf(h), _npdf(k)
+    p01 = m1 * Phi2 + s1 * ph * A1 + s1 * rho * pk * A2  # E[relu(X1) 1{X2 > 0}]
+    p10 = m2 * Phi2 + s2 * pk * A2 + s2 * rho * ph * A1  # E[1{X1 > 0} relu(X2)]
+    p02 = pk / s2 * s1 * (u2 * A2 + d2) * r  # E[relu(X1) delta(X2)]
+    p20 = ph / s1 * s2 * (u1 * A1 + d1) * r  # E[delta(X1) relu(X2)]
+    # E[relu relu]: Stein on the orthant, as in relu_pair_mean (W = -Z standard)
+    e_w1 = -ph * A1 - rho * pk * A2
+    e_w2 = -pk * A2 - rho * ph * A1
+    e_w12 = rho * Phi2 - rho * h * ph * A1 - rho * k * pk * A2 + r * ph * d1
+    p00 = m1 * m2 * Phi2 - m1 * s2 * e_w2 - m2 * s1 * e_w1 + s1 * s2 * e_w12
+    return {(0, 0): p00, (1, 0): p10, (0, 1): p01, (2, 0): p20, (1, 1): Phi2, (0, 2): p02}
 
 
 def relu_pair_mean(m1, m2, s11, s22, s12) -> Array:

@@ -311,7 +311,7 @@ def check_exact_inputs(activation, kin) -> None:
                          "(collinear inputs: drop the duplicate input)")
 
 
-def _moments(act, K0: Array, quad: Quadrature):
+def moments_for_path(act, K0: Array, quad: Quadrature):
     """The moment provider, with tables (smooth activations) covering every mean and scale the run uses."""
     diag = np.max(np.diagonal(K0, axis1=-2, axis2=-1))
     scale = np.sqrt(diag)
@@ -338,7 +338,7 @@ def exact_theory_discrete(activation, kin, sw2: float, sb2: float, time: float, 
     check_exact_inputs(act, kin)
     started = _time.perf_counter()
     path = mean_path_discrete(act, kin, sw2, sb2, time, depth)
-    mom = _moments(act, path.K0, quad)
+    mom = moments_for_path(act, path.K0, quad)
     kernels = two_time_kernels(mom, path.K0, quad, progress=progress)
     with np.errstate(over="ignore", invalid="ignore"):
         res = assemble_discrete(path, kernels, sw2, time / depth, same_layer=same_layer)
@@ -356,7 +356,7 @@ def exact_theory(activation, kin, sw2: float, sb2: float, time: float, steps: in
     started = _time.perf_counter()
     times = np.linspace(0.0, time, steps + 1)
     path = mean_path(act, kin, sw2, sb2, times)
-    mom = _moments(act, path.K0, quad)
+    mom = moments_for_path(act, path.K0, quad)
     kernels = two_time_kernels(mom, path.K0, quad, progress=progress)
     with np.errstate(over="ignore", invalid="ignore"):
         res = assemble_continuous(path, kernels, sw2)

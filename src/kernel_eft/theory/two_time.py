@@ -267,6 +267,34 @@ class _BlockAtTime:
                  + p11 * (Ae[:, None, None] * Af[None, :, None] + Af[:, None, None] * Ae[None, :, None]))
         return g, grad, hess
 
+    def all_derivatives(self, x: Array, pairs: list[tuple[int, int]]):
+        """derivatives() for every pair (e, f) at once: (g (p, M), grad (p, k, M), hess (p, k, k, M)).  The
+        pairs with both inputs outside the block share one call of the moment family (one bivariate CDF per
+        node and pair for relu)."""
+        p, M, k = len(pairs), x.shape[0], len(self.coords)
+        g = np.empty((p, M))
+        grad = np.zeros((p, k, M))
+        hess = np.zeros((p, k, k, M))
+        outside = [m for m, (e, f) in enumerate(pairs) if e not in self.coords and f not in self.coords and e != f]
+        for m, (e, f) in enumerate(pairs):
+            if m not in outside:
+                g[m], grad[m], hess[m] = self.derivatives(e, f, x)
+        if outside:
+            Ae = np.array([self.regression[pairs[m][0]] for m in outside])  # (R, k)
+            Af = np.array([self.regression[pairs[m][1]] for m in outside])
+            cov = [np.array([self.cond_cov[(pairs[m][0], pairs[m][1])] if i == 2 else
+                             self.cond_cov[(pairs[m][i], pairs[m][i])] for m in outside])[:, None] for i in range(3)]
+            fam = self.moments.pair_family(Ae @ x.T, Af @ x.T, cov[0], cov[1], cov[2])  # (R, M) each
+            idx = np.array(outside)
+            g[idx] = fam[(0, 0)]
+            grad[idx] = fam[(1, 0)][:, None, :] * Ae[:, :, None] + fam[(0, 1)][:, None, :] * Af[:, :, None]
+            AeAe = Ae[:, :, None] * Ae[:, None, :]
+            AfAf = Af[:, :, None] * Af[:, None, :]
+            AeAf = Ae[:, :, None] * Af[:, None, :]
+            hess[idx] = (fam[(2, 0)][:, None, None, :] * AeAe[..., None] + fam[(0, 2)][:, None, None, :] * AfAf[..., None]
+                         + fam[(1, 1)][:, None, None, :] * (AeAf + np.swapaxes(AeAf, 1, 2))[..., None])
+        return g, grad, hess
+
     def kink_coefficient(self, e: int, f: int, i: int, x: Array) -> Array:
         """r(x) with d_i d_i g = (regular part) + r(x) delta(x_i), on line nodes x (x_i = 0), for kinks at 0."""
         mom = self.moments
@@ -328,9 +356,11 @@ def two_time_kernels(moments, K0: Array, quad: Quadrature = Quadrature(), progre
             rows_main = []
             rows_line = {i: [] for i, _, _ in block.lines}
             line_cache = {}
+            pairs = [(int(a_idx[m]), int(b_idx[m])) for m in range(p)]
+            G_all, grad_all, hess_all = block.all_derivatives(block.x, pairs)
             for m in range(p):
-                e, f = int(a_idx[m]), int(b_idx[m])
-                g, grad, hess = block.derivatives(e, f, block.x)
+                e, f = pairs[m]
+                g, grad, hess = G_all[m], grad_all[m], hess_all[m]
                 gt = g - F[q, m]
                 rows_main.append(gt)
                 for i, xl, _ in block.lines:
