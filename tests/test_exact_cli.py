@@ -67,6 +67,13 @@ def test_cli_exact_rejects_collinear_inputs(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_cli_exact_continuum_needs_points_4k_plus_1(tmp_path, capsys):
+    rc = _run(tmp_path, ["--activation", "relu", "--kin", "1", "--points", "10"])
+    assert rc == 2
+    assert "--points" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_exact_overflow_exits_3_and_names_the_layer(tmp_path, capsys):
     rc = _run(tmp_path, ["--activation", "relu", "--kin", "1", "--sw2", "1e200", "--depth", "4"])
     assert rc == 3
