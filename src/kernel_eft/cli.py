@@ -218,6 +218,8 @@ def add_figures_parser(sub) -> None:
                    help="diagnostics files written by kernel-eft diagnose")
     p.add_argument("--outdir", required=True, help="output directory (created if missing; files of the same "
                                                    "name in it are replaced)")
+    p.add_argument("--summary-dir", default=None,
+                   help="directory of summary.csv, summary.nc and summary.html (default: --outdir)")
     p.set_defaults(func=_command("figures_command"))
 
 

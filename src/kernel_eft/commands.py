@@ -343,6 +343,8 @@ def figures_command(args) -> int:
 
     start = time.perf_counter()
     io.check_writable(args.outdir, "--outdir", directory=True)
+    summary_dir = os.path.abspath(args.summary_dir or args.outdir)
+    io.check_writable(summary_dir, "--summary-dir", directory=True)
     points = read_netcdf_inputs(args.diagnostics, "--diagnostics")
     for path, ds in points:
         missing = [v for v in ("residual_acc", "V4_relerr", "tstar_V4") if v not in ds]
@@ -383,6 +385,9 @@ def figures_command(args) -> int:
                                               "diagnostics_files": ",".join(path for path, _ in points)})
         io.write_netcdf(combined, os.path.join(staging, "summary.nc"))
         names = sorted(os.listdir(staging))
+        os.makedirs(summary_dir, exist_ok=True)
+        for name in SUMMARY_FILES:
+            os.replace(os.path.join(staging, name), os.path.join(summary_dir, name))
         _publish(staging, outdir)
     except (OSError, RuntimeError) as exc:
         raise io.write_failure(exc, outdir, "--outdir", FIGURES_NEEDED_BYTES) from None
@@ -390,8 +395,12 @@ def figures_command(args) -> int:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     print(format_summary_table(table))
-    log("figures", f"wrote {len(names)} files to {args.outdir} in {time.perf_counter() - start:.1f} s")
+    where = args.outdir if summary_dir == outdir else f"{args.outdir} and the summary to {args.summary_dir}"
+    log("figures", f"wrote {len(names)} files to {where} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+SUMMARY_FILES = ("summary.csv", "summary.nc", "summary.html")
 
 
 def _publish(staging: str, outdir: str) -> None:
