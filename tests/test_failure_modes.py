@@ -370,3 +370,33 @@ def test_theory_overflow_names_where(capsys, tmp_path, mode, where):
     assert code == 3
     assert_one_line_error(err, where)
     assert files_in(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflow configs: rejected at load, before any job, naming the field
+# ---------------------------------------------------------------------------------------------
+
+
+def _grid(**override):
+    grid = dict(activation=["relu"], width=[16], depth=[8], time=[1], sw2=[1.0], sb2=[0.0], inputs=[{"rho": 0.5}])
+    grid.update(override)
+    return grid
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"grid": _grid(), "monte_carlo": {"samples": 10, "batches": 32}},
+     "monte_carlo.samples: 10 is less than monte_carlo.batches (32)"),
+    ({"grid": _grid(depth=[8, 64]), "monte_carlo": {"record_every": 100}},
+     "monte_carlo.record_every: 100 exceeds the depth 8"),
+    ({"grid": _grid(inputs=[{"rho": 0.6}, {"kin": "1,0.6;0.6,1"}])},
+     "grid.inputs[1]: the same input kernel as grid.inputs[0]"),
+    ({"grid": _grid(), "study": "../elsewhere"}, "study"),
+], ids=["samples<batches", "record_every>depth", "same-kin-twice", "study-name"])
+def test_config_relations_are_checked_at_load(tmp_path, config, message):
+    from test_workflow import snakemake
+
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "--configfile", "bad.yaml", check=False, timeout=60)
+    assert proc.returncode != 0
+    assert "invalid config: " + message in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
