@@ -369,13 +369,13 @@ def figures_command(args) -> int:
     try:
         os.makedirs(os.path.dirname(outdir), exist_ok=True)
         staging = tempfile.mkdtemp(prefix=os.path.basename(outdir) + ".", suffix=".tmp", dir=os.path.dirname(outdir))
-        written = []
+        io.usual_permissions(staging, 0o777)  # mkdtemp makes 0700; the folder may become --outdir itself
         for _, ds in points:
             for figure in (plots.figure_mean_kernel, plots.figure_kernel_covariance, plots.figure_residual,
                            plots.figure_k1):
-                written += figure(ds, staging)
+                figure(ds, staging)
         combined = plots.collate([ds for _, ds in points])
-        written += plots.figure_validity_window(combined, staging, threshold, nsigma)
+        plots.figure_validity_window(combined, staging, threshold, nsigma)
         table = plots.summary_table(combined)
         table.to_csv(os.path.join(staging, "summary.csv"), index=False, float_format="%.6g")
         with open(os.path.join(staging, "summary.html"), "w") as fh:

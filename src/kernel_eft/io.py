@@ -112,9 +112,7 @@ def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike, compress: bool
         fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
         os.close(fd)
         write_netcdf(ds, tmp, compress)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        usual_permissions(tmp, 0o666)  # mkstemp creates 0600
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # netCDF4 raises RuntimeError('NetCDF: HDF error') for I/O failures
         _remove_quietly(tmp)
@@ -122,6 +120,13 @@ def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike, compress: bool
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def usual_permissions(path: str, mode: int) -> None:
+    """Give a temporary file (0600) or folder (0700) the permissions the umask gives new ones."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
 
 
 def _remove_quietly(path) -> None:
