@@ -128,10 +128,13 @@ shell.prefix(
 
 
 def mpi_ranks(wildcards, threads, resources):
-    """Ranks of a Monte Carlo job. mpiexec starts them on this machine: as many as the job's
-    threads, which Snakemake caps at --cores (--cores 1 never starts 2 ranks). srun starts the
-    `tasks` of the job's SLURM allocation."""
-    return resources.tasks if str(resources.mpi).startswith("srun") else threads
+    """Ranks of a Monte Carlo job. srun starts the `tasks` of the job's SLURM allocation.
+    mpiexec starts them on this machine: no more than the job's threads, which Snakemake caps at
+    --cores (--cores 1 never starts 2 ranks), nor than its `tasks`, which the workstation profile
+    caps at the machine's cores (--cores 8 on 2 cores starts 2)."""
+    if str(resources.mpi).startswith("srun"):
+        return resources.tasks
+    return min(threads, resources.tasks)
 
 
 def fmt(value):
