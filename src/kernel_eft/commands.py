@@ -188,7 +188,7 @@ def simulate_command(args) -> int:
                 io.write_dataset_atomic(ds, args.out)
                 status = 0
                 log("simulate", f"wrote {args.out} in {time.monotonic() - started:.1f} s "
-                                f"({params.samples} seeds on {comm.size} ranks)")
+                                f"({params.samples} seeds on {comm.size} MPI rank{'s' if comm.size > 1 else ''})")
             except InputError as exc:
                 status = (exc.field, exc.message)
     status = comm.bcast(status, root=0)
