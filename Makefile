@@ -17,12 +17,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The default study (config/config.yaml) end to end with Snakemake, then report.html. The
+# The default study (config/config.yaml, study "default") end to end with Snakemake: results in
+# results/default/, the summary table printed at the end, then results/default/report.html. The
 # workstation profile (profiles/default) applies by itself; the venv's bin goes first on PATH so
-# the rules run its python and mpiexec. A finished point is never recomputed.
+# the rules run its python and mpiexec. A finished point is never recomputed. CORES=1 runs one
+# job at a time with one MPI rank.
+REPORT := results/default/report.html
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --report report.html
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --report $(REPORT) --quiet all
+	@echo "Report: $(abspath $(REPORT))"
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest tests

@@ -3,13 +3,17 @@
 #   snakemake --cores all                                    # workstation (profiles/default)
 #   snakemake --workflow-profile profiles/slurm              # SLURM cluster
 #   snakemake --workflow-profile profiles/slurm --configfile config/paper.yaml
-#   snakemake --report report.html                           # browsable report
+#   snakemake --report results/default/report.html           # browsable report
 #
-# The study is config/config.yaml (schema: workflow/schemas/config.schema.yaml; studies and
+# A study is one config file: config/config.yaml (the study "default") unless --configfile names
+# another, which then stands alone (keys it omits take the schema's defaults, not config.yaml's).
+# Its results go to results/<study>/ (schema: workflow/schemas/config.schema.yaml; studies and
 # their cost: config/README.md).
 
 
-configfile: "config/config.yaml"
+if not workflow.overwrite_configfiles:
+
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -33,8 +37,13 @@ rule all:
     default_target: True
     input:
         all_results(),
-        "results/figures",
+        FIGURES_DIR,
+        SUMMARY_FILES,
 
 
 onstart:
     refuse_workstation_rank_cap()
+
+
+onsuccess:
+    print_summary()

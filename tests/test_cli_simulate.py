@@ -164,3 +164,25 @@ def test_merging_files_pools_their_seeds_exactly(cli_env, tmp_path):
     res = subprocess.run([sys.executable, "-m", "kernel_eft", "merge", str(outs[0]), str(outs[0]), "--out",
                           str(tmp_path / "bad.nc")], env=cli_env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "repeat" in res.stderr and not (tmp_path / "bad.nc").exists()
+
+
+def test_progress_lines_every_tenth_and_every_30_seconds(monkeypatch, capsys):
+    """Logs (no terminal) get a line at every 10% and at least every PROGRESS_SECONDS in between."""
+    from kernel_eft import commands
+
+    clock = iter([0.0, 0.0] + [5.0 * k for k in range(1, 100)])  # start, then one reading per batch
+    monkeypatch.setattr(commands.time, "monotonic", lambda: next(clock))
+    progress = commands._Progress("job", enabled=True)
+    for done in range(1, 8):  # 7 of 100 batches, 5 s apart: no new tenth, but 30 s pass
+        progress(done, 100)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" batches")[0] for line in lines] == ["job: 1/100", "job: 7/100"], lines
+
+
+def test_heartbeat_logs_while_a_long_step_runs(capsys):
+    from kernel_eft import commands
+
+    with commands._heartbeat("theory", "exact closure", interval=0.05):
+        time.sleep(0.3)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and all("exact closure: still running" in line for line in lines), lines

@@ -1,8 +1,8 @@
 """Diagnostics on synthetic inputs with known answers, and on real linear-phi Monte Carlo.
 
-The synthetic Monte Carlo moments are built from the exact one-block identities of THEORY.md section 1
-(written out here with four-index einsums, independently of the pair-coordinate code under test), so
-every residual part has a known value.
+The synthetic Monte Carlo moments are built from the exact one-block identities (the increments of a
+block are Gaussian given h, with covariance Om = sw2 S + sb2 11^T), written out here with four-index
+einsums, independently of the pair-coordinate code under test, so every residual part has a known value.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from kernel_eft.validation import InputError, format_kin
 
 
 def s4_four(A, B):
-    """S4(A,B)_abcd = A_ac B_bd + A_ad B_bc + A_bc B_ad + A_bd B_ac (THEORY.md section 3)."""
+    """S4(A,B)_abcd = A_ac B_bd + A_ad B_bc + A_bc B_ad + A_bd B_ac."""
     return (np.einsum("ac,bd->abcd", A, B) + np.einsum("ad,bc->abcd", A, B)
             + np.einsum("bc,ad->abcd", A, B) + np.einsum("bd,ac->abcd", A, B))
 
@@ -255,7 +255,7 @@ KIN = np.array([[1.0, 0.5], [0.5, 1.2]])
 
 
 def gonly_discrete_theory(activation, kin, sw2, sb2, T, L):
-    """Discrete-layer G-only EFT (THEORY.md section 3), four-index form; J by the module's Jacobian."""
+    """Discrete-layer G-only EFT, four-index form; J by the module's Jacobian."""
     P = kin.shape[0]
     dt = T / L
     K = kin.copy()

@@ -52,7 +52,8 @@ def test_parse_kin_accepts_and_round_trips(text):
 
 @pytest.mark.parametrize("text, message", [("", "empty"), ("1,2;2,1", "positive semi-definite"),
                                            ("1,0.5;0.4,1", "symmetric"), ("1,0;0", "square"),
-                                           ("0,0;0,1", "positive norm"), ("x", "parse"), ("inf", "non-finite")])
+                                           ("0,0;0,1", "positive norm"), ("x", "parse"), ("inf", "K_in[0,0] is inf"),
+                                           ("1,nan;nan,1", "K_in[0,1] is nan")])
 def test_parse_kin_rejects(text, message):
     with pytest.raises(InputError) as err:
         parse_kin(text)

@@ -96,11 +96,50 @@ def test_adding_the_exact_closure_is_one_config_line(tmp_path, continuous):
 
 
 def test_paths_are_readable_and_stable(tmp_path):
-    """A grid point's file name spells its parameters (and is the same on every dry run)."""
-    proc = snakemake(tmp_path, "-n", "--configfile", str(ROOT / "config" / "config.yaml"))
-    assert "results/mc/relu/w128_L64_T4_sw1_sb0_rho0.6.nc" in proc.stdout
-    assert "results/theory/tanh/gonly_L64_T4_sw1_sb0_rho0.6.nc" in proc.stdout
-    assert "results/diagnostics/relu/L64_T4_sw1_sb0_rho0.6.nc" in proc.stdout
+    """A grid point's file name spells its parameters (and is the same on every dry run); the
+    default study writes to results/default whether or not config.yaml is named."""
+    for args in ((), ("--configfile", str(ROOT / "config" / "config.yaml"))):
+        proc = snakemake(tmp_path, "-n", *args)
+        assert "results/default/mc/relu/w128_L64_T4_sw1_sb0_rho0.6.nc" in proc.stdout
+        assert "results/default/theory/tanh/gonly_L64_T4_sw1_sb0_rho0.6.nc" in proc.stdout
+        assert "results/default/diagnostics/relu/L64_T4_sw1_sb0_rho0.6.nc" in proc.stdout
+
+
+def test_every_input_geometry_has_its_own_tag(tmp_path):
+    """Inputs of equal rho (unit norms, other norms, a 3x3 K_in, a labelled K_in) get four tags,
+    each spelling or hashing the whole K_in; the diagnose job passes the point's tag on."""
+    from kernel_eft.diagnostics import geometry_tag
+    from kernel_eft.validation import parse_kin
+
+    kin3 = "1,0.3,0.3;0.3,1,0.3;0.3,0.3,1"
+    config = {"grid": dict(activation=["relu"], width=[16], depth=[4], time=[1], sw2=[1.0], sb2=[0.0],
+                           inputs=[{"rho": 0.3}, {"rho": 0.3, "norms": [1, 2]}, {"kin": kin3},
+                                   {"kin": "1,0.3;0.3,1.5", "label": "mine"}])}
+    (tmp_path / "geoms.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", "geoms.yaml")
+    hashed = geometry_tag(parse_kin(kin3))  # the package's tag of a K_in without a label
+    assert hashed.startswith("P3-")
+    for geom in ("rho0.3", "rho0.3_q1-2", hashed, "mine-"):
+        assert f"results/geoms/diagnostics/relu/L4_T1_sw1_sb0_{geom}" in proc.stdout, geom
+        assert f"--tag relu_L4_T1_sw1_sb0_{geom}" in proc.stdout, geom
+
+
+def test_cores_1_never_starts_two_ranks(tmp_path):
+    """A study asking 2 ranks per Monte Carlo job gets 1 under --cores 1 (Snakemake caps threads)."""
+    proc = snakemake(tmp_path, "-n", "-p", "--cores", "1", "--configfile", str(TEST_CONFIG))
+    simulate_cmds = [line for line in proc.stdout.splitlines() if "kernel_eft simulate" in line]
+    assert simulate_cmds and all("mpiexec -n 1 " in line and "--expect-ranks 1 " in line for line in simulate_cmds)
+
+
+def test_rules_pin_blas_threads_to_their_threads(tmp_path):
+    """Every job exports OMP/OpenBLAS/MKL threads: its declared threads (1 for theory, diagnostics
+    and figures), and 1 per rank for Monte Carlo."""
+    proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(TEST_CONFIG))
+    commands = [line for line in proc.stdout.splitlines() if "python -m" in line and "kernel_eft" in line]
+    assert len(commands) == sum(expected_counts(TEST_CONFIG)[job] for job in
+                                ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures"))
+    for line in commands:
+        assert "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1;" in line, line
 
 
 def test_slurm_profile_submits_mpi_through_srun(tmp_path):
@@ -120,10 +159,11 @@ def test_workstation_profile_caps_ranks_at_cores(tmp_path):
     (tmp_path / "many.yaml").write_text(yaml.safe_dump(config))
     cores = len(os.sched_getaffinity(0))
     assert cores < 64, "this machine has too many cores for this test"
-    proc = snakemake(tmp_path, "-n", "-p", "--configfile", "many.yaml")
-    simulate_cmds = [line for line in proc.stdout.splitlines() if "kernel_eft simulate" in line]
-    assert simulate_cmds
-    assert all(f"mpiexec -n {cores} " in line and f"--expect-ranks {cores} " in line for line in simulate_cmds)
+    for more_cores_than_the_machine in ((), ("--cores", "64")):
+        proc = snakemake(tmp_path, "-n", "-p", "--configfile", "many.yaml", *more_cores_than_the_machine)
+        simulate_cmds = [line for line in proc.stdout.splitlines() if "kernel_eft simulate" in line]
+        assert simulate_cmds
+        assert all(f"mpiexec -n {cores} " in line and f"--expect-ranks {cores} " in line for line in simulate_cmds)
 
 
 def test_lint_and_format(tmp_path):
@@ -205,21 +245,45 @@ def test_end_to_end_produces_netcdf_and_figures(finished_study):
     print(f"end-to-end test study: {elapsed:.1f} s")
     config = yaml.safe_load(TEST_CONFIG.read_text())
     for width in config["grid"]["width"]:
-        with xr.open_dataset(workdir / f"results/mc/relu/w{width}_L8_T1_sw1_sb0_rho0.6.nc") as mc:
+        with xr.open_dataset(workdir / f"results/test/mc/relu/w{width}_L8_T1_sw1_sb0_rho0.6.nc") as mc:
             assert mc.attrs["width"] == width
             assert mc.attrs["mpi_ranks"] == 2  # the MC rule really ran on 2 ranks
             assert mc.attrs["samples"] == config["monte_carlo"]["samples"]
     for name in ["gonly_L8_T1_sw1_sb0_rho0.6.nc", "gonly_continuous_T1_sw1_sb0_rho0.6.nc"]:
-        assert (workdir / "results/theory/relu" / name).is_file()
-    assert (workdir / "results/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc").is_file()
-    figures = workdir / "results/figures"
+        assert (workdir / "results/test/theory/relu" / name).is_file()
+    assert (workdir / "results/test/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc").is_file()
+    figures = workdir / "results/test/figures"
     pngs = sorted(p.stem for p in figures.glob("*.png"))
     assert pngs and pngs == sorted(p.stem for p in figures.glob("*.pdf"))
-    assert (figures / "summary.csv").is_file() and (figures / "summary.nc").is_file()
+    for ext in ("csv", "nc", "html"):
+        assert (workdir / f"results/test/summary.{ext}").is_file()
     assert_netcdf_files_sound(workdir)
     for rule_dir in ["mc", "theory", "diagnostics"]:
-        assert list((workdir / "logs" / rule_dir).rglob("*.log")), rule_dir
-        assert list((workdir / "results/benchmarks" / rule_dir).rglob("*.tsv")), rule_dir
+        assert list((workdir / "logs/test" / rule_dir).rglob("*.log")), rule_dir
+        assert list((workdir / "results/test/benchmarks" / rule_dir).rglob("*.tsv")), rule_dir
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_job_logs_show_parameters_progress_and_the_file_written(finished_study):
+    workdir, _, _ = finished_study
+    mc_log = (workdir / "logs/test/mc/relu/w16_L8_T1_sw1_sb0_rho0.6.log").read_text()
+    assert "n=16, L=8" in mc_log and "samples=400" in mc_log and "mpi_ranks=2" in mc_log
+    assert "batches (100%)" in mc_log
+    assert re.search(r"wrote results/test/mc/relu/w16_L8_T1_sw1_sb0_rho0.6.nc in [0-9.]+ s", mc_log), mc_log
+    for log in (workdir / "logs/test/theory/relu").glob("*.log"):
+        text = log.read_text()
+        assert "closure=gonly, activation=relu" in text and re.search(r"wrote \S+ in [0-9.]+ s", text), text
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_run_ends_with_the_summary_table(finished_study):
+    workdir, proc, _ = finished_study
+    tail = proc.stdout[proc.stdout.index("Study 'test'"):]
+    assert "point" in tail and "theory" in tail and "tstar_V4" in tail
+    assert "relu_L8_T1_sw1_sb0_rho0.6  gonly_discrete" in tail
+    assert "results/test/report.html" in tail
 
 
 @pytest.mark.slow
@@ -238,6 +302,7 @@ def test_growing_the_grid_runs_only_the_new_point(finished_study, tmp_path):
     workdir, _, _ = finished_study
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config["grid"]["inputs"].append({"rho": 0.3})
+    config["study"] = "test"  # the same study, grown
     (tmp_path / "grown.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(workdir, "-n", "-p", "--cores", "2", "--configfile", str(tmp_path / "grown.yaml"))
     assert job_counts(dry.stdout) == {"simulate": 2, "theory_discrete": 1, "theory_continuous": 1, "diagnose": 1,
@@ -250,16 +315,22 @@ def test_growing_the_grid_runs_only_the_new_point(finished_study, tmp_path):
 @pytest.mark.mpi
 def test_report_renders_figures(finished_study):
     workdir, _, _ = finished_study
-    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "report.html")
-    html = (workdir / "report.html").read_text(errors="replace")
-    assert "fig1_mean_kernel" in html
+    import base64
+
+    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "results/test/report.html")
+    html = (workdir / "results/test/report.html").read_text(errors="replace")
+    assert "fig1_mean_kernel" in html and "fig5_validity_window" in html
+    table = re.search(r"data:text/html;charset=utf8;filename=summary.html;base64,([A-Za-z0-9+/=]+)", html)
+    assert table, "the summary table is not in the report"
+    table = base64.b64decode(table.group(1)).decode()
+    assert "relu_L8_T1_sw1_sb0_rho0.6" in table and "tstar_V4" in table
 
 
 @pytest.mark.slow
 @pytest.mark.mpi
 def test_deleting_one_mc_file_reruns_only_that_point(finished_study):
     workdir, _, _ = finished_study
-    victim = "results/mc/relu/w16_L8_T1_sw1_sb0_rho0.6.nc"
+    victim = "results/test/mc/relu/w16_L8_T1_sw1_sb0_rho0.6.nc"
     (workdir / victim).unlink()
     before = study_files(workdir)
     dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(TEST_CONFIG))
@@ -268,30 +339,99 @@ def test_deleting_one_mc_file_reruns_only_that_point(finished_study):
     after = study_files(workdir)
     assert victim in after
     changed = {name for name in after if before.get(name) != after[name]}
-    assert changed == {victim, "results/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc", "results/figures/summary.nc"}
+    assert changed == {victim, "results/test/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc", "results/test/summary.nc"}
     assert_netcdf_files_sound(workdir)
+
+
+def small_study(**grid_override) -> dict:
+    grid = dict(activation=["relu"], width=[16], depth=[4], time=[1], sw2=[1.0], sb2=[0.0],
+                inputs=[{"rho": 0.6}])
+    grid.update(grid_override)
+    return {"grid": grid, "monte_carlo": {"samples": 200, "batches": 4, "tasks": 1},
+            "theory": {"closures": ["gonly"], "continuous": False}}
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_inputs_of_equal_rho_are_three_points_and_studies_sit_side_by_side(tmp_path):
+    """Three inputs sharing rho = 0.3 (unit norms, norms [1, 2], a 3x3 K_in) give three sets of
+    figures and three points in the summary; a second study then leaves the first untouched."""
+    import pandas as pd
+
+    kin3 = "1,0.3,0.3;0.3,1,0.3;0.3,0.3,1"
+    first = small_study(inputs=[{"rho": 0.3, "norms": [1, 2]}, {"rho": 0.3}, {"kin": kin3}])
+    (tmp_path / "first.yaml").write_text(yaml.safe_dump(first))
+    snakemake(tmp_path, "--cores", "2", "--configfile", "first.yaml")
+    figures = tmp_path / "results/first/figures"
+    fig1 = sorted(p.name for p in figures.glob("*_fig1_mean_kernel.png"))
+    assert len(fig1) == 3, fig1
+    for stem in ("fig2_kernel_covariance", "fig3_residual", "fig4_k1_source"):
+        assert len(list(figures.glob(f"*_{stem}.png"))) == 3, stem
+    table = pd.read_csv(tmp_path / "results/first/summary.csv")
+    assert len(table) == 3 and table["point"].nunique() == 3  # one width: a row per point
+    assert sorted(table["point"]) == sorted(name[: -len("_fig1_mean_kernel.png")] for name in fig1)
+    p3 = table[table["kin"].str.count(";") == 2]
+    assert len(p3) == 1 and p3["rho"].isna().all()  # a 3x3 K_in has no single rho
+    snapshot = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results/first").rglob("*")
+                if p.is_file()}
+
+    second = small_study(inputs=[{"rho": 0.3}])
+    second["monte_carlo"]["samples"] = 400  # the first study's rho0.3 point, with other settings
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(second))
+    snakemake(tmp_path, "--cores", "2", "--configfile", "second.yaml")
+    assert len(list((tmp_path / "results/second/figures").glob("*_fig1_mean_kernel.png"))) == 1
+    after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results/first").rglob("*")
+             if p.is_file()}
+    assert after == snapshot, "the second study touched the first study's results"
+
+
+KILL_TARGET = "results/kill/diagnostics/relu/L16_T1_sw1_sb0_rho0.6.nc"
+KILL_ARGS = [KILL_TARGET, "--cores", "2", "--configfile", "kill.yaml"]  # --configfile takes several
+
+
+def write_kill_config(directory: Path) -> None:
+    """A study whose Monte Carlo jobs take a few seconds: time to kill one mid-way."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config["monte_carlo"]["samples"] = 40000
+    config["grid"]["width"] = [32, 64]
+    config["grid"]["depth"] = [16]
+    config["theory"]["continuous"] = False
+    (directory / "kill.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_kill_study(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    write_kill_config(workdir)
+    snakemake(workdir, *KILL_ARGS)
+    return workdir
+
+
+def assert_same_results(workdir: Path, reference: Path) -> None:
+    """The same result files holding bitwise the same data (attributes such as the time of writing
+    and the wall time may differ)."""
+    import xarray as xr
+
+    names = set(study_files(workdir))
+    assert names == set(study_files(reference))
+    for name in sorted(names):
+        with xr.open_dataset(workdir / name) as ds, xr.open_dataset(reference / name) as ref:
+            xr.testing.assert_equal(ds.load(), ref.load())
 
 
 @pytest.mark.slow
 @pytest.mark.mpi
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_killed_run_resumes_without_corrupt_files(tmp_path, sig):
+def test_killed_run_resumes_to_the_results_of_an_uninterrupted_run(tmp_path, sig, uninterrupted_kill_study):
     """Kill the whole run (snakemake, mpiexec and ranks: the process group, as a terminal does)
-    while a Monte Carlo job is running, then rerun to completion (up to diagnostics: figures
-    are covered above)."""
-    config = yaml.safe_load(TEST_CONFIG.read_text())
-    config["monte_carlo"]["samples"] = 40000  # a few seconds per job: time to kill one mid-way
-    config["grid"]["width"] = [32, 64]
-    config["grid"]["depth"] = [16]
-    config["theory"]["continuous"] = False
-    (tmp_path / "kill.yaml").write_text(yaml.safe_dump(config))
-    target = "results/diagnostics/relu/L16_T1_sw1_sb0_rho0.6.nc"
-    args = [target, "--cores", "2", "--configfile", "kill.yaml"]  # --configfile takes several
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args]
+    while a Monte Carlo job is running, resume with the README's commands, and compare with a run
+    that was never interrupted (up to diagnostics: figures are covered above)."""
+    write_kill_config(tmp_path)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *KILL_ARGS]
     with open(tmp_path / "killed.out", "w") as out:
         run = subprocess.Popen(cmd, cwd=tmp_path, env=workflow_env(), stdout=out, stderr=subprocess.STDOUT,
                                start_new_session=True)
-        mc_logs = tmp_path / "logs" / "mc"
+        mc_logs = tmp_path / "logs" / "kill" / "mc"
         deadline = time.monotonic() + 120
         while not (mc_logs.exists() and any(mc_logs.rglob("*.log"))):
             assert run.poll() is None, (tmp_path / "killed.out").read_text()
@@ -300,16 +440,17 @@ def test_killed_run_resumes_without_corrupt_files(tmp_path, sig):
         time.sleep(1.0)  # inside the first Monte Carlo job
         os.killpg(run.pid, sig)
         run.wait(timeout=60)
-    assert not (tmp_path / target).exists(), "the run got past Monte Carlo before it was killed"
+    assert not (tmp_path / KILL_TARGET).exists(), "the run got past Monte Carlo before it was killed"
     assert_netcdf_files_sound(tmp_path)
     if sig == signal.SIGKILL:
         # A killed snakemake cannot release its lock; it says so and --unlock removes it.
-        proc = snakemake(tmp_path, *args, check=False)
+        proc = snakemake(tmp_path, *KILL_ARGS, check=False)
         assert proc.returncode != 0 and "--unlock" in proc.stdout + proc.stderr
         snakemake(tmp_path, "--unlock", "--configfile", "kill.yaml")
-    snakemake(tmp_path, *args)
+    snakemake(tmp_path, "--rerun-incomplete", *KILL_ARGS)
     assert_netcdf_files_sound(tmp_path)
     finished = study_files(tmp_path)
-    assert sum(name.startswith("results/mc/") for name in finished) == 2 and target in finished
-    proc = snakemake(tmp_path, "-n", *args)
+    assert sum(name.startswith("results/kill/mc/") for name in finished) == 2 and KILL_TARGET in finished
+    assert_same_results(tmp_path, uninterrupted_kill_study)
+    proc = snakemake(tmp_path, "-n", *KILL_ARGS)
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 # BLAS threads would oversubscribe MPI ranks and can change summation order between runs.  Only when
@@ -190,8 +191,17 @@ def add_diagnose_parser(sub) -> None:
                    help="relative-error threshold of the validity window t* (default 0.1)")
     p.add_argument("--nsigma", default=3.0, type=_argtype(check_float, "--nsigma", positive=True),
                    help="t* needs the threshold exceeded by more than this many standard errors (default 3)")
+    p.add_argument("--tag", default=None, type=_tag_type,
+                   help="name of the grid point in figure names and the summary table (the workflow passes the "
+                        "point's file-name tag; default: derived from activation, L, T, sw2, sb2 and K_in)")
     p.add_argument("--out", required=True, help="output diagnostics netCDF (written atomically)")
     p.set_defaults(func=_command("diagnose_command"))
+
+
+def _tag_type(text):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: a tag is letters, digits and . _ + - (it names files)")
+    return text
 
 
 def add_figures_parser(sub) -> None:
@@ -202,37 +212,94 @@ def add_figures_parser(sub) -> None:
             "Render figures 1-4 (mean kernel, V4, residual decomposition, K1 and its source) for every "
             "diagnostics file, collate the grid points on their parameter coordinates (activation, sw2, sb2, "
             "K_in, depth, T, width) and render figure 5 (validity window t*) and the summary table "
-            "(summary.csv, summary.nc). Every figure is written as PDF and PNG with a caption file."
+            "(summary.csv, summary.nc, summary.html; printed at the end). Every figure is written as PDF and PNG "
+            "with a caption file, named by the point's tag (diagnose --tag); two points with one tag are an error. "
+            "Everything is rendered in a staging folder and moved into --outdir only when complete."
         ),
     )
     p.add_argument("--diagnostics", required=True, nargs="+", metavar="DIAG.nc",
                    help="diagnostics files written by kernel-eft diagnose")
-    p.add_argument("--outdir", required=True, help="output directory (created if missing)")
+    p.add_argument("--outdir", required=True, help="output directory (created if missing; files of the same "
+                                                   "name in it are replaced)")
+    p.add_argument("--summary-dir", default=None,
+                   help="directory of summary.csv, summary.nc and summary.html (default: --outdir)")
     p.set_defaults(func=_command("figures_command"))
 
 
+def add_summary_parser(sub) -> None:
+    p = sub.add_parser(
+        "summary",
+        help="print a study's summary table (summary.csv) as a terminal table",
+        description="Print point, closure, width and every t* (and pull) column of a summary.csv written by "
+                    "kernel-eft figures.",
+    )
+    p.add_argument("summary", metavar="SUMMARY.csv", help="summary.csv written by kernel-eft figures")
+    p.set_defaults(func=_command("summary_command"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line naming the argument (not the usage block), printed once under MPI."""
+
+    def error(self, message):
+        if _mpi_rank() == 0:
+            print(f"{self.prog}: error: {message} (--help explains the arguments)", file=sys.stderr, flush=True)
+        _end_mpi_cleanly()
+        raise SystemExit(EXIT_INPUT)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kernel-eft",
         description="Kernels of finite-width pre-activation ResNets: Monte Carlo, EFT solvers, diagnostics.",
     )
     parser.add_argument("--version", action="version", version=f"kernel-eft {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,merge,theory,diagnose,figures}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,merge,theory,diagnose,figures,summary}")
     add_simulate_parser(sub)
     add_merge_parser(sub)
     add_theory_parser(sub)
     add_diagnose_parser(sub)
     add_figures_parser(sub)
+    add_summary_parser(sub)
     return parser
+
+
+def _mpi_rank() -> int:
+    """Rank in MPI_COMM_WORLD when MPI is initialised; else the launcher's rank variable (argument errors
+    come before MPI starts); else 0."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_rank()
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _end_mpi_cleanly() -> None:
+    """Under `python -m mpi4py` a non-zero exit calls MPI_Abort, which buries the one-line error under
+    abort messages.  Every rank reaches a failure together (commands decide failures collectively), so
+    finalising MPI first lets the job end with the plain exit code.  (Only under MPI's runner or several
+    ranks: a Python session that called main() keeps its MPI.)"""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
+        return
+    if "mpi4py.run" in sys.modules or mpi.COMM_WORLD.Get_size() > 1:
+        mpi.Finalize()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except InputError as exc:
-        parser.exit(EXIT_INPUT, f"kernel-eft {args.command}: error: {exc}\n")
+        if _mpi_rank() == 0:  # every rank has the same error: print it once
+            print(f"kernel-eft {args.command}: error: {exc}", file=sys.stderr, flush=True)
+        _end_mpi_cleanly()
+        raise SystemExit(EXIT_INPUT) from None
+    if code:
+        _end_mpi_cleanly()
+    return code
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Diagnostics of the G-only closure against Monte Carlo (issue 5; THEORY.md sections 3 and 5).
+"""Diagnostics of the G-only closure against Monte Carlo (issue 5).
 
 Pure numpy functions on pair-coordinate arrays (kernel_eft.pairs convention); xarray appears only in
 `diagnose_point` / `summarize_point`, which read and write the netCDF schemas of docs/data_format.md.
@@ -9,7 +9,8 @@ Normalisation used throughout.  A "relative error" of a symmetric-matrix quantit
 off-diagonal entries are measured against the Cauchy-Schwarz scale, so an entry whose theory value
 crosses zero (e.g. the off-diagonal of an odd activation at K_in,ab = 0) is not divided by zero.
 
-V4 equation residual.  Over one residual block the exact identity (THEORY.md section 1) is
+V4 equation residual.  Over one residual block the exact identity (the block increments are Gaussian
+given h^l, with covariance Om = sw2 S + sb2 11^T) is
 
     n Cov(G^{l+1}) - n Cov(G^l) = dt { n[Cov(G,Om) + Cov(Om,G)] + dt n Cov(Om,Om) }
                                   + dt { E[S4(G,Om)] + dt E[S2(Om)] },
@@ -26,6 +27,7 @@ E[G_ac Om_bd] = E[G_ac] E[Om_bd] + (sw2/n) cov_GS[ac, bd].
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -639,10 +641,12 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
     for key, value in data.items():
         if not key.startswith("tstar") and np.any(np.isinf(value[1])):
             raise InputError("--mc", f"diagnostic {key} overflowed (inf)")
-    rho = float(kin[0, 1] / np.sqrt(kin[0, 0] * kin[1, 1])) if P > 1 else 1.0
+    # rho names a pair of inputs only: NaN for one input or three and more (never a label for K_in[0,1] alone)
+    rho = float(kin[0, 1] / np.sqrt(kin[0, 0] * kin[1, 1])) if P == 2 else math.nan
     attrs = {
         "activation": activation, "time": T, "depth": depth, "sw2": sw2, "sb2": sb2, "kin": str(params["kin"]),
         "rho": rho, "P": P, "threshold": threshold, "nsigma": nsigma,
+        "point": default_point_tag(activation, depth, T, sw2, sb2, kin),
         "widths": ",".join(str(w) for w in widths), "seeds": ",".join(seeds),
         "samples": ",".join(str(s) for s in samples), "batches": ",".join(str(b) for b in batches),
         "record_every": int(ref.attrs.get("record_every", 1)),
@@ -653,6 +657,31 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "theory_files": ",".join(str(path) for path, _ in theories),
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def number_tag(value) -> str:
+    """A number in a file name: the shortest spelling that reads back as the same float (4.0 -> 4,
+    0.6 -> 0.6, 1e-05), so distinct values never share a name.  The workflow spells its paths the same way."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def geometry_tag(kin) -> str:
+    """Input-geometry part of a point tag, from the whole K_in: rho0.6 for two unit-norm inputs, else
+    P<inputs>-<crc32 of K_in> (the workflow names its geometries rho0.6_q1-2 or by their label instead)."""
+    kin = np.asarray(kin, dtype=np.float64)
+    if kin.shape == (2, 2) and kin[0, 0] == 1.0 and kin[1, 1] == 1.0:
+        return f"rho{number_tag(kin[0, 1])}"
+    from kernel_eft.validation import format_kin
+
+    return f"P{kin.shape[0]}-{zlib.crc32(format_kin(kin).encode()):08x}"
+
+
+def default_point_tag(activation, depth, time, sw2, sb2, kin) -> str:
+    """The tag of a grid point when diagnose is not given one: every parameter of the point, in the
+    order of the workflow's file names (activation_L_T_sw_sb_geometry)."""
+    return (f"{activation}_L{int(depth)}_T{number_tag(time)}_sw{number_tag(sw2)}_sb{number_tag(sb2)}_"
+            f"{geometry_tag(kin)}")
 
 
 def kernel_scale_pairs(K_pairs: np.ndarray, P: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import sys
 import tempfile
@@ -12,12 +13,12 @@ import xarray as xr
 
 from kernel_eft import __version__, git_commit
 from kernel_eft.pairs import n_pairs, pair_indices, pairs_to_four_index
-from kernel_eft.validation import format_kin
+from kernel_eft.validation import InputError, format_kin
 
 CONVENTIONS = "CF-1.10"
 REFERENCES = (
     "H. Kawase and T. Ota, Collective Kernel EFT for Pre-activation ResNets, arXiv:2604.15742 (2026); "
-    "kernel-eft docs/THEORY (exact O(1/n) theory)"
+    "kernel-eft docs/exact_theory.md (exact O(1/n) theory)"
 )
 
 
@@ -46,34 +47,109 @@ def provenance_attrs(title: str, params: dict) -> dict:
     return attrs
 
 
-def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike, compress: bool = True) -> None:
-    """Write to a temporary file in the target directory, then rename: readers never see a partial file."""
-    path = os.fspath(path)
+def check_writable(path: str | os.PathLike, field: str, *, directory: bool = False) -> None:
+    """Before any compute: the output can be created where it is asked for.  Creates and removes a probe
+    file in the target directory (or, when that does not exist yet, in its nearest existing ancestor,
+    where the missing directories will be made), so a read-only or missing location fails in a second,
+    not after the run."""
+    path = os.path.abspath(os.fspath(path))
+    if directory:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise InputError(field, f"{path} exists and is not a directory")
+        target = path
+    else:
+        if os.path.isdir(path):
+            raise InputError(field, f"{path} is a directory; give a file name such as out.nc")
+        target = os.path.dirname(path)
+    while not os.path.exists(target):
+        target = os.path.dirname(target)
+    if not os.path.isdir(target):
+        raise InputError(field, f"cannot create {path}: {target} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".kernel-eft-probe-", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(field, f"cannot write to {target}: {exc.strerror or exc}") from None
+
+
+def write_failure(exc: BaseException, path: str, field: str, needed_bytes: int) -> InputError:
+    """The one-line error for a failed write.  HDF5 reports a full disk only as 'NetCDF: HDF error', so
+    a full disk is recognised by errno where there is one and otherwise by the free space left at the
+    moment of failure (less than the uncompressed size of what was being written)."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    try:
+        stat = os.statvfs(directory)
+        free = stat.f_bavail * stat.f_frsize
+    except OSError:
+        free = None
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < needed_bytes)
+    if full:
+        where = f" ({free} bytes free in {directory})" if free is not None else ""
+        return InputError(field, f"cannot write {path}: no space left on device{where}; nothing written")
+    return InputError(field, f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}; nothing written")
+
+
+def write_netcdf(ds: xr.Dataset, path: str, compress: bool = True) -> None:
+    """The plain write (NETCDF4, zlib level 4 on numeric variables); callers make it atomic."""
     encoding = {}
     if compress:
         for name, var in ds.data_vars.items():
             if var.dtype.kind in "fiu":
                 encoding[name] = {"zlib": True, "complevel": 4}
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
+    ds.to_netcdf(path, engine="netcdf4", format="NETCDF4", encoding=encoding)
+
+
+def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike, compress: bool = True,
+                         field: str = "--out") -> None:
+    """Write to a temporary file in the target directory, then rename: readers never see a partial file.
+    A failed write (disk full, I/O error) removes the temporary file and raises InputError naming `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        os.close(fd)
+        write_netcdf(ds, tmp, compress)
+        usual_permissions(tmp, 0o666)  # mkstemp creates 0600
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # netCDF4 raises RuntimeError('NetCDF: HDF error') for I/O failures
+        _remove_quietly(tmp)
+        raise write_failure(exc, path, field, int(ds.nbytes)) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove_quietly(tmp)
         raise
 
 
-def read_dataset(path: str | os.PathLike) -> xr.Dataset:
-    """Load a kernel-eft netCDF file fully into memory (and close it)."""
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        return ds.load()
+def usual_permissions(path: str, mode: int) -> None:
+    """Give a temporary file (0600) or folder (0700) the permissions the umask gives new ones."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
+def _remove_quietly(path) -> None:
+    if path is not None and os.path.exists(path):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def read_dataset(path: str | os.PathLike, field: str = "input") -> xr.Dataset:
+    """Load a kernel-eft netCDF file fully into memory (and close it).  A missing, truncated or corrupt
+    file (netCDF4 reports corrupt data only when it is read, as 'NetCDF: HDF error') is an InputError
+    naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(field, f"no such file: {path}")
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            return ds.load()
+    except Exception as exc:  # netCDF4/HDF5 raise RuntimeError, OSError, ValueError, KeyError, ...
+        reason = " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
+        raise InputError(field, f"cannot read {path}: {reason} (corrupt, truncated or not netCDF)") from None
 
 
 def index_coords(P: int) -> dict:

@@ -1,4 +1,4 @@
-"""Monte Carlo of finite-width pre-activation ResNets at initialisation (THEORY.md sections 1 and 5).
+"""Monte Carlo of finite-width pre-activation ResNets at initialisation.
 
 Two samplers, both batched over seeds:
 
@@ -78,6 +78,9 @@ class SimulationParams:
         object.__setattr__(self, "batches", check_int(self.batches, "batches", 2))
         if self.sampler not in SAMPLERS:
             raise InputError("sampler", f"unknown sampler {self.sampler!r}; choose block or weights")
+        if self.record_every > self.depth:
+            raise InputError("record_every", f"must be <= the depth {self.depth} (layers 0 and L are always "
+                                             f"recorded), got {self.record_every}")
         if self.batches > self.samples:
             raise InputError("batches", f"{self.batches} batches need at least as many samples, got {self.samples}")
 
@@ -376,7 +379,7 @@ def summarize(params: SimulationParams, batches: BatchMoments) -> dict[str, np.n
     """Every estimate with its jackknife standard error.  Matrices (R, P, P), covariances (R, p, p) in pairs.
 
     V4 = n Cov(G), cov_GS = n Cov(G, S), cov_SS = n Cov(S, S), K1 = n (mean G - K0_discrete),
-    K1_source = n sw2 (mean S - F(mean G)) (the exact source of K1, THEORY.md section 3).
+    K1_source = n sw2 (mean S - F(mean G)) (the exact source of K1: as n -> infinity, dK1/dt = J K1 + K1_source).
     """
     n, P = params.width, params.P
     k0 = mean_kernel_reference(params)

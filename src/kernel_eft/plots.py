@@ -59,10 +59,16 @@ def point_caption(ds, what: str) -> str:
 
 
 def point_tag(ds) -> str:
-    """File-name tag of a grid point: activation, sw2, sb2, K_in correlation, L, T."""
+    """File-name tag of a grid point: the `point` attribute of its diagnostics (diagnose --tag, or derived
+    from every parameter including the whole K_in); derived the same way for files that predate it."""
     a = ds.attrs
-    return (f"{a['activation']}_sw2-{float(a['sw2']):g}_sb2-{float(a['sb2']):g}_rho-{float(a['rho']):g}"
-            f"_L-{int(a['depth'])}_T-{float(a['time']):g}").replace("/", "-")
+    if "point" in a:
+        return str(a["point"])
+    from kernel_eft.diagnostics import default_point_tag
+    from kernel_eft.validation import parse_kin
+
+    return default_point_tag(a["activation"], a["depth"], a["time"], a["sw2"], a["sb2"],
+                             parse_kin(str(a["kin"]), "kin"))
 
 
 def _band(ax, x, y, se, color, ls="-", label=None, alpha=0.25, lw=1.4, marker=None):
@@ -419,8 +425,9 @@ def point_summary(ds):
     grid = {"activation": str(a["activation"]), "sw2": float(a["sw2"]), "sb2": float(a["sb2"]),
             "kin": str(a["kin"]), "depth": int(a["depth"]), "T": float(a["time"])}
     out = out.expand_dims({k: [v] for k, v in grid.items()})
-    out = out.assign_coords(rho=("kin", [float(a["rho"])]))
+    out = out.assign_coords(rho=("kin", [float(a["rho"])]))  # NaN unless P = 2
     out["theory_used"] = (GRID_DIMS, np.full((1,) * len(GRID_DIMS), pick or "none", dtype=object))
+    out["point"] = (GRID_DIMS, np.full((1,) * len(GRID_DIMS), point_tag(ds), dtype=object))
     return out
 
 
@@ -445,11 +452,27 @@ def collate(datasets):
 
 
 def summary_table(combined):
-    """Flat table (pandas DataFrame) with one row per existing grid point and width."""
-    df = combined.drop_vars(["theory_used"]).to_dataframe().reset_index()
-    df = df.dropna(subset=["V4_MC_norm_T"])
+    """Flat table (pandas DataFrame) with one row per existing grid point and width: the point's tag and
+    the theory its t* refer to first, then the grid parameters and the numbers."""
+    df = combined.to_dataframe().reset_index()
+    df = df.dropna(subset=["V4_MC_norm_T"]).rename(columns={"theory_used": "theory"})
     df["transport_fraction_T"] = df["residual_transport_T"] / (df["residual_transport_T"] + df["residual_source_T"])
-    return df
+    first = ["point", "theory"]
+    return df[first + [c for c in df.columns if c not in first]].reset_index(drop=True)
+
+
+def summary_html(table) -> str:
+    """The summary table as a standalone HTML page (for the Snakemake report)."""
+    import html
+
+    style = ("body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse} "
+             "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right} th{background:#eee}")
+    caption = ("Summary of the study: one row per grid point and width. t* columns: validity window of the "
+               "G-only closure (first t where the relative error exceeds the threshold by more than nsigma "
+               "standard errors; inf: never). Errors: delete-one-batch jackknife over seed batches.")
+    body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Summary</title><style>{style}</style>"
+            f"</head><body><p>{html.escape(caption)}</p>{body}</body></html>\n")
 
 
 def figure_validity_window(combined, outdir: str, threshold: float, nsigma: float) -> list[str]:
@@ -459,13 +482,15 @@ def figure_validity_window(combined, outdir: str, threshold: float, nsigma: floa
     xaxis = varying[0] if varying else "width"
     groups = [c for c in ("activation", "sw2", "rho", "sb2", "T", "depth", "width") if c != xaxis
               and table[c].nunique() > 1]
+    if table.duplicated(subset=groups + [xaxis]).any():  # points told apart only by K_in: one line per point
+        groups.append("point")
     tmax = float(table["T"].max())
     never = 1.1 * tmax
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8), squeeze=False)
     markers = "osD^v<>ph*"
     for k, (col, title) in enumerate((("tstar_V4", "V4 (G-only)"), ("tstar_K1", "K1 (G-only)"))):
         ax = axes[0, k]
-        keyed = table.groupby(groups) if groups else [((), table)]
+        keyed = table.groupby(groups, dropna=False) if groups else [((), table)]  # rho is NaN unless P = 2
         for g, (key, sub) in enumerate(keyed):
             key = key if isinstance(key, tuple) else (key,)
             sub = sub.sort_values(xaxis)

@@ -43,7 +43,8 @@ def check_kin(K: np.ndarray, field: str = "--kin") -> np.ndarray:
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] < 1:
         raise InputError(field, f"input kernel must be a square P x P matrix, got shape {K.shape}")
     if not np.all(np.isfinite(K)):
-        raise InputError(field, "input kernel has non-finite entries")
+        a, b = (int(i) for i in np.argwhere(~np.isfinite(K))[0])
+        raise InputError(field, f"input kernel entry K_in[{a},{b}] is {K[a, b]}; every entry must be finite")
     scale = max(float(np.max(np.abs(K))), 1e-300)
     if not np.allclose(K, K.T, rtol=0, atol=1e-12 * scale):
         raise InputError(field, f"input kernel is not symmetric: {K.tolist()}")

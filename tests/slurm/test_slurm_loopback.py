@@ -110,14 +110,14 @@ def test_workflow_runs_through_slurm_with_mpi(loopback_cluster, tmp_path):
     submitted = output.count("has been submitted with SLURM jobid")
     assert submitted == 3, output[-6000:]  # diagnose and figures are local rules
     for width in config["grid"]["width"]:
-        path = tmp_path / f"results/mc/relu/w{width}_L8_T1_sw1_sb0_rho0.6.nc"
+        path = tmp_path / f"results/slurm/mc/relu/w{width}_L8_T1_sw1_sb0_rho0.6.nc"
         with xr.open_dataset(path) as mc:
             assert mc.attrs["mpi_ranks"] == 2  # srun --mpi=pmi2 gave one 2-rank communicator
             assert mc.attrs["width"] == width
-    with xr.open_dataset(tmp_path / "results/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc") as diag:
+    with xr.open_dataset(tmp_path / "results/slurm/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc") as diag:
         diag.load()
-    assert list((tmp_path / "results/figures").glob("*.png"))
-    assert (tmp_path / "results/figures/summary.csv").is_file()
+    assert list((tmp_path / "results/slurm/figures").glob("*.png"))
+    assert (tmp_path / "results/slurm/summary.csv").is_file()
 
 
 def _cluster_report(state: Path, workdir: Path, exc: subprocess.TimeoutExpired) -> str:

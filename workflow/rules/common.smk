@@ -1,10 +1,12 @@
-"""Config validation, the grid, and the file-name scheme shared by all stages.
+"""Config validation, the study, the grid, and the file-name scheme shared by all stages.
 
-A grid point is (activation, depth, time, sw2, sb2, input geometry); Monte Carlo runs once per
-point and width, theory once per point (it is width-independent) and closure, diagnostics once
-per point with all its widths, figures once for the whole study.  File names spell the point's
-parameters, so a finished point is recognised by its path and never recomputed when the grid
-grows.
+A study (one config file) writes everything under results/<study>/ and logs/<study>/, so studies
+sit side by side and never overwrite each other. A grid point is (activation, depth, time, sw2,
+sb2, input geometry); Monte Carlo runs once per point and width, theory once per point (it is
+width-independent) and closure, diagnostics once per point with all its widths, figures once for
+the study. Every point has a tag spelling all its parameters (the whole K_in included); file
+names and figure names use it, so a finished point is recognised by its path, never recomputed
+when the grid grows, and two points can never share a file.
 """
 
 import itertools
@@ -16,6 +18,10 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+
+def config_error(field, message):
+    return WorkflowError(f"invalid config: {field}: {message}")
 
 
 def validate_config(config):
@@ -35,9 +41,22 @@ def validate_config(config):
             f"[{part}]" if isinstance(part, int) else f".{part}"
             for part in error.absolute_path
         ).lstrip(".")
-        raise WorkflowError(
-            f"invalid config: {field or '(top level)'}: {error.message}"
-        ) from None
+        raise config_error(field or "(top level)", error.message) from None
+    # What a JSON schema cannot say: relations between fields. Checked here, not in a job.
+    mc, grid = config["monte_carlo"], config["grid"]
+    if mc["samples"] < mc["batches"]:
+        raise config_error(
+            "monte_carlo.samples",
+            f"{mc['samples']} is less than monte_carlo.batches ({mc['batches']}); "
+            "every seed batch needs at least one sample",
+        )
+    shallowest = min(grid["depth"])
+    if mc["record_every"] > shallowest:
+        raise config_error(
+            "monte_carlo.record_every",
+            f"{mc['record_every']} exceeds the depth {shallowest} in grid.depth "
+            "(layers 0 and L are always recorded)",
+        )
 
 
 validate_config(config)
@@ -55,6 +74,31 @@ CONTINUOUS_CLOSURES = [
     if THEORY["continuous"] or c in CONTINUOUS_ONLY_CLOSURES
 ]
 CONDA_ENV = "../../envs/kernel-eft.yaml"
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def study_name():
+    """The `study` key; else `default` for config/config.yaml (read when no --configfile is
+    given); else the name of the last --configfile without .yaml. (config.yaml has no study key,
+    so a copy of it names its own study.)"""
+    if "study" in config:
+        return config["study"]
+    default = Path(workflow.basedir, "config", "config.yaml").resolve()
+    study_files = workflow.overwrite_configfiles
+    if not study_files or Path(study_files[-1]).resolve() == default:
+        return "default"
+    name = Path(study_files[-1]).stem
+    if not STUDY_NAME.fullmatch(name):
+        raise config_error(
+            "study",
+            f"the config file name {name!r} cannot name the study's folder; "
+            "set study: NAME (letters, digits, . _ + -)",
+        )
+    return name
+
+
+STUDY = study_name()
+config["study"] = STUDY  # for the report
 
 
 def refuse_workstation_rank_cap():
@@ -83,24 +127,50 @@ shell.prefix(
 )
 
 
+def mpi_ranks(wildcards, threads, resources):
+    """Ranks of a Monte Carlo job. srun starts the `tasks` of the job's SLURM allocation.
+    mpiexec starts them on this machine: no more than the job's threads, which Snakemake caps at
+    --cores (--cores 1 never starts 2 ranks), nor than its `tasks`, which the workstation profile
+    caps at the machine's cores (--cores 8 on 2 cores starts 2)."""
+    if str(resources.mpi).startswith("srun"):
+        return resources.tasks
+    return min(threads, resources.tasks)
+
+
 def fmt(value):
-    """Short, stable spelling of a number in a file name: 4.0 -> 4, 0.60 -> 0.6."""
-    return f"{float(value):g}"
+    """A number in a file name: the shortest spelling that reads back as the same float (4.0 ->
+    4, 0.6 -> 0.6, 1e-05), so distinct values never share a name (as kernel_eft.diagnostics).
+    """
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def kin_of(entry):
-    """The --kin string of an input-geometry entry."""
+    """The --kin string of an input-geometry entry, canonical: every entry spelled by repr."""
     if "kin" in entry:
-        return entry["kin"]
+        rows = entry["kin"].strip().split(";")
+        return ";".join(
+            ",".join(repr(float(x)) for x in row.split(",")) for row in rows
+        )
     q1, q2 = entry.get("norms", [1.0, 1.0])
     off = entry["rho"] * (q1 * q2) ** 0.5
-    return f"{q1!r},{off!r};{off!r},{q2!r}"
+    return f"{float(q1)!r},{off!r};{off!r},{float(q2)!r}"
 
 
-def geometry_tag(entry):
-    """The input-geometry part of a file name: the label, else rho0.6 (and _q1-2 for norms)."""
+def kin_hash(kin):
+    """Eight hex digits of the whole K_in (kernel_eft.diagnostics.geometry_tag hashes the same string)."""
+    return f"{zlib.crc32(kin.encode()):08x}"
+
+
+def geometry_tag(entry, kin):
+    """The input-geometry part of a tag: rho0.6 (two unit-norm inputs), rho0.6_q1-2 (norms),
+    P3-<hash of K_in> (a kin matrix), or <label>-<hash of K_in>: a label names a geometry
+    but never hides its values, so editing a kin under the same label makes new files.
+    """
     if "label" in entry:
-        return entry["label"]
+        return f"{entry['label']}-{kin_hash(kin)}"
+    if "kin" in entry:
+        return f"P{kin.count(';') + 1}-{kin_hash(kin)}"
     tag = f"rho{fmt(entry['rho'])}"
     norms = entry.get("norms", [1.0, 1.0])
     if [float(q) for q in norms] != [1.0, 1.0]:
@@ -123,15 +193,32 @@ def check_geometry(index, kin):
         raise WorkflowError(f"invalid config: {exc}") from None
 
 
-GEOMETRIES = {}
-for _index, _entry in enumerate(GRID["inputs"]):
-    _tag = geometry_tag(_entry)
-    if _tag in GEOMETRIES:
-        raise WorkflowError(
-            f"invalid config: grid.inputs[{_index}]: file-name tag {_tag!r} is used twice"
-        )
-    GEOMETRIES[_tag] = kin_of(_entry)
-    check_geometry(_index, GEOMETRIES[_tag])
+def geometries():
+    """{tag: --kin string} of grid.inputs; two entries of one input kernel are an error (they
+    would be one grid point under two names)."""
+    tags, first_of_kin = {}, {}
+    for index, entry in enumerate(GRID["inputs"]):
+        try:
+            kin = kin_of(entry)
+        except ValueError as exc:
+            raise config_error(f"grid.inputs[{index}].kin", str(exc)) from None
+        check_geometry(index, kin)
+        if kin in first_of_kin:
+            raise config_error(
+                f"grid.inputs[{index}]",
+                f"the same input kernel as grid.inputs[{first_of_kin[kin]}] ({kin})",
+            )
+        first_of_kin[kin] = index
+        tag = geometry_tag(entry, kin)
+        if tag in tags:
+            raise config_error(
+                f"grid.inputs[{index}]", f"file-name tag {tag!r} is used twice"
+            )
+        tags[tag] = kin
+    return tags
+
+
+GEOMETRIES = geometries()
 
 # Wildcards match only what the scheme produces, so no rule can claim a foreign file.
 NUMBER = r"[0-9]+(\.[0-9]+)?(e[-+][0-9]+)?"
@@ -146,18 +233,22 @@ wildcard_constraints:
     sb2=NUMBER,
     geom="|".join(map(re.escape, GEOMETRIES)),
     closure="|".join(THEORY["closures"]),
+    study=re.escape(STUDY),
 
 
-# File names of the grid; the rules spell the same templates out.
-MC_FILE = "results/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
-THEORY_DISCRETE_FILE = (
-    "results/theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
-)
-THEORY_CONTINUOUS_FILE = (
-    "results/theory/{activation}/{closure}_continuous_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
-)
-DIAG_FILE = (
-    "results/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
+# A grid point's tag, and the file names of the study (the rules spell the same templates out;
+# the study is a wildcard that matches this study only).
+POINT_TAG = "{activation}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}"
+MC_FILE = "results/{study}/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
+THEORY_DISCRETE_FILE = "results/{study}/theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
+THEORY_CONTINUOUS_FILE = "results/{study}/theory/{activation}/{closure}_continuous_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
+DIAG_FILE = "results/{study}/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
+FIGURES_DIR = f"results/{STUDY}/figures"
+SUMMARY_FILES = [f"results/{STUDY}/summary.{ext}" for ext in ("csv", "nc", "html")]
+# A Monte Carlo job's seed hashes this study-independent name: one point has one seed in every
+# study, and the seeds of the default study did not move when results went into study folders.
+SEED_NAME = (
+    "results/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
 )
 
 
@@ -172,6 +263,7 @@ def grid_points():
         GEOMETRIES,
     ):
         yield dict(
+            study=STUDY,
             activation=act,
             depth=str(depth),
             time=fmt(time),
@@ -181,7 +273,24 @@ def grid_points():
         )
 
 
-def all_diagnostics():
+def check_point_tags():
+    """Two grid points never share a tag, hence never a file (fmt is injective and the grid
+    axes hold distinct values; this is the safety net that says so if that ever changes).
+    """
+    seen = {}
+    for point in grid_points():
+        tag = POINT_TAG.format(**point)
+        if tag in seen:
+            raise config_error(
+                "grid", f"grid points {seen[tag]} and {point} share the tag {tag}"
+            )
+        seen[tag] = point
+
+
+check_point_tags()
+
+
+def all_diagnostics(wildcards=None):
     return [DIAG_FILE.format(**point) for point in grid_points()]
 
 
@@ -199,6 +308,10 @@ def all_results():
 def point_of(wildcards):
     """Wildcards (or a grid-point dict) as a plain dict."""
     return dict(wildcards.items())
+
+
+def point_tag(wildcards):
+    return POINT_TAG.format(**point_of(wildcards))
 
 
 def mc_files_of_point(wildcards):
@@ -221,12 +334,10 @@ def theory_files_of_point(wildcards):
 
 
 def point_seed(wildcards):
-    """Seed of one Monte Carlo job: the base seed and a hash of the job's file name.
-
-    Distinct points and widths get independent streams (1/n fits across widths assume
-    independent errors), and a point's seed does not move when the grid changes.
-    """
-    name = MC_FILE.format(**point_of(wildcards))
+    """Seed of one Monte Carlo job: the base seed and a hash of the job's study-independent
+    name. Distinct points and widths get independent streams (1/n fits across widths assume
+    independent errors), and a point's seed does not move when the grid changes."""
+    name = SEED_NAME.format(**point_of(wildcards))
     return MC["seed"] * 2**32 + zlib.crc32(name.encode())
 
 
@@ -236,4 +347,21 @@ def network_args(wildcards):
         f"--activation {wildcards.activation} --time {wildcards.time} "
         f"--sw2 {wildcards.sw2} --sb2 {wildcards.sb2} "
         f"--kin '{GEOMETRIES[wildcards.geom]}'"
+    )
+
+
+def print_summary():
+    """At the end of a run: the study's summary table and where the report goes."""
+    summary = SUMMARY_FILES[0]
+    if not os.path.exists(summary):
+        return
+    print(f"\nStudy {STUDY!r}, {summary}:", flush=True)
+    try:
+        shell(f"python -m kernel_eft summary {summary}")
+    except Exception:  # the table is a courtesy; the run itself succeeded
+        print(f"(could not print the table; see {summary})")
+    study_files = workflow.overwrite_configfiles
+    print(
+        f"Report: snakemake --report results/{STUDY}/report.html"
+        + (f" --configfile {study_files[-1]}" if study_files else "")
     )

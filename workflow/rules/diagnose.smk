@@ -6,16 +6,19 @@ rule diagnose:
         mc=mc_files_of_point,
         theory=theory_files_of_point,
     output:
-        "results/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc",
+        "results/{study}/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc",
     log:
-        "logs/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
+        "logs/{study}/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
     benchmark:
-        "results/benchmarks/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
+        "results/{study}/benchmarks/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
     conda:
         CONDA_ENV
+    threads: 1
     params:
         threshold=config["diagnostics"]["threshold"],
+        tag=point_tag,
     shell:
+        "export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         "rm -f {output}.*.tmp; "
         "python -m kernel_eft diagnose --mc {input.mc} --theory {input.theory}"
-        " --threshold {params.threshold} --out {output} > {log} 2>&1"
+        " --threshold {params.threshold} --tag {params.tag} --out {output} > {log} 2>&1"

@@ -1,22 +1,38 @@
-# Figures and the summary table: the whole grid at once (collated on parameter coordinates).
+# Figures and the summary table of the study: the whole grid at once (collated on parameter
+# coordinates). figures renders into a staging folder (figures.XXXX.tmp) and moves everything in
+# at the end; a job first removes the staging folder of an attempt that was killed.
 
 
 rule figures:
     input:
-        all_diagnostics(),
+        all_diagnostics,
     output:
-        report(
-            directory("results/figures"),
+        figures=report(
+            directory("results/{study}/figures"),
             patterns=["{name}.png"],
             labels={"figure": "{name}"},
             caption="../report/figures.rst",
             category="Figures",
         ),
+        table=report(
+            "results/{study}/summary.html",
+            labels={"table": "summary"},
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+        csv="results/{study}/summary.csv",
+        netcdf="results/{study}/summary.nc",
     log:
-        "logs/figures.log",
+        "logs/{study}/figures.log",
     benchmark:
-        "results/benchmarks/figures.tsv"
+        "results/{study}/benchmarks/figures.tsv"
     conda:
         CONDA_ENV
+    threads: 1
+    params:
+        summary_dir=lambda wildcards, output: os.path.dirname(output.csv),
     shell:
-        "python -m kernel_eft figures --diagnostics {input} --outdir {output} > {log} 2>&1"
+        "export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "rm -rf {output.figures}.*.tmp; "
+        "python -m kernel_eft figures --diagnostics {input} --outdir {output.figures}"
+        " --summary-dir {params.summary_dir} > {log} 2>&1"

@@ -5,14 +5,16 @@
 
 rule simulate:
     output:
-        "results/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc",
+        "results/{study}/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc",
     log:
-        "logs/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
+        "logs/{study}/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
     benchmark:
-        "results/benchmarks/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
+        "results/{study}/benchmarks/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
     conda:
         CONDA_ENV
-    # Ranks are cores: --cores N never runs more than N ranks at once.
+    # Ranks are cores: Snakemake caps threads at --cores, and mpiexec starts that many ranks.
+    # BLAS: one thread per rank (oversubscribed OpenBLAS threads inflate the CPU time of jobs
+    # that run side by side); the other rules pin BLAS to their declared threads.
     threads: MC["tasks"]
     resources:
         mpi="mpiexec",
@@ -25,10 +27,12 @@ rule simulate:
         batches=MC["batches"],
         sampler=MC["sampler"],
         record_every=MC["record_every"],
+        ranks=mpi_ranks,
     shell:
+        "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1; "
         "rm -f {output}.*.tmp; "
-        "{resources.mpi} -n {resources.tasks} python -m mpi4py -m kernel_eft simulate"
+        "{resources.mpi} -n {params.ranks} python -m mpi4py -m kernel_eft simulate"
         " {params.network} --width {wildcards.width} --depth {wildcards.depth}"
         " --samples {params.samples} --seed {params.seed} --batches {params.batches}"
         " --sampler {params.sampler} --record-every {params.record_every}"
-        " --expect-ranks {resources.tasks} --no-progress --out {output} > {log} 2>&1"
+        " --expect-ranks {params.ranks} --out {output} > {log} 2>&1"

@@ -1,4 +1,4 @@
-"""G-only collective-kernel EFT (THEORY.md section 3): the paper's theory, continuous and discrete.
+"""G-only collective-kernel EFT (Kawase & Ota 2026): the paper's theory, continuous and discrete.
 
 State (pair coordinates, `kernel_eft.pairs`): K0 (p), V4 = n Cov(G, G) (p x p), K1 (p).  With
 W = f(K0) = sw2 F(K0) + sb2 11^T, J = Df(K0), H = D2f(K0) (conventions in `kernel_eft.activations`):
@@ -58,7 +58,8 @@ def mean_kernel_discrete(activation, kin, sw2: float, sb2: float, time: float, d
 def source_s4(K: np.ndarray, W: np.ndarray) -> np.ndarray:
     """S4(K, W)_(ab)(cd) = K_ac W_bd + K_ad W_bc + K_bc W_ad + K_bd W_ac in pair coordinates, (..., p, p).
 
-    n Cov(dG_ab, dG_cd | h) = dt S4(G, Om) + dt^2 S2(Om) is the exact one-block noise (THEORY.md section 1).
+    n Cov(dG_ab, dG_cd | h) = dt S4(G, Om) + dt^2 S2(Om) is the exact one-block noise (the
+    increments of a block are Gaussian given h, with covariance Om = sw2 S + sb2 11^T).
     """
     K = np.asarray(K, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
@@ -190,11 +191,18 @@ def solve_gonly_continuous(activation, kin, sw2: float, sb2: float, time: float,
     def unpack(y):
         return y[:p], y[p:p + p * p].reshape(p, p), y[p + p * p:]
 
-    def rhs(_t, y):
+    last_t = [0.0]  # where the solver was, for an overflow raised inside solve_ivp's own arithmetic
+
+    def rhs(t, y):
+        last_t[0] = t
         K0, V4, K1 = unpack(y)
         V4 = 0.5 * (V4 + V4.T)  # keep the integrated covariance exactly symmetric
-        terms = gonly_terms(act, K0, V4, K1, sw2, sb2, method)
-        return np.concatenate([terms.W, terms.dV4.ravel(), terms.dK1])
+        try:
+            terms = gonly_terms(act, K0, V4, K1, sw2, sb2, method)
+            return np.concatenate([terms.W, terms.dV4.ravel(), terms.dK1])
+        except FloatingPointError as exc:  # say where: the continuum has no layers, so t
+            raise FloatingPointError(f"G-only EFT: overflow in the right-hand side at t = {t:.6g} ({exc}); "
+                                     "the kernel overflowed float64 (reduce sw2*T or the input norm)") from None
 
     y0 = np.concatenate([to_pairs(kin), source_s2(kin).ravel(), np.zeros(p)])
     started = _time.perf_counter()
@@ -202,11 +210,16 @@ def solve_gonly_continuous(activation, kin, sw2: float, sb2: float, time: float,
         try:
             result = solve_ivp(rhs, (0.0, float(time)), y0, method=solver, t_eval=times, rtol=rtol, atol=atol)
         except FloatingPointError as exc:
-            raise FloatingPointError(f"G-only EFT: overflow in the right-hand side ({exc}); reduce sw2*T") from None
+            if str(exc).startswith("G-only EFT"):
+                raise
+            raise FloatingPointError(f"G-only EFT: overflow in the solver near t = {last_t[0]:.6g} ({exc}); "
+                                     "reduce sw2*T or the input norm") from None
     if not result.success:
-        raise FloatingPointError(f"G-only EFT: solve_ivp failed: {result.message}")
+        reached = f" at t = {result.t[-1]:.6g}" if result.t.size else ""
+        raise FloatingPointError(f"G-only EFT: solve_ivp failed{reached}: {result.message}")
     Y = result.y.T
-    _check_finite("state", Y, f"t <= {time}")
+    for i, state in enumerate(Y):
+        _check_finite("state", state, f"t = {times[i]:.6g}")
     K0 = Y[:, :p]
     V4 = Y[:, p:p + p * p].reshape(-1, p, p)
     V4 = 0.5 * (V4 + np.swapaxes(V4, -1, -2))
