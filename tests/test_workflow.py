@@ -61,8 +61,8 @@ def expected_counts(config_path: Path) -> dict[str, int]:
     grid = config["grid"]
     theory = config.get("theory", {})
     closures = theory.get("closures", ["gonly"])
-    discrete = [c for c in closures if c != "exact"]  # the exact theory has no discrete form
-    continuous = closures if theory.get("continuous", True) else [c for c in closures if c == "exact"]
+    discrete = closures  # every closure at the Monte Carlo depth
+    continuous = closures if theory.get("continuous", True) else []
     per_depth = len(grid["activation"]) * len(grid["time"]) * len(grid["sw2"]) * len(grid["sb2"]) * len(grid["inputs"])
     points = per_depth * len(grid["depth"])
     counts = {
@@ -92,7 +92,18 @@ def test_adding_the_exact_closure_is_one_config_line(tmp_path, continuous):
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", "exact.yaml")
     assert job_counts(proc.stdout) == expected_counts(tmp_path / "exact.yaml")
     exact_cmds = [line for line in proc.stdout.splitlines() if "--closure exact" in line]
-    assert exact_cmds and all("--depth" not in line and "--points" in line for line in exact_cmds)
+    at_depth = [line for line in exact_cmds if "--depth 64" in line]
+    continuum = [line for line in exact_cmds if "--points 101" in line]
+    assert at_depth, "the exact closure runs at the Monte Carlo depth"
+    assert len(continuum) == (len(exact_cmds) - len(at_depth) if continuous else 0)
+
+
+def test_exact_points_must_be_4k_plus_1(tmp_path):
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["theory"]["exact_points"] = 100
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0 and "theory.exact_points" in proc.stdout + proc.stderr
 
 
 def test_paths_are_readable_and_stable(tmp_path):

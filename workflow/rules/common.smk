@@ -64,15 +64,19 @@ validate_config(config)
 GRID = config["grid"]
 MC = config["monte_carlo"]
 THEORY = config["theory"]
-# The exact O(1/n) theory exists only as continuous-depth ODEs (kernel-eft theory rejects
-# --depth for it); the G-only closure has both forms.
-CONTINUOUS_ONLY_CLOSURES = {"exact"}
-DISCRETE_CLOSURES = [c for c in THEORY["closures"] if c not in CONTINUOUS_ONLY_CLOSURES]
-CONTINUOUS_CLOSURES = [
-    c
-    for c in THEORY["closures"]
-    if THEORY["continuous"] or c in CONTINUOUS_ONLY_CLOSURES
-]
+if (
+    "exact" in THEORY["closures"]
+    and THEORY["continuous"]
+    and (THEORY["exact_points"] - 1) % 4
+):
+    raise WorkflowError(
+        f"invalid config: theory.exact_points: {THEORY['exact_points']} is not 4k + 1 "
+        "(the exact continuum is Richardson-extrapolated from points, (points+1)/2, (points+3)/4)"
+    )
+# Every closure is solved at the Monte Carlo's own depth L (what the diagnostics compare with);
+# the continuous-depth limit only where the config asks for it.
+DISCRETE_CLOSURES = list(THEORY["closures"])
+CONTINUOUS_CLOSURES = list(THEORY["closures"]) if THEORY["continuous"] else []
 CONDA_ENV = "../../envs/kernel-eft.yaml"
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 

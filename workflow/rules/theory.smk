@@ -1,5 +1,5 @@
 # EFT theory: once per grid point and closure, without the width (the theory is width-free).
-# One thread each; priority starts the long solves (the exact closure: minutes) first, so they
+# One thread each; priority starts the theory jobs first, so that they
 # run beside the Monte Carlo jobs instead of alone at the end.
 
 
@@ -38,7 +38,9 @@ rule theory_continuous:
     threads: 1
     params:
         network=network_args,
-        points=THEORY["points"],
+        points=lambda wildcards: THEORY[
+            "exact_points" if wildcards.closure == "exact" else "points"
+        ],
     shell:
         "export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         "rm -f {output}.*.tmp; "
