@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 
-from kernel_eft.montecarlo import SimulationParams, batch_rng, simulate_batch  # noqa: E402
+from kernel_eft.simulate.params import SimulationParams  # noqa: E402
+from kernel_eft.simulate.samplers import batch_rng, simulate_batch  # noqa: E402
 
 KIN = np.array([[1.0, 0.6], [0.6, 1.0]])
 
@@ -117,7 +118,8 @@ def bench_mpi(width, depth, samples, repeats):
 def peak_rss_mb(samples, width, depth):
     code = (
         "import sys, resource; sys.path.insert(0, %r);"
-        "import numpy as np; from kernel_eft.montecarlo import SimulationParams, simulate;"
+        "import numpy as np; from kernel_eft.simulate.params import SimulationParams; "
+        "from kernel_eft.simulate.samplers import simulate;"
         "p = SimulationParams('relu', %d, %d, 4.0, 1.0, 0.0, np.array([[1,.6],[.6,1]]), %d, 1, 'block', %d, 32);"
         "simulate(p); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     ) % (str(ROOT / "src"), width, depth, samples, depth)

@@ -29,11 +29,13 @@ import time as _time
 
 import numpy as np
 
-from kernel_eft.diagnostics import fit_inverse_width
-from kernel_eft.montecarlo import SimulationParams, simulate, summarize
-from kernel_eft.pairs import n_pairs, pair_indices, to_pairs
-from kernel_eft.activations import get_activation
-from kernel_eft.theory.exact import (assemble_discrete, default_quadrature, exact_theory, mean_path_discrete,
+from kernel_eft.core.activations import get_activation
+from kernel_eft.core.pairs import n_pairs, pair_indices, to_pairs
+from kernel_eft.core.statistics import fit_inverse_width
+from kernel_eft.simulate.estimates import summarize
+from kernel_eft.simulate.params import SimulationParams
+from kernel_eft.simulate.samplers import simulate
+from kernel_eft.theory.exact import (assemble_discrete, default_rule, exact_theory, mean_path_discrete,
                                      moments_for_path)
 from kernel_eft.theory.two_time import two_time_kernels
 from kernel_eft.theory.gonly import solve_gonly_discrete
@@ -70,7 +72,7 @@ def extrapolate(widths, runs, name):
 def theory_curves(activation, kin, time, sw2, sb2, depth, layers):
     """Every theory's V4, K1 and K1-source prediction at the recorded layers (pair coordinates)."""
     act = get_activation(activation)
-    quad = default_quadrature(act)
+    quad = default_rule(act)
     path = mean_path_discrete(act, kin, sw2, sb2, time, depth)  # one set of kernels, assembled both ways
     kernels = two_time_kernels(moments_for_path(act, path.K0, quad), path.K0, quad)
     ex = assemble_discrete(path, kernels, sw2, time / depth, same_layer=True)

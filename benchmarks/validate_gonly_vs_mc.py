@@ -17,19 +17,21 @@ import time
 
 import numpy as np
 
-from kernel_eft import montecarlo as mc
-from kernel_eft.pairs import four_index_to_pairs, pair_lookup, to_pairs
+from kernel_eft.core.pairs import four_index_to_pairs, pair_lookup, to_pairs
+from kernel_eft.simulate.estimates import summarize
+from kernel_eft.simulate.params import SimulationParams
+from kernel_eft.simulate.samplers import simulate
 from kernel_eft.theory import gonly
 
 KIN = np.array([[1.0, 0.6], [0.6, 1.0]])
 
 
 def compare(activation: str, width: int, depth: int, T: float, samples: int, seed: int, sw2: float, sb2: float):
-    params = mc.SimulationParams(activation=activation, width=width, depth=depth, time=T, sw2=sw2, sb2=sb2, kin=KIN,
+    params = SimulationParams(activation=activation, width=width, depth=depth, time=T, sw2=sw2, sb2=sb2, kin=KIN,
                                  samples=samples, seed=seed, batches=32)
     started = time.perf_counter()
-    batches, _ = mc.simulate(params)
-    est = mc.summarize(params, batches)
+    batches, _ = simulate(params)
+    est = summarize(params, batches)
     elapsed = time.perf_counter() - started
     theory = gonly.solve_gonly_discrete(activation, KIN, sw2, sb2, T, depth)
     lut = pair_lookup(2)

@@ -70,7 +70,7 @@ def test_wrong_rank_count_is_refused(cli_env, tmp_path, mpiexec):
 def test_a_failing_rank_aborts_the_job_instead_of_hanging(cli_env, tmp_path, mpiexec):
     script = tmp_path / "fail.py"
     script.write_text(
-        "from kernel_eft import parallel\n"
+        "from kernel_eft.simulate import parallel\n"
         "comm = parallel.get_comm()\n"
         "def work(b):\n"
         "    if b == 1:\n"
@@ -168,11 +168,11 @@ def test_merging_files_pools_their_seeds_exactly(cli_env, tmp_path):
 
 def test_progress_lines_every_tenth_and_every_30_seconds(monkeypatch, capsys):
     """Logs (no terminal) get a line at every 10% and at least every PROGRESS_SECONDS in between."""
-    from kernel_eft import commands
+    from kernel_eft import progress as progress_module
 
     clock = iter([0.0, 0.0] + [5.0 * k for k in range(1, 100)])  # start, then one reading per batch
-    monkeypatch.setattr(commands.time, "monotonic", lambda: next(clock))
-    progress = commands._Progress("job", enabled=True)
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    progress = progress_module.Progress("job", enabled=True)
     for done in range(1, 8):  # 7 of 100 batches, 5 s apart: no new tenth, but 30 s pass
         progress(done, 100)
     lines = capsys.readouterr().err.splitlines()
@@ -180,9 +180,9 @@ def test_progress_lines_every_tenth_and_every_30_seconds(monkeypatch, capsys):
 
 
 def test_heartbeat_logs_while_a_long_step_runs(capsys):
-    from kernel_eft import commands
+    from kernel_eft.progress import heartbeat, logger
 
-    with commands._heartbeat("theory", "exact closure", interval=0.05):
+    with heartbeat(logger("theory"), "exact closure", interval=0.05):
         time.sleep(0.3)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) >= 2 and all("exact closure: still running" in line for line in lines), lines

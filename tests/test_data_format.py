@@ -1,14 +1,10 @@
-"""docs/data_format.md against the files the code writes: every variable (or summary column) a file
-holds is in the document's table for it, and every name in a table is written, unless its row says
-when it is ("only ...").
-
-The document is the reference; when the variables move to a central schema module, the `written`
-sets below can come from there and this test keeps the document honest against it.
-"""
+"""The schema (src/kernel_eft/schema.py) against the files the code writes and against docs/data_format.md:
+every variable a file holds is in the schema's table for its kind, with the schema's attributes, and every
+variable of a table is written (unless its note says when it is: "only ..."); the document's tables are the
+ones generated from the schema."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,58 +12,71 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from kernel_eft import io
-from kernel_eft import montecarlo as mc
+from kernel_eft import schema
 from kernel_eft.cli import main
-from kernel_eft.theory import gonly
+from kernel_eft.simulate.dataset import mc_dataset
+from kernel_eft.simulate.estimates import summarize
+from kernel_eft.simulate.params import SimulationParams
+from kernel_eft.simulate.samplers import simulate
+from kernel_eft.theory import CLOSURES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "data_format.md"
 KIN = np.array([[1.0, 0.6], [0.6, 1.0]])
 
 
-def documented(heading: str) -> tuple[set[str], set[str]]:
-    """(every name, the names written only sometimes) in the first column of the table under the
-    `## heading...` section. A cell's `_se` stands for the _se of every name before it in that cell."""
-    text = DOC.read_text()
-    start = text.index("\n## " + heading)
-    end = text.find("\n## ", start + 1)
+def table_names(kind: str) -> tuple[set[str], set[str]]:
+    """(every name of the kind's table, with the _se of those that have one; the conditional ones)."""
     names, conditional = set(), set()
-    for line in text[start:end if end > 0 else None].splitlines():
-        if not line.startswith("| `"):
-            continue
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        row: list[str] = []
-        for token in re.findall(r"`([^`]+)`", cells[0]):
-            row += [name + token for name in row] if token.startswith("_") else [token]
-        names.update(row)
-        if re.search(r"\bonly\b", cells[-1]):
-            conditional.update(row)
+    for name, var in schema.VARIABLES[kind].items():
+        row = {name, name + "_se"} if var.se else {name}
+        names |= row
+        if var.note.startswith("only"):
+            conditional |= row
     return names, conditional
 
 
-def assert_documented(heading: str, written: set[str], unchecked: set[str] = frozenset()) -> None:
-    names, conditional = documented(heading)
-    assert written - names == set(), f"written but not documented under '{heading}'"
-    assert names - written - conditional == set(), f"documented under '{heading}' but not written"
-    assert conditional - written - unchecked == set(), f"conditional rows under '{heading}' never written here"
+def assert_schema(kind: str, written: set[str], unchecked: set[str] = frozenset()) -> None:
+    names, conditional = table_names(kind)
+    assert written - names == set(), f"written but not in the {kind} schema"
+    assert names - written - conditional == set(), f"in the {kind} schema but not written"
+    assert conditional - written - unchecked == set(), f"conditional {kind} variables never written here"
+
+
+def assert_attributes(ds: xr.Dataset, kind: str) -> None:
+    """long_name and units from the schema, X linked to X_se, coordinates described."""
+    for name, var in ds.data_vars.items():
+        entry = schema.variable(kind, name)
+        assert var.attrs["long_name"], name
+        assert var.attrs.get("units") == entry.units, name
+        if name + "_se" in ds:
+            assert var.attrs["ancillary_variables"] == name + "_se", name
+    for name, coord in ds.coords.items():
+        assert coord.attrs["long_name"] == schema.COORDINATES[name].long_name, name
+
+
+def test_document_tables_are_generated_from_the_schema():
+    text = DOC.read_text()
+    assert schema.render_document(text) == text, "regenerate: python -m kernel_eft.schema docs/data_format.md"
 
 
 def test_monte_carlo_file():
-    params = mc.SimulationParams("relu", 8, 4, 1.0, 1.0, 0.0, KIN, 40, batches=4)
-    batches, samples = mc.simulate(params, keep_samples=True)
-    ds = io.mc_dataset(params, mc.summarize(params, batches), batches, samples)
-    assert_documented("Monte Carlo file", set(ds.data_vars))
+    params = SimulationParams("relu", 8, 4, 1.0, 1.0, 0.0, KIN, 40, batches=4)
+    batches, samples = simulate(params, keep_samples=True)
+    ds = mc_dataset(params, summarize(params, batches), batches, samples)
+    assert_schema("mc", set(ds.data_vars))
+    assert_attributes(ds, "mc")
 
 
-def test_theory_file():
+def test_theory_files_of_every_closure():
+    """Each closure, at a depth and in continuous depth: the standard fields plus its parts, all in the schema."""
     written = set()
-    for sol in (gonly.solve_gonly_discrete("relu", KIN, 1.0, 0.0, 1.0, 4),
-                gonly.solve_gonly_continuous("relu", KIN, 1.0, 0.0, 1.0, points=5)):
-        written |= set(gonly.solution_dataset(sol, "relu", KIN, 1.0, 0.0, 1.0).data_vars)
-    names, _ = documented("Theory file")
-    # The exact closure's own variables are checked by its own tests (kernel_eft.theory.exact).
-    exact_only = {name for name in names if name.startswith("V4_") or name == "K1_source"}
-    assert_documented("Theory file", written, unchecked=exact_only)
+    for name, closure in CLOSURES.items():
+        for depth, points in ((4, None), (None, 9)):
+            ds = closure.solve("relu", KIN, sw2=1.0, sb2=0.0, time=1.0, depth=depth, points=points)
+            assert {"K0", "V4", "K1", "K1_source"} <= set(ds.data_vars), name
+            assert_attributes(ds, "theory")
+            written |= set(ds.data_vars)
+    assert_schema("theory", written)
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +94,17 @@ def diagnosed(tmp_path_factory):
 def test_diagnostics_file(diagnosed):
     path, _ = diagnosed
     with xr.open_dataset(path) as ds:
-        assert_documented("Diagnostics file", set(ds.data_vars))
+        assert_schema("diagnostics", set(ds.data_vars))
+        assert_attributes(ds, "diagnostics")
 
 
 def test_summary_table(diagnosed):
     _, figures = diagnosed
     columns = set(pd.read_csv(figures / "summary.csv").columns)
-    assert_documented("Figures", columns)
-    assert (figures / "summary.nc").is_file() and (figures / "summary.html").is_file()
+    documented = {var.column or name for name, var in schema.VARIABLES["summary"].items()}
+    documented |= {name + "_se" for name, var in schema.VARIABLES["summary"].items() if var.se}
+    assert columns == documented | set(schema.SUMMARY_COORDINATES)
+    with xr.open_dataset(figures / "summary.nc") as summary:
+        assert_schema("summary", set(summary.data_vars), unchecked={"transport_fraction_T"})
+        assert_attributes(summary, "summary")
+    assert (figures / "summary.html").is_file()

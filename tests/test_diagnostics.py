@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from kernel_eft import diagnostics as dg
-from kernel_eft.activations import f_matrix
-from kernel_eft.theory.gonly import source_s2, source_s4
-from kernel_eft.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_indices, pairs_to_four_index,
+from kernel_eft.core.expectations import f_matrix
+from kernel_eft.core.meanfield import mean_field_jacobian, source_s2, source_s4
+from kernel_eft.core.statistics import first_exceedance, fit_inverse_width
+from kernel_eft.diagnose.compare import entry_classes, interpolate_in_time
+from kernel_eft.diagnose.inputs import check_point_files, theory_kind
+from kernel_eft.diagnose.point import diagnose_point
+from kernel_eft.diagnose.residual import ResidualSetup, accumulate, contract_s2_cov, contract_s4_cov, residual_rates
+from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_indices, pairs_to_four_index,
                               to_pairs, wishart_v4)
 from kernel_eft.validation import InputError, format_kin
 
@@ -67,17 +71,17 @@ def test_covariance_contraction_is_the_fluctuation_part_of_mean_s4(P):
     direct = np.mean([s4_four(g, y) for g, y in zip(G, Y)], axis=0)
     dG, dY = to_pairs(G) - to_pairs(G).mean(0), to_pairs(Y) - to_pairs(Y).mean(0)
     C = n * dG.T @ dY / N  # n Cov(G, Y) with the 1/N divisor of a plain sample average
-    split = source_s4(G.mean(0), Y.mean(0)) + dg.contract_s4_cov(C, P) / n
+    split = source_s4(G.mean(0), Y.mean(0)) + contract_s4_cov(C, P) / n
     np.testing.assert_allclose(split, four_index_to_pairs(direct), rtol=1e-12, atol=1e-12)
     direct2 = np.mean([s2_four(y) for y in Y], axis=0)
     CY = n * dY.T @ dY / N
-    np.testing.assert_allclose(source_s2(Y.mean(0)) + dg.contract_s2_cov(CY, P) / n,
+    np.testing.assert_allclose(source_s2(Y.mean(0)) + contract_s2_cov(CY, P) / n,
                                four_index_to_pairs(direct2), rtol=1e-12, atol=1e-12)
 
 
 def test_entry_classes_partition_the_upper_triangle():
     P = 3
-    classes = dg.entry_classes(P)
+    classes = entry_classes(P)
     a, b = pair_indices(P)
     seen = set()
     for name, entries in classes.items():
@@ -93,11 +97,11 @@ def test_entry_classes_partition_the_upper_triangle():
 
 def test_jacobian_linear_and_relu_closed_forms():
     K = np.array([[1.3, 0.4], [0.4, 0.8]])
-    np.testing.assert_allclose(dg.mean_field_jacobian("linear", K, 1.7, 0.2), 1.7 * np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(mean_field_jacobian("linear", K, 1.7, 0.2), 1.7 * np.eye(3), atol=1e-9)
     # ReLU (Price): dF_aa/dK_aa = 1/2; dF_ab/dK_ab = <phi' phi'> = (pi - theta)/(2 pi);
     # dF_ab/dK_aa = (1/2)<phi'' phi> = sin(theta) sqrt(K_bb/K_aa) / (4 pi)  (d/dK_aa of the arc-cosine kernel).
     sw2 = 2.0
-    J = dg.mean_field_jacobian("relu", K, sw2, 0.0)
+    J = mean_field_jacobian("relu", K, sw2, 0.0)
     theta = np.arccos(0.4 / np.sqrt(1.3 * 0.8))
     assert J[0, 0] == pytest.approx(sw2 / 2, rel=1e-8)
     assert J[2, 2] == pytest.approx(sw2 / 2, rel=1e-8)
@@ -109,7 +113,7 @@ def test_jacobian_linear_and_relu_closed_forms():
 def test_accumulate_is_the_left_rule():
     t = np.array([0.0, 0.5, 1.5, 2.0])
     rates = np.array([1.0, 2.0, 4.0])[:, None]
-    np.testing.assert_allclose(dg.accumulate(t, rates)[:, 0], [0.0, 0.5, 2.5, 4.5])
+    np.testing.assert_allclose(accumulate(t, rates)[:, 0], [0.0, 0.5, 2.5, 4.5])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +163,7 @@ def synthetic_process(P=2, L=12, T=1.5, n=50, sw2=1.3, sb2=0.2, transport_error=
         inj_transport[l] = sw2 * (delta[l] + delta[l].T)
         inj_source[l] = four_index_to_pairs(s4_four(K0[l], Om - W[l]) + dt * (s2_four(Om) - s2_four(W[l])))
         V = V + dt * (transport + source)
-    setup = dg.ResidualSetup(times, n, sw2, sb2, dt, K0, W, J)
+    setup = ResidualSetup(times, n, sw2, sb2, dt, K0, W, J)
     moments = dict(count=count, mean_G=to_pairs(K0), mean_S=mean_S, m2_GG=V4 * (count - 1) / n,
                    m2_GS=C_GS * (count - 1) / n, m2_SS=C_SS * (count - 1) / n)
     return setup, moments, inj_transport, inj_source
@@ -167,7 +171,7 @@ def synthetic_process(P=2, L=12, T=1.5, n=50, sw2=1.3, sb2=0.2, transport_error=
 
 def test_theory_exact_process_has_zero_residual_at_large_width():
     setup, mom, _, _ = synthetic_process(n=10**9)
-    parts = dg.residual_rates(setup, **mom)
+    parts = residual_rates(setup, **mom)
     v4_scale = np.max(np.abs(mom["m2_GG"])) * setup.width / (mom["count"] - 1)
     for name in ("total", "transport", "source", "remainder"):
         assert np.max(np.abs(parts[name])) < 1e-7 * v4_scale, name
@@ -175,7 +179,7 @@ def test_theory_exact_process_has_zero_residual_at_large_width():
 
 def test_injected_transport_error_appears_only_in_transport_part():
     setup, mom, inj_t, _ = synthetic_process(transport_error=0.2, seed=3)
-    parts = dg.residual_rates(setup, **mom)
+    parts = residual_rates(setup, **mom)
     np.testing.assert_allclose(parts["transport"], inj_t[:-1], atol=1e-11)
     np.testing.assert_allclose(parts["source_meanfield"], 0.0, atol=1e-11)
     np.testing.assert_allclose(parts["remainder"], 0.0, atol=1e-9)
@@ -186,7 +190,7 @@ def test_injected_transport_error_appears_only_in_transport_part():
 
 def test_injected_source_error_appears_only_in_source_part():
     setup, mom, inj_t, inj_s = synthetic_process(source_error=0.3, seed=4)
-    parts = dg.residual_rates(setup, **mom)
+    parts = residual_rates(setup, **mom)
     np.testing.assert_allclose(parts["transport"], 0.0, atol=1e-11)
     np.testing.assert_allclose(parts["source_meanfield"], inj_s[:-1], atol=1e-11)
     np.testing.assert_allclose(parts["remainder"], 0.0, atol=1e-9)
@@ -205,7 +209,7 @@ def test_inverse_width_fit_recovers_known_coefficients_within_errors():
     K0, K1, K2 = rng.normal(1, 0.3, entries), rng.normal(0, 2, entries), rng.normal(0, 5, entries)
     sigma = 0.002 * (1 + rng.random((widths.size, entries)))
     truth = K0 + K1 / widths[:, None] + K2 / widths[:, None] ** 2
-    coef, se, chi2, dof = dg.fit_inverse_width(widths, truth + sigma * rng.standard_normal(sigma.shape), sigma)
+    coef, se, chi2, dof = fit_inverse_width(widths, truth + sigma * rng.standard_normal(sigma.shape), sigma)
     assert dof == 2
     pulls = (coef - np.stack([K0, K1, K2])) / se
     assert np.max(np.abs(pulls)) < 5.0
@@ -213,38 +217,38 @@ def test_inverse_width_fit_recovers_known_coefficients_within_errors():
     np.testing.assert_allclose(np.mean(pulls**2, axis=1), 1.0, atol=5 * np.sqrt(2 / entries))
     assert abs(np.mean(chi2) / dof - 1) < 5 * np.sqrt(2 / (dof * entries))
     # noiseless data: exact recovery
-    coef0, _, chi20, _ = dg.fit_inverse_width(widths, truth, sigma)
+    coef0, _, chi20, _ = fit_inverse_width(widths, truth, sigma)
     np.testing.assert_allclose(coef0, np.stack([K0, K1, K2]), rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(chi20, 0.0, atol=1e-10)
     with pytest.raises(ValueError):
-        dg.fit_inverse_width(widths[:2], truth[:2], sigma[:2], order=3)
+        fit_inverse_width(widths[:2], truth[:2], sigma[:2], order=3)
 
 
 def test_first_exceedance():
     t = np.linspace(0, 2, 9)
     th = np.ones((9, 3))
     se = np.full((9, 3), 0.01)
-    assert dg.first_exceedance(t, th - th, se, th, 0.1) == math.inf
+    assert first_exceedance(t, th - th, se, th, 0.1) == math.inf
     mc = th.copy()
     mc[5:, 1] *= 1.2  # 20% error from t[5]
-    assert dg.first_exceedance(t, mc - th, se, th, 0.1) == t[5]
+    assert first_exceedance(t, mc - th, se, th, 0.1) == t[5]
     # 20% error but sigma 0.04: 0.2 - 0.1 < 3 x 0.04, not significant
-    assert dg.first_exceedance(t, mc - th, 4 * se, th, 0.1) == math.inf
+    assert first_exceedance(t, mc - th, 4 * se, th, 0.1) == math.inf
     # the threshold itself: 12% error with sigma 0.1% triggers, 8% does not
-    assert dg.first_exceedance(t, 0.12 * th, 0.1 * se, th, 0.1) == t[0]
-    assert dg.first_exceedance(t, 0.08 * th, 0.1 * se, th, 0.1) == math.inf
+    assert first_exceedance(t, 0.12 * th, 0.1 * se, th, 0.1) == t[0]
+    assert first_exceedance(t, 0.08 * th, 0.1 * se, th, 0.1) == math.inf
     # vanishing theory scale: a pure 3-sigma significance test
-    assert dg.first_exceedance(t, np.where(t[:, None] > 1.2, 0.05, 0.0), se, 0 * th, 0.1) == t[5]
+    assert first_exceedance(t, np.where(t[:, None] > 1.2, 0.05, 0.0), se, 0 * th, 0.1) == t[5]
 
 
 def test_interpolation_onto_mc_times():
     ts = np.linspace(0, 2, 81)
     vals = np.stack([np.exp(ts), np.sin(ts)], axis=1)
     tq = np.array([0.0, 0.33, 1.7, 2.0])
-    out = dg.interpolate_in_time(ts, vals, tq)
+    out = interpolate_in_time(ts, vals, tq)
     np.testing.assert_allclose(out, np.stack([np.exp(tq), np.sin(tq)], axis=1), atol=1e-6)
     with pytest.raises(ValueError):
-        dg.interpolate_in_time(ts, vals, np.array([2.5]))
+        interpolate_in_time(ts, vals, np.array([2.5]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,7 +268,7 @@ def gonly_discrete_theory(activation, kin, sw2, sb2, T, L):
     for _ in range(L + 1):
         K0s.append(K)
         V4s.append(V)
-        J = dg.mean_field_jacobian(activation, K, sw2, sb2)
+        J = mean_field_jacobian(activation, K, sw2, sb2)
         W = f_matrix(activation, K, sw2, sb2)
         step = np.eye(n_pairs(P)) + dt * J
         V = step @ V @ step.T + four_index_to_pairs(dt * s4_four(K, W) + dt**2 * s2_four(W))
@@ -283,6 +287,7 @@ def theory_dataset(activation, kin, sw2, sb2, T, L, closure="gonly", depth=True,
         "K0": (("t", "a", "b"), K0),
         "V4": (("t", "a", "b", "c", "d"), pairs_to_four_index(V4_scale * V4, P)),
         "K1": (("t", "a", "b"), zeros if K1 is None else K1),
+        "K1_source": (("t", "a", "b"), zeros if tadpole is None else tadpole),  # G-only: its tadpole
         "tadpole": (("t", "a", "b"), zeros if tadpole is None else tadpole),
     }, coords=coords, attrs=dict(closure=closure, depth=L if depth else "none", activation=activation, time=T,
                                  sw2=sw2, sb2=sb2, kin=format_kin(kin), P=P))
@@ -335,7 +340,7 @@ def linear_point(widths=(64, 256), T=1.0, L=8, sw2=1.0, sb2=0.1, V4_factor=None)
 
 def test_point_mc_equal_to_theory_gives_zero_errors_and_infinite_tstar():
     mc, th = linear_point(widths=(10**8, 10**9))
-    d = dg.diagnose_point(mc, th)
+    d = diagnose_point(mc, th)
     assert np.all(np.isinf(d["tstar_V4"].values)) and np.all(np.isinf(d["tstar_K1"].values))
     np.testing.assert_allclose(d["V4_relerr"].values, 0.0, atol=1e-12)
     np.testing.assert_allclose(d["K0_relerr"].values, 0.0, atol=1e-12)
@@ -346,7 +351,7 @@ def test_point_mc_equal_to_theory_gives_zero_errors_and_infinite_tstar():
 def test_point_tstar_finds_injected_v4_error():
     L, T = 8, 1.0
     mc, th = linear_point(L=L, T=T, V4_factor=lambda t: np.where(t >= 0.5, 1.25, 1.0))
-    d = dg.diagnose_point(mc, th)
+    d = diagnose_point(mc, th)
     np.testing.assert_array_equal(d["tstar_V4"].values, 0.5)
 
 
@@ -356,7 +361,7 @@ def test_mismatched_grid_point_names_the_attribute(attr, value):
     mc, th = linear_point()
     mc[1][1].attrs[attr] = value
     with pytest.raises(InputError) as err:
-        dg.check_point_files(mc, th)
+        check_point_files(mc, th)
     assert err.value.field == attr
 
 
@@ -364,14 +369,14 @@ def test_discrete_theory_with_other_depth_is_rejected():
     mc, _ = linear_point(L=8)
     th = [("th.nc", theory_dataset("linear", KIN, 1.0, 0.1, 1.0, 16))]
     with pytest.raises(InputError) as err:
-        dg.check_point_files(mc, th)
+        check_point_files(mc, th)
     assert err.value.field == "depth"
 
 
 def test_continuum_theory_is_interpolated_onto_mc_times():
     mc, _ = linear_point(L=8)
     fine = theory_dataset("linear", KIN, 1.0, 0.1, 1.0, 64, depth=False)
-    d = dg.diagnose_point(mc, [("cont.nc", fine)])
+    d = diagnose_point(mc, [("cont.nc", fine)])
     assert list(d["theory"].values) == ["gonly_continuum"]
     want = to_pairs(fine["K0"].values[::8])
     np.testing.assert_allclose(d["K0_theory"].sel(theory="gonly_continuum").values, want, rtol=1e-12)
@@ -388,12 +393,15 @@ def test_k1_source_prediction_is_the_tadpole_for_gonly_and_sw2_b_for_exact():
     exact = theory_dataset("linear", KIN, 1.0, 0.1, T, L, closure="exact", depth=False).drop_vars("tadpole")
     exact_source = np.einsum("t,ab->tab", t**2, np.array([[1.0, 0.5], [0.5, 2.0]]))
     exact["K1_source"] = (("t", "a", "b"), exact_source)
-    d = dg.diagnose_point(mc, [("g.nc", gonly), ("e.nc", exact)])
+    d = diagnose_point(mc, [("g.nc", gonly), ("e.nc", exact)])
     src = d["K1_source_theory"]
     np.testing.assert_allclose(src.sel(theory="gonly_discrete").values, to_pairs(tadpole), rtol=1e-12)
     np.testing.assert_allclose(src.sel(theory="exact_continuum").values, to_pairs(exact_source), rtol=1e-9,
                                atol=1e-12)
-    assert np.all(np.isnan(d["tadpole_theory"].sel(theory="exact_continuum").values))
+    assert "tadpole_theory" not in d  # closures are compared through their standard fields only
+    # a G-only file written before K1_source was a standard field: its tadpole is read as its K1_source
+    legacy = diagnose_point(mc, [("g.nc", gonly.drop_vars("K1_source"))])
+    np.testing.assert_array_equal(legacy["K1_source_theory"].values, d["K1_source_theory"].values[:1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,17 +411,19 @@ def test_k1_source_prediction_is_the_tadpole_for_gonly_and_sw2_b_for_exact():
 
 @pytest.fixture(scope="module")
 def linear_mc_point():
-    from kernel_eft import io
-    from kernel_eft import montecarlo as mc_mod
+    from kernel_eft.simulate.dataset import mc_dataset
+    from kernel_eft.simulate.estimates import summarize
+    from kernel_eft.simulate.params import SimulationParams
+    from kernel_eft.simulate.samplers import simulate
 
     T, L, sw2, sb2 = 1.0, 12, 1.0, 0.2
     mc = []
     for n in (256, 1024):
-        prm = mc_mod.SimulationParams("linear", n, L, T, sw2, sb2, KIN, 2400, seed=11 + n, batches=24)
-        b, _ = mc_mod.simulate(prm)
-        mc.append((f"mc_{n}.nc", io.mc_dataset(prm, mc_mod.summarize(prm, b), b)))
+        prm = SimulationParams("linear", n, L, T, sw2, sb2, KIN, 2400, seed=11 + n, batches=24)
+        b, _ = simulate(prm)
+        mc.append((f"mc_{n}.nc", mc_dataset(prm, summarize(prm, b), b)))
     th = [("th.nc", theory_dataset("linear", KIN, sw2, sb2, T, L))]
-    return dg.diagnose_point(mc, th), mc
+    return diagnose_point(mc, th), mc
 
 
 def test_linear_mc_transport_residual_vanishes_identically(linear_mc_point):
@@ -441,7 +451,7 @@ def test_linear_mc_fluctuation_source_is_the_known_one_over_n_term(linear_mc_poi
     P, sw2, dt = 2, float(d.attrs["sw2"]), float(d.attrs["time"]) / int(d.attrs["depth"])
     for w in d["width"].values:
         V4 = d["V4_MC"].sel(width=w).values
-        want = (sw2 * dg.contract_s4_cov(V4, P) + dt * sw2**2 * dg.contract_s2_cov(V4, P)) / int(w)
+        want = (sw2 * contract_s4_cov(V4, P) + dt * sw2**2 * contract_s2_cov(V4, P)) / int(w)
         got = d["residual_rate"].sel(residual_part="source_fluctuation", width=w).values
         np.testing.assert_allclose(got, want[:-1], rtol=1e-10)
 
@@ -464,14 +474,14 @@ def test_real_theory_files_are_recognised_and_aligned():
                                   1.0, 0.1, 1.0)
     cont = gonly.solution_dataset(gonly.solve_gonly_continuous("linear", KIN, 1.0, 0.1, 1.0, points=33),
                                   "linear", KIN, 1.0, 0.1, 1.0)
-    assert dg.theory_kind(disc) == ("gonly", 8) and dg.theory_kind(cont) == ("gonly", None)
-    d = dg.diagnose_point(mc, [("disc.nc", disc), ("cont.nc", cont)])
+    assert theory_kind(disc) == ("gonly", 8) and theory_kind(cont) == ("gonly", None)
+    d = diagnose_point(mc, [("disc.nc", disc), ("cont.nc", cont)])
     assert list(d["theory"].values) == ["gonly_discrete", "gonly_continuum"]
     # the synthetic MC equals this test's discrete recursion; the real discrete solver must agree with it
     np.testing.assert_allclose(d["V4_theory"].sel(theory="gonly_discrete").values,
                                th[0][1]["V4"].pipe(lambda v: four_index_to_pairs(v.values)), rtol=1e-12)
     exact_like = theory_dataset("linear", KIN, 1.0, 0.1, 1.0, 16, closure="exact", depth=False)
-    assert dg.theory_kind(exact_like) == ("exact", None)
+    assert theory_kind(exact_like) == ("exact", None)
 
 
 def test_source_closure_mismatch_at_initialisation_tanh():
@@ -479,18 +489,20 @@ def test_source_closure_mismatch_at_initialisation_tanh():
 
     Expected significance: tadpole_00(0) ~ -0.17 against a source error ~ sqrt(n/N) x 0.2 ~ 0.018 for n = 64,
     N = 8000, i.e. ~10 sigma; we require > 5 sigma, and |exact source| < 5 sigma."""
-    from kernel_eft import io
-    from kernel_eft import montecarlo as mc_mod
+    from kernel_eft.simulate.dataset import mc_dataset
+    from kernel_eft.simulate.estimates import summarize
+    from kernel_eft.simulate.params import SimulationParams
+    from kernel_eft.simulate.samplers import simulate
     from kernel_eft.theory import gonly
 
     kin = np.array([[1.0, 0.6], [0.6, 1.0]])
-    prm = mc_mod.SimulationParams("tanh", 64, 2, 0.5, 1.0, 0.0, kin, 8000, seed=5, batches=16)
-    b, _ = mc_mod.simulate(prm)
-    mc = [("mc.nc", io.mc_dataset(prm, mc_mod.summarize(prm, b), b))]
+    prm = SimulationParams("tanh", 64, 2, 0.5, 1.0, 0.0, kin, 8000, seed=5, batches=16)
+    b, _ = simulate(prm)
+    mc = [("mc.nc", mc_dataset(prm, summarize(prm, b), b))]
     th = gonly.solution_dataset(gonly.solve_gonly_discrete("tanh", kin, 1.0, 0.0, 0.5, 2), "tanh", kin,
                                 1.0, 0.0, 0.5)
-    d = dg.diagnose_point(mc, [("th.nc", th)])
+    d = diagnose_point(mc, [("th.nc", th)])
     assert np.all(np.abs(d["K1_source_t0_sigma"].values) < 5.0)
-    tadpole0 = d["tadpole_theory"].sel(theory="gonly_discrete").values[0]
+    tadpole0 = d["K1_source_theory"].sel(theory="gonly_discrete").values[0]  # the G-only K1 source: its tadpole
     assert np.all(tadpole0[[0, 2]] < -0.1)  # diagonal entries
     assert np.all(np.abs(d["K1_source_mismatch_t0_sigma"].values[0, [0, 2]]) > 5.0)

@@ -7,17 +7,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernel_eft.activations import F_matrix, gaussian_expectation_2d, get_activation
-from kernel_eft.gaussian_moments import moments_for
-from kernel_eft.pairs import four_index_to_pairs, to_pairs, wishart_v4
+from kernel_eft.core.activations import get_activation
+from kernel_eft.core.expectations import F_matrix
+from kernel_eft.core.activations import moments_for
+from kernel_eft.core.quadrature import BlockRule, gaussian_expectation_2d
+from kernel_eft.core.pairs import four_index_to_pairs, to_pairs, wishart_v4
 from kernel_eft.theory import exact
 from kernel_eft.theory.gonly import solve_gonly_continuous, solve_gonly_discrete
-from kernel_eft.theory.two_time import Quadrature, q_combos, two_time_kernels
+from kernel_eft.theory.two_time import q_combos, two_time_kernels
 
 KIN2 = np.array([[1.0, 0.4], [0.4, 1.5]])
 
 
-def _kernels(name, K0, quad=Quadrature(16, 16, 24)):
+def _kernels(name, K0, quad=BlockRule(16, 16, 24)):
     K0 = np.asarray(K0, float)
     scale = np.sqrt(np.max(np.diagonal(K0, axis1=-2, axis2=-1)))
     return two_time_kernels(moments_for(name, mu_max=25 * scale, s_max=1.1 * scale), K0, quad)
@@ -51,7 +53,7 @@ def _relu_p1_closed_forms(K):
 
 def test_relu_p1_kernels_closed_form():
     K = 1.3 * np.exp(0.5 * np.linspace(0, 3, 13))
-    k = _kernels("relu", K[:, None, None], Quadrature())  # P = 1: the 1-D rule, n_line nodes per half-line
+    k = _kernels("relu", K[:, None, None], BlockRule())  # P = 1: the 1-D rule, n_line nodes per half-line
     step, sq = _relu_p1_closed_forms(K)
     assert np.max(np.abs(k.Q[:, :, 0, 0] - step)) < 1e-10 * np.max(np.abs(step))
     assert np.max(np.abs(k.Cpp[:, :, 0, 0] - sq)) < 1e-10 * np.max(np.abs(sq))
@@ -106,8 +108,8 @@ def test_second_derivative_kernels_are_price_derivatives(name):
 def test_gaussian_quadrature_converges(name, tol):
     """The default rule against a 1.5x refined one, at L = 8: relative change of V4 and K1 below tol."""
     act = get_activation(name)
-    base = exact.exact_theory_discrete(name, KIN2, 1.0, 0.1, 3.0, 8, exact.default_quadrature(act))
-    fine = exact.exact_theory_discrete(name, KIN2, 1.0, 0.1, 3.0, 8, exact.default_quadrature(act).refined())
+    base = exact.exact_theory_discrete(name, KIN2, 1.0, 0.1, 3.0, 8, exact.default_rule(act))
+    fine = exact.exact_theory_discrete(name, KIN2, 1.0, 0.1, 3.0, 8, exact.default_rule(act).refined())
     change = exact.relative_change(base, fine)
     assert change["V4"] < tol and change["K1"] < tol, change
 
@@ -158,7 +160,7 @@ def test_one_layer_p2_against_independent_quadrature(name):
     covariances C = Cov(psi, zz^T), Cov(psi, psi) at K_in from an independent 2-D quadrature, and K1^1 = 0."""
     sw2, sb2, dt = 1.3, 0.2, 0.5
     act = get_activation(name)
-    res = exact.exact_theory_discrete(name, KIN2, sw2, sb2, dt, 1, Quadrature(24, 24, 48))
+    res = exact.exact_theory_discrete(name, KIN2, sw2, sb2, dt, 1, BlockRule(24, 24, 48))
     kaa, kbb, kab = KIN2[0, 0], KIN2[1, 1], KIN2[0, 1]
     a, b = np.triu_indices(2)
 

@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 from kernel_eft.cli import main
-from kernel_eft.pairs import four_index_to_pairs
+from kernel_eft.core.pairs import four_index_to_pairs
 
 VARIABLES = ("K0", "V4", "K1", "V4_free", "V4_cross", "V4_feedback", "K1_source")
 

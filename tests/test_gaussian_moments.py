@@ -1,4 +1,4 @@
-"""Shifted Gaussian moments (kernel_eft.gaussian_moments) against independent routes: scipy's bivariate normal
+"""Shifted Gaussian moments (kernel_eft.core.moments) against independent routes: scipy's bivariate normal
 CDF, conditioning with adaptive one-dimensional quadrature, and the erf closed form for the tabulated route."""
 
 from __future__ import annotations
@@ -8,9 +8,12 @@ import pytest
 from scipy import integrate
 from scipy.stats import multivariate_normal
 
-from kernel_eft.activations import custom_activation, get_activation
-from kernel_eft.gaussian_moments import (TabulatedMoments, UnsupportedActivation, bivariate_normal_cdf,
-                                         erf_pair_mean, moments_for, relu_pair_mean)
+from kernel_eft.core.activations import custom_activation, get_activation
+from kernel_eft.core.activations.erf import erf_pair_mean
+from kernel_eft.core.activations.relu import relu_pair_mean
+from kernel_eft.core.activations import moments_for
+from kernel_eft.core.moments import TabulatedMoments, UnsupportedActivation
+from kernel_eft.core.quadrature import bivariate_normal_cdf
 
 
 @pytest.mark.parametrize("h,k,rho", [(0.3, -0.5, 0.7), (0.0, 0.4, -0.3), (-1.0, 0.0, 0.9), (0.0, 0.0, 0.5),
@@ -81,8 +84,8 @@ def test_relu_single_and_square_moments():
 
 
 def test_centred_pair_means_reproduce_F():
-    """With zero means the pair moments are F(K) (arc-cosine and arcsine kernels of kernel_eft.activations)."""
-    from kernel_eft.activations import F_matrix
+    """With zero means the pair moments are F(K) (arc-cosine and arcsine kernels of kernel_eft.core.expectations)."""
+    from kernel_eft.core.expectations import F_matrix
 
     K = np.array([[1.3, 0.5], [0.5, 0.8]])
     assert relu_pair_mean(0.0, 0.0, K[0, 0], K[1, 1], K[0, 1]) == pytest.approx(F_matrix("relu", K)[0, 1], abs=1e-13)

@@ -6,9 +6,11 @@ import time
 
 import numpy as np
 import pytest
+import xarray as xr
 
-from kernel_eft import activations as A
-from kernel_eft.pairs import four_index_to_pairs, from_pairs, pairs_to_four_index, wishart_v4
+from kernel_eft.core import activations, expectations
+from kernel_eft.core.meanfield import mean_kernel_discrete, source_s2, source_s4
+from kernel_eft.core.pairs import four_index_to_pairs, from_pairs, pairs_to_four_index, wishart_v4
 from kernel_eft.theory import gonly
 
 KIN2 = np.array([[1.0, 0.6], [0.6, 1.0]])
@@ -74,9 +76,9 @@ def test_sources_match_four_index_formulas():
     W = Y @ Y.T
     S4 = (np.einsum("ac,bd->abcd", K, W) + np.einsum("ad,bc->abcd", K, W)
           + np.einsum("bc,ad->abcd", K, W) + np.einsum("bd,ac->abcd", K, W))
-    np.testing.assert_allclose(gonly.source_s4(K, W), four_index_to_pairs(S4), rtol=1e-14)
-    np.testing.assert_allclose(gonly.source_s2(W), four_index_to_pairs(wishart_v4(W)), rtol=1e-14)
-    np.testing.assert_allclose(gonly.source_s4(W, W), 2 * gonly.source_s2(W), rtol=1e-14)
+    np.testing.assert_allclose(source_s4(K, W), four_index_to_pairs(S4), rtol=1e-14)
+    np.testing.assert_allclose(source_s2(W), four_index_to_pairs(wishart_v4(W)), rtol=1e-14)
+    np.testing.assert_allclose(source_s4(W, W), 2 * source_s2(W), rtol=1e-14)
 
 
 def test_recorded_terms_are_the_derivatives_of_the_solution():
@@ -86,9 +88,9 @@ def test_recorded_terms_are_the_derivatives_of_the_solution():
     sol = gonly.solve_gonly_continuous("erf", KIN3, sw2, sb2, 2.0, times=[t0 - h, t0, t0 + h], rtol=1e-12, atol=1e-14)
     dV4 = (sol.V4[2] - sol.V4[0]) / (2 * h)
     np.testing.assert_allclose(dV4, sol.transport[1] + sol.source[1], rtol=1e-5, atol=1e-6)
-    J = A.kernel_jacobian("erf", from_pairs(sol.K0[1]), sw2)
+    J = expectations.kernel_jacobian("erf", from_pairs(sol.K0[1]), sw2)
     np.testing.assert_allclose(sol.transport[1], J @ sol.V4[1] + sol.V4[1] @ J.T, rtol=1e-12)
-    H = A.kernel_hessian("erf", from_pairs(sol.K0[1]), sw2)
+    H = expectations.kernel_hessian("erf", from_pairs(sol.K0[1]), sw2)
     np.testing.assert_allclose(sol.tadpole[1], 0.5 * np.einsum("mij,ij->m", H, sol.V4[1]), rtol=1e-12)
     dK1 = (sol.K1[2] - sol.K1[0]) / (2 * h)
     np.testing.assert_allclose(dK1, J @ sol.K1[1] + sol.tadpole[1], rtol=1e-5, atol=1e-7)
@@ -127,7 +129,7 @@ def test_discrete_recursion_converges_at_rate_one_over_L(name):
 
 def test_discrete_mean_kernel_matches_mean_kernel_discrete():
     disc = gonly.solve_gonly_discrete("gelu", KIN3, 1.1, 0.2, 1.5, 12)
-    ref = gonly.mean_kernel_discrete("gelu", KIN3, 1.1, 0.2, 1.5, 12)
+    ref = mean_kernel_discrete("gelu", KIN3, 1.1, 0.2, 1.5, 12)
     np.testing.assert_allclose(from_pairs(disc.K0, 3), ref, rtol=1e-14)
     np.testing.assert_array_equal(disc.layers, np.arange(13))
 
@@ -226,19 +228,12 @@ def test_cli_bad_input_exits_2_without_file(tmp_path, cli_env, bad, field):
 
 
 def test_cli_exact_closure_dispatch(tmp_path, cli_env):
-    """--closure exact runs kernel_eft.theory.exact when it exists; otherwise exit 2 with a clear message."""
-    try:
-        import kernel_eft.theory.exact as exact  # noqa: F401
-        available = hasattr(exact, "theory_dataset")
-    except ModuleNotFoundError:
-        available = False
-    out = str(tmp_path / "x.nc")
-    res = run_cli(*BASE, "--closure", "exact", "--points", "3", "--out", out, cwd=tmp_path, env=cli_env)
-    if available:
-        assert res.returncode == 0, res.stderr
-    else:
-        assert res.returncode == 2 and "exact" in res.stderr
-        assert list(tmp_path.iterdir()) == []
+    """--closure exact runs the exact closure (kernel_eft.theory.exact) and writes its schema."""
+    out = tmp_path / "x.nc"
+    res = run_cli(*BASE, "--closure", "exact", "--points", "9", "--out", str(out), cwd=tmp_path, env=cli_env)
+    assert res.returncode == 0, res.stderr
+    with xr.open_dataset(out) as ds:
+        assert ds.attrs["closure"] == "exact" and ds.sizes["t"] == 9 and "V4_feedback" in ds
 
 
 @pytest.mark.parametrize("mode", [["--rtol", "1e-3", "--atol", "1e-3"], ["--depth", "4000"]])

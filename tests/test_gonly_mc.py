@@ -11,8 +11,10 @@ and the two failures that are clearly resolved at this sample size: the relu V4 
 import numpy as np
 import pytest
 
-from kernel_eft import montecarlo as mc
-from kernel_eft.pairs import four_index_to_pairs, pair_lookup, to_pairs
+from kernel_eft.simulate.estimates import summarize
+from kernel_eft.simulate.params import SimulationParams
+from kernel_eft.simulate.samplers import simulate
+from kernel_eft.core.pairs import four_index_to_pairs, pair_lookup, to_pairs
 from kernel_eft.theory import gonly
 
 KIN = np.array([[1.0, 0.6], [0.6, 1.0]])
@@ -21,10 +23,10 @@ WIDTH, DEPTH, TIME, SAMPLES = 128, 32, 4.0, 32_000
 
 @pytest.fixture(scope="module", params=["relu", "tanh"])
 def run(request):
-    params = mc.SimulationParams(activation=request.param, width=WIDTH, depth=DEPTH, time=TIME, sw2=1.0, sb2=0.0,
+    params = SimulationParams(activation=request.param, width=WIDTH, depth=DEPTH, time=TIME, sw2=1.0, sb2=0.0,
                                  kin=KIN, samples=SAMPLES, seed=20240, batches=24)
-    batches, _ = mc.simulate(params)
-    est = mc.summarize(params, batches)
+    batches, _ = simulate(params)
+    est = summarize(params, batches)
     theory = gonly.solve_gonly_discrete(request.param, KIN, 1.0, 0.0, TIME, DEPTH)
     return request.param, est, theory
 
@@ -71,10 +73,10 @@ def test_linear_activation_is_exact_against_monte_carlo():
     Every V4 entry (P = 3, all 17 layers, 36 x 36 pairs) agrees with Monte Carlo within 5 standard errors; the
     O(1/n) bias of V4 is below the statistical error at n = 128 and 8000 seeds (measured max |z| = 3.0)."""
     kin = np.array([[1.0, 0.3, -0.2], [0.3, 1.5, 0.5], [-0.2, 0.5, 0.8]])
-    params = mc.SimulationParams(activation="linear", width=128, depth=16, time=1.5, sw2=1.0, sb2=0.3, kin=kin,
+    params = SimulationParams(activation="linear", width=128, depth=16, time=1.5, sw2=1.0, sb2=0.3, kin=kin,
                                  samples=8000, seed=5, batches=16)
-    batches, _ = mc.simulate(params)
-    est = mc.summarize(params, batches)
+    batches, _ = simulate(params)
+    est = summarize(params, batches)
     theory = gonly.solve_gonly_discrete("linear", kin, 1.0, 0.3, 1.5, 16)
     assert np.all(np.abs(pairs4(est["V4"]) - theory.V4) < 5 * pairs4(est["V4_se"]))
     assert np.all(np.abs(to_pairs(est["K1"])) < 5 * to_pairs(est["K1_se"]))

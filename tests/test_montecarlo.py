@@ -3,16 +3,12 @@
 import numpy as np
 import pytest
 
-from kernel_eft.activations import F_matrix
-from kernel_eft.montecarlo import (
-    Moments,
-    SimulationParams,
-    batch_sizes,
-    recorded_layers,
-    simulate,
-    summarize,
-)
-from kernel_eft.pairs import pair_indices, pairs_to_four_index, wishart_v4
+from kernel_eft.core.expectations import F_matrix
+from kernel_eft.core.statistics import Moments
+from kernel_eft.simulate.estimates import summarize
+from kernel_eft.simulate.params import SimulationParams, batch_sizes, recorded_layers
+from kernel_eft.simulate.samplers import simulate
+from kernel_eft.core.pairs import pair_indices, pairs_to_four_index, wishart_v4
 from kernel_eft.validation import InputError
 
 KIN = np.array([[1.0, 0.6], [0.6, 1.3]])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kernel_eft.pairs import (
+from kernel_eft.core.pairs import (
     four_index_to_pairs,
     from_pairs,
     n_pairs,

@@ -87,7 +87,7 @@ def test_figures_render_everything_and_collate_grid(tmp_path):
 
 def test_sparse_grid_collates_by_outer_merge(tmp_path):
     """Two points that differ in sw2 and in their widths do not form a hypercube; every row still appears."""
-    from kernel_eft import plots
+    from kernel_eft.figures.summary import collate, summary_table
 
     diags = []
     for tag, sw2, widths in (("q1", 1.0, (64, 256)), ("q2", 1.5, (128, 512))):
@@ -95,7 +95,7 @@ def test_sparse_grid_collates_by_outer_merge(tmp_path):
         out = tmp_path / f"{tag}_diag.nc"
         assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
         diags.append(xr.load_dataset(out))
-    table = plots.summary_table(plots.collate(diags))
+    table = summary_table(collate(diags))
     assert sorted(zip(table["sw2"], table["width"])) == [(1.0, 64), (1.0, 256), (1.5, 128), (1.5, 512)]
     np.testing.assert_array_equal(table["tstar_V4"], 0.625)
 

@@ -119,7 +119,7 @@ def test_paths_are_readable_and_stable(tmp_path):
 def test_every_input_geometry_has_its_own_tag(tmp_path):
     """Inputs of equal rho (unit norms, other norms, a 3x3 K_in, a labelled K_in) get four tags,
     each spelling or hashing the whole K_in; the diagnose job passes the point's tag on."""
-    from kernel_eft.diagnostics import geometry_tag
+    from kernel_eft.diagnose.tags import geometry_tag
     from kernel_eft.validation import parse_kin
 
     kin3 = "1,0.3,0.3;0.3,1,0.3;0.3,0.3,1"

@@ -1,7 +1,9 @@
-"""Command line: kernel-eft simulate | theory | diagnose | figures.
+"""Command line: kernel-eft simulate | merge | theory | diagnose | figures | summary.
 
-Every subcommand validates its input before it opens an output file.  Bad input exits with
-code 2 and a message naming the argument; a numerical failure (overflow, NaN) exits with 3.
+This module only parses arguments and calls kernel_eft.api (which validates its input before it opens an
+output file).  Bad input exits with code 2 and one line naming the argument; a numerical failure (overflow,
+NaN) exits with 3 naming the variable, layer and t.  The activation and closure choices come from their
+registries (kernel_eft.core.activations, kernel_eft.theory).
 """
 
 from __future__ import annotations
@@ -18,19 +20,27 @@ if "numpy" not in sys.modules:
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
 
-from kernel_eft import __version__  # noqa: E402
 from kernel_eft.validation import InputError, check_float, check_int, parse_kin  # noqa: E402
+from kernel_eft.version import __version__  # noqa: E402
 
-EXIT_INPUT = 2  # also in kernel_eft.commands, which implements the subcommands
+EXIT_INPUT = 2  # bad input: one line naming the argument, nothing written
+EXIT_NUMERICS = 3  # a result overflowed float64: one line naming the variable, layer and t, nothing written
+
+# API keyword -> the flag that sets it (the API names fields by keyword; the CLI reports its own flags)
+_FLAG_OF = {"theories": "--theory", "inputs": "inputs", "summary": "summary"}
 
 
-def _command(name: str):
-    """Resolve a subcommand's implementation in kernel_eft.commands only when it runs (fast --help)."""
+def _command(name: str, fields: tuple):
+    """The subcommand `name` of this module; InputErrors that name one of its API keywords `fields` are
+    reported with the flag instead."""
 
     def run(args) -> int:
-        from kernel_eft import commands
-
-        return getattr(commands, name)(args)
+        try:
+            return globals()[name](args)
+        except InputError as exc:
+            if exc.field in fields:
+                raise InputError(_FLAG_OF.get(exc.field, "--" + exc.field.replace("_", "-")), exc.message) from None
+            raise
 
     return run
 
@@ -49,17 +59,22 @@ def _argtype(check, field, **kw):
 
 
 def _activation_type(text):
-    from kernel_eft.activations import activation_names
+    from kernel_eft.core.activations import activation_names
 
     if text not in activation_names():
         raise argparse.ArgumentTypeError(f"unknown activation {text!r}; choose one of {', '.join(activation_names())}")
     return text
 
 
+def _activation_help() -> str:
+    from kernel_eft.core.activations import activation_names
+
+    return "phi: " + ", ".join(activation_names())
+
+
 def add_network_arguments(p: argparse.ArgumentParser, *, depth_required: bool) -> None:
     """Arguments that define a grid point, shared by simulate and theory."""
-    p.add_argument("--activation", required=True, type=_activation_type,
-                   help="phi: relu, erf, tanh, gelu, silu or linear")
+    p.add_argument("--activation", required=True, type=_activation_type, help=_activation_help())
     p.add_argument("--depth", required=depth_required, default=None, type=_argtype(check_int, "--depth", minimum=1),
                    help="number of residual blocks L (dt = T/L)")
     p.add_argument("--time", required=True, type=_argtype(check_float, "--time", positive=True),
@@ -75,6 +90,8 @@ def add_network_arguments(p: argparse.ArgumentParser, *, depth_required: bool) -
 # ---------------------------------------------------------------------------------------------
 # simulate (Monte Carlo)
 # ---------------------------------------------------------------------------------------------
+
+SIMULATE_FIELDS = ("activation", "width", "depth", "time", "sw2", "sb2", "kin", "samples", "seed", "sampler", "record_every", "batches", "expect_ranks", "out")
 
 
 def add_simulate_parser(sub) -> None:
@@ -108,7 +125,7 @@ def add_simulate_parser(sub) -> None:
                    help="fail unless the MPI communicator has exactly this many ranks (guards srun without PMI)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--out", required=True, help="output netCDF path (written atomically by rank 0)")
-    p.set_defaults(func=_command("simulate_command"))
+    p.set_defaults(func=_command("simulate_command", SIMULATE_FIELDS))
 
 
 def add_merge_parser(sub) -> None:
@@ -120,7 +137,7 @@ def add_merge_parser(sub) -> None:
     )
     p.add_argument("inputs", nargs="+", help="Monte Carlo netCDF files from kernel-eft simulate")
     p.add_argument("--out", required=True, help="merged netCDF path")
-    p.set_defaults(func=_command("merge_command"))
+    p.set_defaults(func=_command("merge_command", ("inputs", "out")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,10 +145,12 @@ def add_merge_parser(sub) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-THEORY_CLOSURES = ("gonly", "exact")
+THEORY_FIELDS = ("activation", "kin", "time", "sw2", "sb2", "closure", "depth", "points", "rtol", "atol", "solver",
+                 "out")
 
 
 def add_theory_parser(sub) -> None:
+    from kernel_eft.theory import CLOSURES
     from kernel_eft.theory.gonly import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SOLVER_METHODS
 
     p = sub.add_parser(
@@ -148,19 +167,20 @@ def add_theory_parser(sub) -> None:
         ),
     )
     add_network_arguments(p, depth_required=False)
-    p.add_argument("--closure", default="gonly", choices=THEORY_CLOSURES,
-                   help="gonly: the paper's G-only closure (default); exact: the O(1/n) theory (kernel_eft.theory.exact)")
+    p.add_argument("--closure", default="gonly", choices=list(CLOSURES),
+                   help="; ".join(f"{name}: {closure.description}" for name, closure in CLOSURES.items())
+                   + " (default gonly)")
     p.add_argument("--points", default=None, type=_argtype(check_int, "--points", minimum=2),
-                   help="continuous solver: number of uniform output times from 0 to T inclusive "
-                        "(default 201; 101 for --closure exact)")
-    p.add_argument("--rtol", default=DEFAULT_RTOL, type=_argtype(check_float, "--rtol", positive=True),
-                   help=f"continuous solver relative tolerance (default {DEFAULT_RTOL:g}; >= 8 correct digits)")
-    p.add_argument("--atol", default=DEFAULT_ATOL, type=_argtype(check_float, "--atol", positive=True),
-                   help=f"continuous solver absolute tolerance (default {DEFAULT_ATOL:g})")
-    p.add_argument("--solver", default=DEFAULT_METHOD, choices=SOLVER_METHODS,
-                   help=f"solve_ivp method for the continuous solver (default {DEFAULT_METHOD})")
+                   help="continuous solver: number of uniform output times from 0 to T inclusive (default: "
+                        + ", ".join(f"{c.default_points} for {name}" for name, c in CLOSURES.items()) + ")")
+    p.add_argument("--rtol", default=None, type=_argtype(check_float, "--rtol", positive=True),
+                   help=f"gonly continuous solver relative tolerance (default {DEFAULT_RTOL:g}; >= 8 correct digits)")
+    p.add_argument("--atol", default=None, type=_argtype(check_float, "--atol", positive=True),
+                   help=f"gonly continuous solver absolute tolerance (default {DEFAULT_ATOL:g})")
+    p.add_argument("--solver", default=None, choices=SOLVER_METHODS,
+                   help=f"solve_ivp method of the gonly continuous solver (default {DEFAULT_METHOD})")
     p.add_argument("--out", required=True, help="output netCDF path (written atomically)")
-    p.set_defaults(func=_command("theory_command"))
+    p.set_defaults(func=_command("theory_command", THEORY_FIELDS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +215,7 @@ def add_diagnose_parser(sub) -> None:
                    help="name of the grid point in figure names and the summary table (the workflow passes the "
                         "point's file-name tag; default: derived from activation, L, T, sw2, sb2 and K_in)")
     p.add_argument("--out", required=True, help="output diagnostics netCDF (written atomically)")
-    p.set_defaults(func=_command("diagnose_command"))
+    p.set_defaults(func=_command("diagnose_command", ("mc", "theories", "threshold", "nsigma", "tag", "out")))
 
 
 def _tag_type(text):
@@ -223,7 +243,7 @@ def add_figures_parser(sub) -> None:
                                                    "name in it are replaced)")
     p.add_argument("--summary-dir", default=None,
                    help="directory of summary.csv, summary.nc and summary.html (default: --outdir)")
-    p.set_defaults(func=_command("figures_command"))
+    p.set_defaults(func=_command("figures_command", ("diagnostics", "outdir", "summary_dir")))
 
 
 def add_summary_parser(sub) -> None:
@@ -234,7 +254,7 @@ def add_summary_parser(sub) -> None:
                     "kernel-eft figures.",
     )
     p.add_argument("summary", metavar="SUMMARY.csv", help="summary.csv written by kernel-eft figures")
-    p.set_defaults(func=_command("summary_command"))
+    p.set_defaults(func=_command("summary_command", ("summary",)))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -287,6 +307,72 @@ def _end_mpi_cleanly() -> None:
         mpi.Finalize()
 
 
+# ---------------------------------------------------------------------------------------------
+# The subcommands: arguments -> kernel_eft.api
+# ---------------------------------------------------------------------------------------------
+
+
+def simulate_command(args) -> int:
+    from kernel_eft import api
+    from kernel_eft.progress import logger
+    from kernel_eft.simulate.parallel import get_comm
+
+    api.simulate(activation=args.activation, width=args.width, depth=args.depth, time=args.time, sw2=args.sw2,
+                 sb2=args.sb2, kin=args.kin, samples=args.samples, seed=args.seed, sampler=args.sampler,
+                 record_every=args.record_every, batches=args.batches, keep_samples=args.keep_samples,
+                 comm=get_comm(), expect_ranks=args.expect_ranks, out=args.out, progress=not args.no_progress,
+                 log=logger("simulate"))
+    return 0
+
+
+def merge_command(args) -> int:
+    from kernel_eft import api
+    from kernel_eft.progress import logger
+
+    api.merge(args.inputs, out=args.out, log=logger("merge"))
+    return 0
+
+
+def theory_command(args) -> int:
+    from kernel_eft import api
+    from kernel_eft.progress import logger
+
+    options = {name: getattr(args, name) for name in ("rtol", "atol", "solver") if getattr(args, name) is not None}
+    api.theory(activation=args.activation, kin=args.kin, time=args.time, sw2=args.sw2, sb2=args.sb2,
+               closure=args.closure, depth=args.depth, points=args.points, out=args.out, progress=True,
+               log=logger("theory"), **options)
+    return 0
+
+
+def diagnose_command(args) -> int:
+    from kernel_eft import api
+    from kernel_eft.progress import logger
+
+    ds = api.diagnose(args.mc, args.theory, threshold=args.threshold, nsigma=args.nsigma, tag=args.tag,
+                      out=args.out, log=logger("diagnose"))
+    tstar = ds["tstar_V4"]
+    for th in ds["theory"].values:
+        print(f"t*(V4) vs {th}: " + ", ".join(f"n={int(w)}: {float(tstar.sel(theory=th, width=w)):.3g}"
+                                              for w in ds["width"].values))
+    return 0
+
+
+def figures_command(args) -> int:
+    from kernel_eft import api
+    from kernel_eft.progress import logger
+
+    api.figures(args.diagnostics, args.outdir, summary_dir=args.summary_dir, print_summary=True,
+                log=logger("figures"))
+    return 0
+
+
+def summary_command(args) -> int:
+    from kernel_eft import api
+
+    print(api.summary(args.summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -297,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kernel-eft {args.command}: error: {exc}", file=sys.stderr, flush=True)
         _end_mpi_cleanly()
         raise SystemExit(EXIT_INPUT) from None
+    except ArithmeticError as exc:  # overflow: FloatingPointError, SimulationOverflow, NonFiniteError
+        if _mpi_rank() == 0:
+            print(f"kernel-eft {args.command}: error: {exc}; no file written", file=sys.stderr, flush=True)
+        code = EXIT_NUMERICS
     if code:
         _end_mpi_cleanly()
     return code

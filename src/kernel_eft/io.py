@@ -1,4 +1,5 @@
-"""netCDF schema, provenance and atomic writing.  Files are written by rank 0 only."""
+"""netCDF at the edge: provenance attributes, atomic writing, checked reading.  Files are written by MPI rank 0
+only.  What a file holds is kernel_eft.schema; this module only moves Datasets to and from disk."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import tempfile
 import numpy as np
 import xarray as xr
 
-from kernel_eft import __version__, git_commit
-from kernel_eft.pairs import n_pairs, pair_indices, pairs_to_four_index
 from kernel_eft.validation import InputError, format_kin
+from kernel_eft.version import __version__, git_commit
 
 CONVENTIONS = "CF-1.10"
 REFERENCES = (
@@ -73,6 +73,13 @@ def check_writable(path: str | os.PathLike, field: str, *, directory: bool = Fal
         raise InputError(field, f"cannot write to {target}: {exc.strerror or exc}") from None
 
 
+def refuse_overwriting_inputs(out, inputs, field: str) -> None:
+    """An output path that names one of the inputs would replace that input."""
+    for path in inputs:
+        if os.path.exists(path) and os.path.realpath(path) == os.path.realpath(out):
+            raise InputError(field, f"{out} is also an input; write the result to a new file")
+
+
 def write_failure(exc: BaseException, path: str, field: str, needed_bytes: int) -> InputError:
     """The one-line error for a failed write.  HDF5 reports a full disk only as 'NetCDF: HDF error', so
     a full disk is recognised by errno where there is one and otherwise by the free space left at the
@@ -91,8 +98,9 @@ def write_failure(exc: BaseException, path: str, field: str, needed_bytes: int) 
 
 
 def write_netcdf(ds: xr.Dataset, path: str, compress: bool = True) -> None:
-    """The plain write (NETCDF4, zlib level 4 on numeric variables); callers make it atomic."""
-    encoding = {}
+    """The plain write (NETCDF4, zlib level 4 on numeric variables); callers make it atomic.  Coordinates get
+    no _FillValue (CF: a coordinate has no missing values)."""
+    encoding = {name: {"_FillValue": None} for name, var in ds.coords.items() if var.dtype.kind in "fiu"}
     if compress:
         for name, var in ds.data_vars.items():
             if var.dtype.kind in "fiu":
@@ -150,103 +158,3 @@ def read_dataset(path: str | os.PathLike, field: str = "input") -> xr.Dataset:
     except Exception as exc:  # netCDF4/HDF5 raise RuntimeError, OSError, ValueError, KeyError, ...
         reason = " ".join(str(getattr(exc, "strerror", None) or exc).split()) or type(exc).__name__
         raise InputError(field, f"cannot read {path}: {reason} (corrupt, truncated or not netCDF)") from None
-
-
-def index_coords(P: int) -> dict:
-    coords = {name: (name, np.arange(P), {"long_name": f"input index {name}", "units": "1"}) for name in "abcd"}
-    return coords
-
-
-def time_coords(times: np.ndarray, layers: np.ndarray | None) -> dict:
-    coords = {"t": ("t", np.asarray(times, float), {"long_name": "depth time t = layer * T / L",
-                                                      "units": "1", "standard_name": "depth_time"})}
-    if layers is not None:
-        coords["layer"] = ("t", np.asarray(layers, np.int64), {"long_name": "residual block index l",
-                                                                 "units": "1"})
-    return coords
-
-
-_KERNEL = ("t", "a", "b")
-_COV = ("t", "a", "b", "c", "d")
-
-MC_VARIABLES = {
-    # name: (dims, long_name)
-    "G_mean": (_KERNEL, "Monte Carlo mean of the empirical kernel G = h h^T / n"),
-    "S_mean": (_KERNEL, "Monte Carlo mean of the sigma-kernel S = phi(h) phi(h)^T / n"),
-    "K0_discrete": (_KERNEL, "infinite-width discrete-layer mean kernel K0 <- K0 + dt f(K0)"),
-    "K1": (_KERNEL, "1/n mean correction n (mean G - K0_discrete)"),
-    "K1_source": (_KERNEL, "exact K1 source n sw2 (mean S - F(mean G))"),
-    "V4": (_COV, "kernel covariance n Cov(G_ab, G_cd)"),
-    "cov_GS": (_COV, "cross covariance n Cov(G_ab, S_cd)"),
-    "cov_SS": (_COV, "sigma-kernel covariance n Cov(S_ab, S_cd)"),
-}
-
-
-def mc_dataset(params, summary: dict, batches, samples=None, extra_attrs: dict | None = None) -> xr.Dataset:
-    """The Monte Carlo file: summary estimates with standard errors plus batch-resolved raw moments."""
-    P = params.P
-    p = n_pairs(P)
-    pa, pb = pair_indices(P)
-    coords = {**time_coords(params.times, params.layers), **index_coords(P)}
-    coords["pair"] = ("pair", np.arange(p), {"long_name": "pair index m of (a <= b), row-major", "units": "1"})
-    coords["pair2"] = ("pair2", np.arange(p), {"long_name": "second pair index", "units": "1"})
-    coords["pair_a"] = ("pair", pa, {"long_name": "first input index of pair", "units": "1"})
-    coords["pair_b"] = ("pair", pb, {"long_name": "second input index of pair", "units": "1"})
-    coords["batch"] = ("batch", np.arange(len(batches)), {"long_name": "seed batch index", "units": "1"})
-    data = {}
-    for name, (dims, long_name) in MC_VARIABLES.items():
-        for suffix in ("", "_se"):
-            key = name + suffix
-            if key not in summary:
-                continue
-            values = summary[key]
-            if dims == _COV:
-                values = pairs_to_four_index(values, P)
-            desc = long_name if not suffix else f"standard error (delete-one-batch jackknife) of: {long_name}"
-            data[key] = (dims, values, {"long_name": desc, "units": "1"})
-    raw = "batch-resolved raw moment (pair coordinates) for merging and re-analysis: "
-    data["batch_count"] = ("batch", batches.counts, {"long_name": "seeds in batch", "units": "1"})
-    data["batch_mean_G"] = (("batch", "t", "pair"), batches.mean_G, {"long_name": raw + "mean of G", "units": "1"})
-    data["batch_mean_S"] = (("batch", "t", "pair"), batches.mean_S, {"long_name": raw + "mean of S", "units": "1"})
-    for xy in ("GG", "GS", "SS"):
-        data[f"batch_m2_{xy}"] = (
-            ("batch", "t", "pair", "pair2"),
-            getattr(batches, f"m2_{xy}"),
-            {"long_name": raw + f"centred co-moment sum of {xy[0]} and {xy[1]}", "units": "1"},
-        )
-    if samples is not None:
-        G, S = samples
-        coords["sample"] = ("sample", np.arange(G.shape[0]), {"long_name": "seed index (batch order)", "units": "1"})
-        data["sample_G"] = (("sample",) + _KERNEL, G, {"long_name": "per-seed empirical kernel G", "units": "1"})
-        data["sample_S"] = (("sample",) + _KERNEL, S, {"long_name": "per-seed sigma-kernel S", "units": "1"})
-    attrs = provenance_attrs(
-        f"Monte Carlo kernels of a finite-width pre-activation ResNet ({params.activation}, n={params.width}, "
-        f"L={params.depth}, T={params.time:g})",
-        {
-            "activation": params.activation, "width": params.width, "depth": params.depth, "time": params.time,
-            "sw2": params.sw2, "sb2": params.sb2, "kin": params.kin, "P": P, "samples": params.samples,
-            "seed": params.seed, "seed_entropy": str(np.random.SeedSequence(params.seed).entropy),
-            "rng": "numpy PCG64; stream of batch b = SeedSequence(seed, spawn_key=(b,))",
-            "sampler": params.sampler, "record_every": params.record_every, "batches": params.batches,
-            "error_method": "delete-one-batch jackknife over seed batches",
-            **(extra_attrs or {}),
-        },
-    )
-    return xr.Dataset(data, coords=coords, attrs=attrs)
-
-
-MC_MATCHING_ATTRS = ("activation", "width", "depth", "time", "sw2", "sb2", "kin", "sampler", "record_every")
-
-
-def mc_params_from_dataset(ds: xr.Dataset, **overrides):
-    """SimulationParams of a Monte Carlo file (for re-analysis and merging)."""
-    from kernel_eft.montecarlo import SimulationParams
-    from kernel_eft.validation import parse_kin
-
-    a = ds.attrs
-    kw = dict(activation=str(a["activation"]), width=int(a["width"]), depth=int(a["depth"]), time=float(a["time"]),
-              sw2=float(a["sw2"]), sb2=float(a["sb2"]), kin=parse_kin(str(a["kin"]), "kin"),
-              samples=int(a["samples"]), seed=int(str(a["seed"]).split(",")[0]), sampler=str(a["sampler"]),
-              record_every=int(a["record_every"]), batches=int(a["batches"]))
-    kw.update(overrides)
-    return SimulationParams(**kw)

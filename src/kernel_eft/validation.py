@@ -18,6 +18,31 @@ class InputError(ValueError):
         self.message = message
 
 
+class NonFiniteError(FloatingPointError):
+    """A result overflowed float64 (nothing is written); the message names the variable, layer, t and entry."""
+
+
+def non_finite_message(arrays: dict, times=None, layers=None) -> str | None:
+    """The first inf or NaN among float arrays whose leading axis is along `times`: the variable, the layer
+    and t, and the entry; None if every value is finite."""
+    for name, values in arrays.items():
+        values = np.asarray(values)
+        if values.dtype.kind != "f":
+            continue
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            continue
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        where, entry = "", index
+        if times is not None and values.ndim >= 1 and values.shape[0] == len(times):
+            k, entry = index[0], index[1:]
+            where = (f" at layer {int(layers[k])}" if layers is not None else "") + f" (t = {float(times[k]):.6g})"
+        entry_text = f", entry {list(entry)}" if entry else ""
+        return (f"non-finite {name}{where}{entry_text} = {values[index]}: the kernel overflowed float64 "
+                "(reduce sw2*T or the input norm)")
+    return None
+
+
 def parse_kin(text: str, field: str = "--kin") -> np.ndarray:
     """Parse "1,0.6;0.6,1" (rows by ';', entries by ',') or "1.5" (1x1) into a checked K_in."""
     if not isinstance(text, str) or not text.strip():

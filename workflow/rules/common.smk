@@ -13,11 +13,53 @@ import itertools
 import os
 import re
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+
+def import_package():
+    """The kernel_eft package, for its registries and checks: the rules run the package installed in their
+    environment (make venv, or envs/kernel-eft.yaml); snakemake's own environment may lack it, and then the
+    package of this checkout is used to check the config. None if numpy is missing there too (the jobs
+    then check their input themselves)."""
+    try:
+        import kernel_eft  # noqa: F401
+    except ImportError:
+        sys.path.append(str(Path(workflow.basedir) / "src"))
+    try:
+        import kernel_eft.api
+
+        return kernel_eft
+    except ImportError:
+        return None
+
+
+KERNEL_EFT = import_package()
+
+
+def schema_with_registries():
+    """The config schema with the activation and closure lists of the package's registries (one place
+    to add either: kernel_eft.core.activations, kernel_eft.theory), written to a temporary file.
+    """
+    schema = yaml.safe_load(
+        Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml").read_text()
+    )
+    if KERNEL_EFT is not None:
+        grid, theory = schema["properties"]["grid"], schema["properties"]["theory"]
+        grid["properties"]["activation"]["items"][
+            "enum"
+        ] = KERNEL_EFT.activation_names()
+        theory["properties"]["closures"]["items"]["enum"] = KERNEL_EFT.closure_names()
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".schema.yaml", delete=False
+    ) as handle:
+        yaml.safe_dump(schema, handle)
+    return handle.name
 
 
 def config_error(field, message):
@@ -29,8 +71,9 @@ def validate_config(config):
     from jsonschema import ValidationError
     from jsonschema.exceptions import best_match
 
+    schema = schema_with_registries()
     try:
-        validate(config, schema="../schemas/config.schema.yaml")
+        validate(config, schema=schema)
     except WorkflowError as exc:
         error = exc.__context__  # validate raises WorkflowError inside its except block
         if not isinstance(error, ValidationError):
@@ -42,6 +85,8 @@ def validate_config(config):
             for part in error.absolute_path
         ).lstrip(".")
         raise config_error(field or "(top level)", error.message) from None
+    finally:
+        os.unlink(schema)
     # What a JSON schema cannot say: relations between fields. Checked here, not in a job.
     mc, grid = config["monte_carlo"], config["grid"]
     if mc["samples"] < mc["batches"]:
@@ -123,12 +168,9 @@ def refuse_workstation_rank_cap():
         )
 
 
-# Rules run the kernel_eft package of this checkout, installed or not (the conda
-# environment in envs/ provides only its dependencies).
-shell.prefix(
-    f"set -euo pipefail; export PYTHONPATH='{Path(workflow.basedir) / 'src'}'"
-    "${{PYTHONPATH:+:$PYTHONPATH}}; "
-)
+# Rules run the kernel_eft package installed in their environment: the Makefile's .venv (pip
+# install -e .) or the conda environment of envs/kernel-eft.yaml (which installs this checkout).
+shell.prefix("set -euo pipefail; ")
 
 
 def mpi_ranks(wildcards, threads, resources):
@@ -143,8 +185,8 @@ def mpi_ranks(wildcards, threads, resources):
 
 def fmt(value):
     """A number in a file name: the shortest spelling that reads back as the same float (4.0 ->
-    4, 0.6 -> 0.6, 1e-05), so distinct values never share a name (as kernel_eft.diagnostics).
-    """
+    4, 0.6 -> 0.6, 1e-05), so distinct values never share a name (kernel_eft.diagnose.tags
+    spells the points' tags the same way)."""
     text = repr(float(value))
     return text[:-2] if text.endswith(".0") else text
 
@@ -162,7 +204,7 @@ def kin_of(entry):
 
 
 def kin_hash(kin):
-    """Eight hex digits of the whole K_in (kernel_eft.diagnostics.geometry_tag hashes the same string)."""
+    """Eight hex digits of the whole K_in (kernel_eft.diagnose.tags.geometry_tag hashes the same string)."""
     return f"{zlib.crc32(kin.encode()):08x}"
 
 
@@ -184,13 +226,10 @@ def geometry_tag(entry, kin):
 
 def check_geometry(index, kin):
     """Reject a bad input kernel now, not in a job: the package's own --kin check."""
-    try:
-        sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-        from kernel_eft.validation import InputError, parse_kin
-    except ImportError:  # snakemake without numpy: the CLI checks --kin in the job
+    if KERNEL_EFT is None:  # snakemake without numpy: the CLI checks --kin in the job
         return
-    finally:
-        sys.path.pop(0)
+    from kernel_eft.validation import InputError, parse_kin
+
     try:
         parse_kin(kin, f"grid.inputs[{index}]")
     except InputError as exc:
@@ -240,15 +279,43 @@ wildcard_constraints:
     study=re.escape(STUDY),
 
 
-# A grid point's tag, and the file names of the study (the rules spell the same templates out;
-# the study is a wildcard that matches this study only).
+# A grid point's tag, and every path of the study, defined once: the rules take their outputs,
+# logs and benchmarks from these templates (the study is a wildcard that matches this study only).
 POINT_TAG = "{activation}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}"
-MC_FILE = "results/{study}/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
-THEORY_DISCRETE_FILE = "results/{study}/theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
-THEORY_CONTINUOUS_FILE = "results/{study}/theory/{activation}/{closure}_continuous_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
-DIAG_FILE = "results/{study}/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc"
-FIGURES_DIR = f"results/{STUDY}/figures"
-SUMMARY_FILES = [f"results/{STUDY}/summary.{ext}" for ext in ("csv", "nc", "html")]
+MC_NAME = "mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}"
+THEORY_DISCRETE_NAME = (
+    "theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}"
+)
+THEORY_CONTINUOUS_NAME = (
+    "theory/{activation}/{closure}_continuous_T{time}_sw{sw2}_sb{sb2}_{geom}"
+)
+DIAG_NAME = "diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}"
+
+
+def result(name):
+    return f"results/{{study}}/{name}.nc"
+
+
+def log_of(name):
+    return f"logs/{{study}}/{name}.log"
+
+
+def benchmark_of(name):
+    return f"results/{{study}}/benchmarks/{name}.tsv"
+
+
+MC_FILE = result(MC_NAME)
+THEORY_DISCRETE_FILE = result(THEORY_DISCRETE_NAME)
+THEORY_CONTINUOUS_FILE = result(THEORY_CONTINUOUS_NAME)
+DIAG_FILE = result(DIAG_NAME)
+FIGURES_DIR_TEMPLATE = "results/{study}/figures"
+SUMMARY_TEMPLATE = "results/{study}/summary.{ext}"
+FIGURES_LOG = "logs/{study}/figures.log"
+FIGURES_BENCHMARK = "results/{study}/benchmarks/figures.tsv"
+FIGURES_DIR = FIGURES_DIR_TEMPLATE.format(study=STUDY)
+SUMMARY_FILES = [
+    SUMMARY_TEMPLATE.format(study=STUDY, ext=ext) for ext in ("csv", "nc", "html")
+]
 # A Monte Carlo job's seed hashes this study-independent name: one point has one seed in every
 # study, and the seeds of the default study did not move when results went into study folders.
 SEED_NAME = (
@@ -337,6 +404,12 @@ def theory_files_of_point(wildcards):
     return discrete + continuous
 
 
+def continuous_points(wildcards):
+    """Output times of a continuous-depth theory: theory.exact_points for the exact closure (4k + 1:
+    it is Richardson-extrapolated), theory.points for the others."""
+    return THEORY["exact_points" if wildcards.closure == "exact" else "points"]
+
+
 def point_seed(wildcards):
     """Seed of one Monte Carlo job: the base seed and a hash of the job's study-independent
     name. Distinct points and widths get independent streams (1/n fits across widths assume
@@ -361,7 +434,7 @@ def print_summary():
         return
     print(f"\nStudy {STUDY!r}, {summary}:", flush=True)
     try:
-        shell(f"python -m kernel_eft summary {summary}")
+        print(KERNEL_EFT.summary(summary), flush=True)
     except Exception:  # the table is a courtesy; the run itself succeeded
         print(f"(could not print the table; see {summary})")
     study_files = workflow.overwrite_configfiles

@@ -6,11 +6,11 @@ rule diagnose:
         mc=mc_files_of_point,
         theory=theory_files_of_point,
     output:
-        "results/{study}/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc",
+        DIAG_FILE,
     log:
-        "logs/{study}/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
+        log_of(DIAG_NAME),
     benchmark:
-        "results/{study}/benchmarks/diagnostics/{activation}/L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
+        benchmark_of(DIAG_NAME)
     conda:
         CONDA_ENV
     threads: 1

@@ -8,24 +8,24 @@ rule figures:
         all_diagnostics,
     output:
         figures=report(
-            directory("results/{study}/figures"),
+            directory(FIGURES_DIR_TEMPLATE),
             patterns=["{name}.png"],
             labels={"figure": "{name}"},
             caption="../report/figures.rst",
             category="Figures",
         ),
         table=report(
-            "results/{study}/summary.html",
+            SUMMARY_TEMPLATE.replace("{ext}", "html"),
             labels={"table": "summary"},
             caption="../report/summary.rst",
             category="Summary",
         ),
-        csv="results/{study}/summary.csv",
-        netcdf="results/{study}/summary.nc",
+        csv=SUMMARY_TEMPLATE.replace("{ext}", "csv"),
+        netcdf=SUMMARY_TEMPLATE.replace("{ext}", "nc"),
     log:
-        "logs/{study}/figures.log",
+        FIGURES_LOG,
     benchmark:
-        "results/{study}/benchmarks/figures.tsv"
+        FIGURES_BENCHMARK
     conda:
         CONDA_ENV
     threads: 1

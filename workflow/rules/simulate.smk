@@ -5,11 +5,11 @@
 
 rule simulate:
     output:
-        "results/{study}/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc",
+        MC_FILE,
     log:
-        "logs/{study}/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
+        log_of(MC_NAME),
     benchmark:
-        "results/{study}/benchmarks/mc/{activation}/w{width}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
+        benchmark_of(MC_NAME)
     conda:
         CONDA_ENV
     # Ranks are cores: Snakemake caps threads at --cores, and mpiexec starts that many ranks.

@@ -5,11 +5,11 @@
 
 rule theory_discrete:
     output:
-        "results/{study}/theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.nc",
+        THEORY_DISCRETE_FILE,
     log:
-        "logs/{study}/theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
+        log_of(THEORY_DISCRETE_NAME),
     benchmark:
-        "results/{study}/benchmarks/theory/{activation}/{closure}_L{depth}_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
+        benchmark_of(THEORY_DISCRETE_NAME)
     wildcard_constraints:
         closure="|".join(DISCRETE_CLOSURES),
     priority: 1
@@ -27,20 +27,18 @@ rule theory_discrete:
 
 rule theory_continuous:
     output:
-        "results/{study}/theory/{activation}/{closure}_continuous_T{time}_sw{sw2}_sb{sb2}_{geom}.nc",
+        THEORY_CONTINUOUS_FILE,
     log:
-        "logs/{study}/theory/{activation}/{closure}_continuous_T{time}_sw{sw2}_sb{sb2}_{geom}.log",
+        log_of(THEORY_CONTINUOUS_NAME),
     benchmark:
-        "results/{study}/benchmarks/theory/{activation}/{closure}_continuous_T{time}_sw{sw2}_sb{sb2}_{geom}.tsv"
+        benchmark_of(THEORY_CONTINUOUS_NAME)
     priority: 2
     conda:
         CONDA_ENV
     threads: 1
     params:
         network=network_args,
-        points=lambda wildcards: THEORY[
-            "exact_points" if wildcards.closure == "exact" else "points"
-        ],
+        points=continuous_points,
     shell:
         "export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         "rm -f {output}.*.tmp; "

@@ -3,7 +3,8 @@
 Derivation: docs/exact_theory.md.  The empirical measure of the n neurons is expanded to O(1/n) around
 the *free process*, a Gaussian process z in R^P with Cov(z(q), z(t)) = K0[min(q, t)] that diffuses in the
 mean field Om0 = f(K0).  Everything reduces to two-time covariances of that process
-(`kernel_eft.theory.two_time`) and to Price derivatives DF, D2F of F on the mean path.
+(`kernel_eft.theory.two_time`) and to Price derivatives DF, D2F of F on the mean path
+(`kernel_eft.core.expectations`).
 
 Two forms, one set of kernels:
 - `exact_theory_discrete(..., depth=L)`: the layer recursion itself.  Every block is exactly Gaussian given
@@ -14,7 +15,8 @@ Two forms, one set of kernels:
 - `exact_theory(..., steps)`: the continuous-depth limit (ODEs for K0 and the propagator, trapezoid
   Volterra sums on a uniform grid), the L -> infinity limit of the discrete form at O(1/L).
 
-All arrays are float64, matrices in pair coordinates (kernel_eft.pairs) internally.
+All arrays are float64, matrices in pair coordinates (kernel_eft.core.pairs) internally.  `Exact.solve` (the
+closure) returns the theory Dataset.
 """
 
 from __future__ import annotations
@@ -23,21 +25,19 @@ import time as _time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
-from kernel_eft.activations import f_matrix, get_activation, kernel_derivatives
-from kernel_eft.gaussian_moments import UnsupportedActivation, moments_for
-from kernel_eft.pairs import four_index_to_pairs, from_pairs, n_pairs, pair_indices, pair_lookup, \
-    pairs_to_four_index, to_pairs, wishart_v4
-from kernel_eft.theory.two_time import Quadrature, TwoTimeKernels, two_time_kernels
+from kernel_eft.core.activations import get_activation, moments_for
+from kernel_eft.core.expectations import f_matrix, kernel_derivatives
+from kernel_eft.core.meanfield import mean_kernel_discrete
+from kernel_eft.core.moments import UnsupportedActivation
+from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_lookup, pair_multiplicity,
+                                   pairs_to_four_index, to_pairs, wishart_v4)
+from kernel_eft.core.quadrature import BlockRule
+from kernel_eft.theory.closure import Closure
+from kernel_eft.theory.two_time import TwoTimeKernels, two_time_kernels
+from kernel_eft.validation import InputError
 
 Array = np.ndarray
-
-
-def pair_multiplicity(P: int) -> Array:
-    """Number of ordered index pairs (c, d) in pair m: 1 on the diagonal, 2 off it."""
-    a, b = pair_indices(P)
-    return np.where(a == b, 1.0, 2.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,6 +76,8 @@ def _derivatives_on(act, K0: Array, dt: float | None = None) -> tuple[Array, Arr
 
 def mean_path(act, kin: Array, sw2: float, sb2: float, times: Array) -> MeanPath:
     """Continuum: solve dK0/dt = f(K0) and dU/dt = sw2 DF(K0) U to rtol 1e-12 and sample them on `times`."""
+    from scipy.integrate import solve_ivp  # lazily: the CLI imports the closure registry to build its parser
+
     kin = np.asarray(kin, float)
     P = kin.shape[0]
     p = n_pairs(P)
@@ -103,16 +105,7 @@ def mean_path(act, kin: Array, sw2: float, sb2: float, times: Array) -> MeanPath
 def mean_path_discrete(act, kin: Array, sw2: float, sb2: float, time: float, depth: int) -> MeanPath:
     """Layer grid: K0^{l+1} = K0^l + dt f(K0^l), l = 0..L-1, and DF, D2F at every layer."""
     dt = time / depth
-    K = np.array(kin, dtype=np.float64)
-    K0 = np.empty((depth + 1,) + K.shape)
-    K0[0] = K
-    for layer in range(depth):
-        with np.errstate(over="ignore", invalid="ignore"):  # checked and reported with its layer below
-            K = K + dt * f_matrix(act, K, sw2, sb2)
-        if not np.all(np.isfinite(K)):
-            raise FloatingPointError(f"non-finite mean kernel K0 at layer {layer + 1} (t = {(layer + 1) * dt:.6g}); "
-                                     "the kernel overflowed float64: reduce sw2*T or the input norm")
-        K0[layer + 1] = K
+    K0 = mean_kernel_discrete(act, kin, sw2, sb2, time, depth, check_finite=True)
     DF, D2F = _derivatives_on(act, K0, dt)
     layers = np.arange(depth + 1)
     return MeanPath(layers * dt, K0, DF, D2F, layers=layers)
@@ -305,17 +298,23 @@ def check_exact_inputs(activation, kin) -> None:
     if any(c != 0.0 for c, _ in act.kinks):
         raise UnsupportedActivation(f"activation {act.name!r} has a kink away from 0; the exact theory's "
                                     "quadratures split at 0 only")
+    if act.moments is None and act.kinks:
+        raise UnsupportedActivation(f"activation {act.name!r} has kinks but no closed-form moments; the exact "
+                                    "theory integrates kinked activations only through closed forms (relu)")
+    if act.moments is None and (act.dphi is None or act.d2phi is None):
+        raise UnsupportedActivation(f"activation {act.name!r} needs phi' and phi'' (dphi=, d2phi=) for the "
+                                    "exact theory")
     kin = np.asarray(kin, float)
     if np.linalg.eigvalsh(kin)[0] <= 1e-10 * np.max(np.abs(kin)):
         raise ValueError("the exact theory conditions on pairs of inputs and needs a positive definite K_in "
                          "(collinear inputs: drop the duplicate input)")
 
 
-def moments_for_path(act, K0: Array, quad: Quadrature):
+def moments_for_path(act, K0: Array, rule: BlockRule):
     """The moment provider, with tables (smooth activations) covering every mean and scale the run uses."""
     diag = np.max(np.diagonal(K0, axis1=-2, axis2=-1))
     scale = np.sqrt(diag)
-    return moments_for(act, mu_max=(quad.radius + 8.5) * scale * 1.05 + 1.0, s_max=1.05 * scale + 0.1)
+    return moments_for(act, mu_max=(rule.radius + 8.5) * scale * 1.05 + 1.0, s_max=1.05 * scale + 0.1)
 
 
 def check_finite(res: ExactResult) -> None:
@@ -332,36 +331,36 @@ def check_finite(res: ExactResult) -> None:
 
 
 def exact_theory_discrete(activation, kin, sw2: float, sb2: float, time: float, depth: int,
-                          quad: Quadrature = Quadrature(), same_layer: bool = True, progress=None) -> ExactResult:
+                          rule: BlockRule = BlockRule(), same_layer: bool = True, progress=None) -> ExactResult:
     """The exact O(1/n) theory of the layer recursion at depth L = depth, every layer 0..L."""
     act = get_activation(activation)
     check_exact_inputs(act, kin)
     started = _time.perf_counter()
     path = mean_path_discrete(act, kin, sw2, sb2, time, depth)
-    mom = moments_for_path(act, path.K0, quad)
-    kernels = two_time_kernels(mom, path.K0, quad, progress=progress)
+    mom = moments_for_path(act, path.K0, rule)
+    kernels = two_time_kernels(mom, path.K0, rule, progress=progress)
     with np.errstate(over="ignore", invalid="ignore"):
         res = assemble_discrete(path, kernels, sw2, time / depth, same_layer=same_layer)
     check_finite(res)
-    res.info = {"moments": mom.describe(), "quadrature": quad.describe(),
+    res.info = {"moments": mom.describe(), "quadrature": rule.describe(),
                 "wall_seconds": _time.perf_counter() - started}
     return res
 
 
 def exact_theory(activation, kin, sw2: float, sb2: float, time: float, steps: int,
-                 quad: Quadrature = Quadrature(), progress=None) -> ExactResult:
+                 rule: BlockRule = BlockRule(), progress=None) -> ExactResult:
     """The continuous-depth exact O(1/n) theory on the uniform grid t_j = j T / steps, j = 0..steps."""
     act = get_activation(activation)
     check_exact_inputs(act, kin)
     started = _time.perf_counter()
     times = np.linspace(0.0, time, steps + 1)
     path = mean_path(act, kin, sw2, sb2, times)
-    mom = moments_for_path(act, path.K0, quad)
-    kernels = two_time_kernels(mom, path.K0, quad, progress=progress)
+    mom = moments_for_path(act, path.K0, rule)
+    kernels = two_time_kernels(mom, path.K0, rule, progress=progress)
     with np.errstate(over="ignore", invalid="ignore"):
         res = assemble_continuous(path, kernels, sw2)
     check_finite(res)
-    res.info = {"moments": mom.describe(), "quadrature": quad.describe(),
+    res.info = {"moments": mom.describe(), "quadrature": rule.describe(),
                 "wall_seconds": _time.perf_counter() - started}
     return res
 
@@ -387,7 +386,7 @@ def richardson(fine: ExactResult, coarse: ExactResult) -> ExactResult:
 
 
 def exact_theory_extrapolated(activation, kin, sw2: float, sb2: float, time: float, steps: int,
-                              quad: Quadrature = Quadrature(), progress=None) -> tuple[ExactResult, dict]:
+                              rule: BlockRule = BlockRule(), progress=None) -> tuple[ExactResult, dict]:
     """The continuous theory on `steps` steps (divisible by 4), Richardson-extrapolated with `steps`/2, and its
     accuracy measured by refinement:
 
@@ -398,10 +397,10 @@ def exact_theory_extrapolated(activation, kin, sw2: float, sb2: float, time: flo
     """
     if steps % 4 or steps < 8:
         raise ValueError(f"the extrapolated continuum needs a number of steps divisible by 4 and >= 8, got {steps}")
-    fine = exact_theory(activation, kin, sw2, sb2, time, steps, quad, progress=progress)
-    mid = exact_theory(activation, kin, sw2, sb2, time, steps // 2, quad)
-    coarse = exact_theory(activation, kin, sw2, sb2, time, steps // 4, quad)
-    refined = exact_theory(activation, kin, sw2, sb2, time, steps // 4, quad.refined())
+    fine = exact_theory(activation, kin, sw2, sb2, time, steps, rule, progress=progress)
+    mid = exact_theory(activation, kin, sw2, sb2, time, steps // 2, rule)
+    coarse = exact_theory(activation, kin, sw2, sb2, time, steps // 4, rule)
+    refined = exact_theory(activation, kin, sw2, sb2, time, steps // 4, rule.refined())
     result = richardson(fine, mid)
     result.info["wall_seconds"] = sum(r.info["wall_seconds"] for r in (fine, mid, coarse, refined))
     time_err = relative_change(richardson(mid, coarse), result, 1, 2)
@@ -412,50 +411,36 @@ def exact_theory_extrapolated(activation, kin, sw2: float, sb2: float, time: flo
     return result, accuracy
 
 
+def relative_change(a: ExactResult, b: ExactResult, stride_a: int = 1, stride_b: int = 1) -> dict:
+    """max |X_a - X_b| / max |X_b| for X = V4, K1 on common times (every stride-th point)."""
+    def rel(x, y):
+        return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))
+
+    return {"V4": rel(a.V4[::stride_a], b.V4[::stride_b]), "K1": rel(a.K1[::stride_a], b.K1[::stride_b])}
+
+
 # ----------------------------------------------------------------------------------------------
-# The netCDF edge
+# The closure
 # ----------------------------------------------------------------------------------------------
 
-_EXACT_VARIABLES = {
-    "K0": (("t", "a", "b"), "mean kernel K0 (infinite width)"),
-    "V4": (("t", "a", "b", "c", "d"), "kernel covariance V4 = n Cov(G_ab, G_cd), exact O(1/n) theory"),
-    "K1": (("t", "a", "b"), "1/n mean correction K1, E[G] = K0 + K1/n, exact O(1/n) theory"),
-    "V4_free": (("t", "a", "b", "c", "d"), "free part of V4: Wishart form of K0(t), Cov of the free field A_hh"),
-    "V4_cross": (("t", "a", "b", "c", "d"),
-                 "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field"),
-    "V4_feedback": (("t", "a", "b", "c", "d"), "feedback part of V4: Cov(y, y)"),
-    "K1_source": (("t", "a", "b"),
-                  "exact K1 source sw2 B = n sw2 (E[S] - F(E[G])) at O(1/n); K1 grows by dt (J K1 + sw2 B)"),
-}
 
-
-def default_quadrature(activation) -> Quadrature:
-    """The Gaussian rule used by the CLI.  Closed-form moments (relu, linear: piecewise polynomial along rays)
+def default_rule(activation) -> BlockRule:
+    """The Gaussian rule of the closure.  Closed-form moments (relu, linear: piecewise polynomial along rays)
     converge faster: 10 x 10 per sector reaches 1e-8 on V4 and 2e-6 on K1; tabulated smooth activations
     use 12 x 12 (1e-7 on V4, 4e-5 on K1), measured against refined rules (docs/exact_theory.md)."""
     act = get_activation(activation)
-    return Quadrature(10, 10, 32) if act.name in ("relu", "linear") and act.closed_form else Quadrature(12, 12, 32)
+    return BlockRule(10, 10, 32) if act.moments is not None else BlockRule(12, 12, 32)
 
 
 def result_dataset(res: ExactResult, activation, kin, sw2: float, sb2: float, time: float, extra_attrs=None):
-    """The theory netCDF schema (docs/data_format.md) for an exact-theory result, every parameter an attribute."""
-    import xarray as xr
-
-    from kernel_eft import io
-
+    """The theory file of an exact-theory result: the standard fields (K1_source = sw2 B) and the V4 parts."""
     act = get_activation(activation)
     P = res.K0.shape[-1]
-    values = {"K0": res.K0, "V4": res.four_index("V4"), "K1": res.K1_matrix(),
+    values = {"K0": res.K0, "V4": res.four_index("V4"), "K1": res.K1_matrix(), "K1_source": from_pairs(sw2 * res.B, P),
               "V4_free": res.four_index("V4_free"), "V4_cross": res.four_index("V4_cross"),
-              "V4_feedback": res.four_index("V4_feedback"), "K1_source": from_pairs(sw2 * res.B, P)}
-    data = {name: (dims, values[name], {"long_name": long_name, "units": "1"})
-            for name, (dims, long_name) in _EXACT_VARIABLES.items()}
-    coords = {**io.time_coords(res.times, res.layers), **io.index_coords(P)}
+              "V4_feedback": res.four_index("V4_feedback")}
     discrete = res.layers is not None
     params = {
-        "closure": "exact", "activation": act.name, "time": float(time), "sw2": float(sw2), "sb2": float(sb2),
-        "kin": np.asarray(kin, dtype=np.float64), "P": P, "mode": "discrete" if discrete else "continuous",
-        "depth": int(res.layers[-1]) if discrete else None, "points": int(res.times.size),
         "time_quadrature": ("none: exact sums over layers (left point), same-layer dt^2 term of the K1 source "
                             "included" if discrete else
                             "trapezoid Volterra sums on the uniform output grid (see time_quadrature_method)"),
@@ -466,48 +451,56 @@ def result_dataset(res: ExactResult, activation, kin, sw2: float, sb2: float, ti
         **(extra_attrs or {}),
     }
     title = (f"Exact O(1/n) kernel theory ({act.name}, T={time:g}, "
-             + (f"discrete L={params['depth']})" if discrete else "continuous)"))
-    return xr.Dataset(data, coords=coords, attrs=io.provenance_attrs(title, params))
+             + (f"discrete L={int(res.layers[-1])})" if discrete else "continuous)"))
+    return EXACT.dataset(values, res.times, res.layers, act, kin, sw2, sb2, time, params, title)
 
 
-def relative_change(a: ExactResult, b: ExactResult, stride_a: int = 1, stride_b: int = 1) -> dict:
-    """max |X_a - X_b| / max |X_b| for X = V4, K1 on common times (every stride-th point)."""
-    def rel(x, y):
-        return float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300))
+class Exact(Closure):
+    """The exact O(1/n) theory (docs/exact_theory.md): the empirical measure expanded around the free two-time
+    Gaussian process, with linear feedback through the kernel Jacobian."""
 
-    return {"V4": rel(a.V4[::stride_a], b.V4[::stride_b]), "K1": rel(a.K1[::stride_a], b.K1[::stride_b])}
+    name = "exact"
+    label = "exact O(1/n)"
+    long_label = "exact O(1/n) theory"
+    description = "the O(1/n) theory beyond the G-only closure (docs/exact_theory.md)"
+    source_label = "source sw2·B"
+    default_points = 101  # two-time integrals cost O(points^2); 101 points reach 1e-4 (file attribute)
+    style = {"discrete": dict(color="tab:red", ls="-", marker="o"),
+             "continuum": dict(color="tab:red", ls="--", marker="o")}
+    options = {"rule": None}
+
+    def check(self, activation, kin, depth, points):
+        super().check(activation, kin, depth, points)
+        try:
+            check_exact_inputs(activation, kin)
+        except UnsupportedActivation as exc:
+            raise InputError("activation", str(exc)) from None
+        except ValueError as exc:
+            raise InputError("kin", str(exc)) from None
+        if depth is None and ((int(points) - 1) % 4 or int(points) < 9):
+            raise InputError("points", f"the exact continuum is Richardson-extrapolated from points, (points+1)/2 "
+                                       f"and (points+3)/4 times: give points = 4k + 1 >= 9 (e.g. 101), got {points}")
+
+    def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, rule=None):
+        """The discrete theory at depth L, else the continuous one at `points` uniform times, Richardson-
+        extrapolated, with its accuracy estimated by refinement (file attributes)."""
+        act = get_activation(activation)
+        rule = rule or default_rule(act)
+        extra = {}
+        try:
+            if depth is not None:
+                res = exact_theory_discrete(act, kin, sw2, sb2, time, int(depth), rule, progress=progress)
+            else:
+                steps = int(points or self.default_points) - 1
+                res, extra = exact_theory_extrapolated(act, kin, sw2, sb2, time, steps, rule, progress=progress)
+                extra["time_quadrature_method"] = (f"trapezoid Volterra sums on {steps} and {steps // 2} steps, "
+                                                   "Richardson-extrapolated (the O(h^2) error removed)")
+                extra["accuracy_method"] = ("relative change of max|V4|, max|K1| against the extrapolation on half "
+                                            "the steps, and against the 1.5x refined Gaussian rule on a quarter "
+                                            "of the steps (upper bounds for this file's error)")
+        except (FloatingPointError, ArithmeticError, ValueError) as exc:
+            raise FloatingPointError(f"exact theory: {exc}") from None
+        return result_dataset(res, act, kin, sw2, sb2, time, extra)
 
 
-def theory_dataset(args, progress=None):
-    """`kernel-eft theory --closure exact`: the discrete theory at --depth L, else the continuous one at
-    --points uniform times, with its accuracy estimated by refinement (file attributes)."""
-    from kernel_eft.validation import InputError
-
-    act = get_activation(args.activation)
-    try:
-        check_exact_inputs(act, args.kin)
-    except UnsupportedActivation as exc:
-        raise InputError("--activation", str(exc)) from None
-    except ValueError as exc:
-        raise InputError("--kin", str(exc)) from None
-    if args.depth is None and ((int(args.points) - 1) % 4 or int(args.points) < 9):
-        raise InputError("--points", f"the exact continuum is Richardson-extrapolated from points, (points+1)/2 and "
-                                     f"(points+3)/4 times: give points = 4k + 1 >= 9 (e.g. 101), got {args.points}")
-    quad = default_quadrature(act)
-    extra = {}
-    try:
-        if args.depth is not None:
-            res = exact_theory_discrete(act, args.kin, args.sw2, args.sb2, args.time, int(args.depth), quad,
-                                        progress=progress)
-        else:
-            steps = int(args.points) - 1
-            res, extra = exact_theory_extrapolated(act, args.kin, args.sw2, args.sb2, args.time, steps, quad,
-                                                   progress=progress)
-            extra["time_quadrature_method"] = (f"trapezoid Volterra sums on {steps} and {steps // 2} steps, "
-                                               "Richardson-extrapolated (the O(h^2) error removed)")
-            extra["accuracy_method"] = ("relative change of max|V4|, max|K1| against the extrapolation on half "
-                                        "the steps, and against the 1.5x refined Gaussian rule on a quarter of "
-                                        "the steps (upper bounds for this file's error)")
-    except (FloatingPointError, ArithmeticError, ValueError) as exc:
-        raise FloatingPointError(f"exact theory: {exc}") from None
-    return result_dataset(res, act, args.kin, args.sw2, args.sb2, args.time, extra)
+EXACT = Exact()

@@ -1,7 +1,7 @@
 """G-only collective-kernel EFT (Kawase & Ota 2026): the paper's theory, continuous and discrete.
 
-State (pair coordinates, `kernel_eft.pairs`): K0 (p), V4 = n Cov(G, G) (p x p), K1 (p).  With
-W = f(K0) = sw2 F(K0) + sb2 11^T, J = Df(K0), H = D2f(K0) (conventions in `kernel_eft.activations`):
+State (pair coordinates, `kernel_eft.core.pairs`): K0 (p), V4 = n Cov(G, G) (p x p), K1 (p).  With
+W = f(K0) = sw2 F(K0) + sb2 11^T, J = Df(K0), H = D2f(K0) (conventions in `kernel_eft.core.expectations`):
 
     dK0/dt = W
     dV4/dt = J V4 + V4 J^T + S4(K0, W)          (transport + source)
@@ -15,7 +15,8 @@ The discrete-layer recursion (dt = T/L) keeps the dt^2 terms of the exact block 
     K0 <- K0 + dt W;   V4 <- (I + dt J) V4 (I + dt J)^T + dt S4 + dt^2 S2(W);   K1 <- K1 + dt (J K1 + H:V4/2)
 
 so (V4_{l+1} - V4_l)/dt = transport + source + `discrete_correction`, discrete_correction = dt (J V4 J^T + S2).
-Everything here is a pure function of numpy arrays; files are written by the CLI.
+The closure's prediction of the K1 source is the tadpole: `K1_source` = (1/2) H : V4 (written beside it).
+The solvers are pure functions of numpy arrays; `GOnly.solve` returns the theory Dataset.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernel_eft.activations import f_matrix, get_activation, kernel_derivatives
-from kernel_eft.pairs import from_pairs, n_pairs, pair_indices, pairs_to_four_index, to_pairs
+from kernel_eft.core.activations import get_activation
+from kernel_eft.core.expectations import kernel_derivatives
+from kernel_eft.core.meanfield import source_s2, source_s4
+from kernel_eft.core.pairs import from_pairs, n_pairs, pairs_to_four_index, to_pairs
+from kernel_eft.theory.closure import Closure
 
 DEFAULT_RTOL = 1e-10
 DEFAULT_ATOL = 1e-12
@@ -34,49 +38,9 @@ DEFAULT_METHOD = "DOP853"
 SOLVER_METHODS = ("DOP853", "RK45", "Radau", "LSODA")
 
 
-def mean_kernel_discrete(activation, kin, sw2: float, sb2: float, time: float, depth: int) -> np.ndarray:
-    """Infinite-width discrete-layer mean kernel, K0 <- K0 + dt f(K0); returns (depth+1, P, P).
-
-    This is the exact n -> infinity limit of E[G^l] at finite L, so K1 = n (E[G] - K0_discrete)
-    carries no O(n/L) discretisation artefact.
-    """
-    dt = time / depth
-    K = np.array(kin, dtype=np.float64)
-    out = np.empty((depth + 1,) + K.shape)
-    out[0] = K
-    for layer in range(depth):
-        K = K + dt * f_matrix(activation, K, sw2, sb2)
-        out[layer + 1] = K
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
-# Pure building blocks (also used by the diagnostics)
+# The right-hand side (S4, S2: kernel_eft.core.meanfield)
 # ----------------------------------------------------------------------------------------------
-
-
-def source_s4(K: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """S4(K, W)_(ab)(cd) = K_ac W_bd + K_ad W_bc + K_bc W_ad + K_bd W_ac in pair coordinates, (..., p, p).
-
-    n Cov(dG_ab, dG_cd | h) = dt S4(G, Om) + dt^2 S2(Om) is the exact one-block noise (the
-    increments of a block are Gaussian given h, with covariance Om = sw2 S + sb2 11^T).
-    """
-    K = np.asarray(K, dtype=np.float64)
-    W = np.asarray(W, dtype=np.float64)
-    a, b = pair_indices(K.shape[-1])
-    def pick(X, r, c):
-        return X[..., r[:, None], c[None, :]]
-    return (pick(K, a, a) * pick(W, b, b) + pick(K, a, b) * pick(W, b, a)
-            + pick(K, b, a) * pick(W, a, b) + pick(K, b, b) * pick(W, a, a))
-
-
-def source_s2(W: np.ndarray) -> np.ndarray:
-    """S2(W)_(ab)(cd) = W_ac W_bd + W_ad W_bc, (..., p, p).  S2(K_in) is the Wishart V4(0); S4(W, W) = 2 S2(W)."""
-    W = np.asarray(W, dtype=np.float64)
-    a, b = pair_indices(W.shape[-1])
-    def pick(r, c):
-        return W[..., r[:, None], c[None, :]]
-    return pick(a, a) * pick(b, b) + pick(a, b) * pick(b, a)
 
 
 @dataclass(frozen=True)
@@ -270,51 +234,54 @@ def solve_gonly_discrete(activation, kin, sw2: float, sb2: float, time: float, d
 
 
 # ----------------------------------------------------------------------------------------------
-# netCDF edge
+# The closure
 # ----------------------------------------------------------------------------------------------
-
-_THEORY_VARIABLES = {
-    # name: (dims, long_name)
-    "K0": (("t", "a", "b"), "mean kernel K0 (infinite width)"),
-    "V4": (("t", "a", "b", "c", "d"), "kernel covariance V4 = n Cov(G_ab, G_cd), G-only EFT"),
-    "K1": (("t", "a", "b"), "1/n mean correction K1, E[G] = K0 + K1/n, G-only EFT"),
-    "transport": (("t", "a", "b", "c", "d"), "transport term J V4 + V4 J^T of dV4/dt, J = Df(K0)"),
-    "source": (("t", "a", "b", "c", "d"), "source term S4(K0, f(K0)) of dV4/dt"),
-    "tadpole": (("t", "a", "b"), "tadpole (1/2) H : V4 of dK1/dt, H = D2f(K0)"),
-    "discrete_correction": (("t", "a", "b", "c", "d"),
-                            "dt^2 part of the discrete V4 step per dt: dt (J V4 J^T + S2(f(K0)))"),
-}
 
 
 def solution_dataset(sol: GOnlySolution, activation, kin, sw2: float, sb2: float, time: float,
-                     closure: str = "gonly", extra_attrs: dict | None = None):
-    """The theory netCDF schema (docs/data_format.md) as an xarray Dataset, every parameter as an attribute."""
-    import xarray as xr
-
-    from kernel_eft import io
-
+                     extra_attrs: dict | None = None):
+    """The theory file of a G-only solution: the standard fields (K1_source = the tadpole) and the parts."""
     act = get_activation(activation)
-    coords = {**io.time_coords(sol.times, sol.layers), **io.index_coords(sol.P)}
-    data = {}
-    for name, value in sol.matrices().items():
-        dims, long_name = _THEORY_VARIABLES[name]
-        data[name] = (dims, value, {"long_name": long_name, "units": "1"})
+    values = sol.matrices()
+    values = {"K0": values["K0"], "V4": values["V4"], "K1": values["K1"], "K1_source": values["tadpole"],
+              **{name: values[name] for name in ("transport", "source", "tadpole", "discrete_correction")
+                 if name in values}}
     discrete = sol.layers is not None
     params = {
-        "closure": closure, "activation": act.name, "time": float(time), "sw2": float(sw2), "sb2": float(sb2),
-        "kin": np.asarray(kin, dtype=np.float64), "P": sol.P,
-        "mode": "discrete" if discrete else "continuous",
-        "depth": int(sol.layers[-1]) if discrete else None,
-        "points": int(sol.times.size),
         "solver": sol.info.get("solver", ""),
         "rtol": sol.info.get("rtol"), "atol": sol.info.get("atol"),
         "F_method": "closed form" if act.closed_form else "composite Gauss-Legendre quadrature (kink-split)",
         "derivative_convention": "pair coordinates a<=b; off-diagonal K_ab and K_ba move together "
-                                 "(kernel_eft.activations)",
+                                 "(kernel_eft.core.expectations)",
         "wall_seconds": round(float(sol.info.get("wall_seconds", 0.0)), 4),
         **({"nfev": sol.info["nfev"]} if "nfev" in sol.info else {}),
         **(extra_attrs or {}),
     }
     title = (f"G-only collective-kernel EFT ({act.name}, T={time:g}, "
-             + (f"discrete L={params['depth']})" if discrete else "continuous)"))
-    return xr.Dataset(data, coords=coords, attrs=io.provenance_attrs(title, params))
+             + (f"discrete L={int(sol.layers[-1])})" if discrete else "continuous)"))
+    return GONLY.dataset(values, sol.times, sol.layers, act, kin, sw2, sb2, time, params, title)
+
+
+class GOnly(Closure):
+    """The paper's G-only closure (Kawase and Ota 2026): V4 and K1 from K0, V4 and the tadpole alone."""
+
+    name = "gonly"
+    label = "G-only EFT"
+    long_label = "G-only EFT"
+    description = "the paper's G-only closure (Kawase & Ota): ODEs for K0, V4, K1"
+    source_label = "tadpole ½ H:V4"
+    default_points = 201
+    style = {"discrete": dict(color="black", ls="-"), "continuum": dict(color="0.45", ls="--")}
+    options = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "solver": DEFAULT_METHOD}
+
+    def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, rtol=DEFAULT_RTOL,
+              atol=DEFAULT_ATOL, solver=DEFAULT_METHOD):
+        if depth is None:
+            sol = solve_gonly_continuous(activation, kin, sw2, sb2, time, points=points or self.default_points,
+                                         rtol=rtol, atol=atol, solver=solver)
+        else:
+            sol = solve_gonly_discrete(activation, kin, sw2, sb2, time, int(depth))
+        return solution_dataset(sol, activation, kin, sw2, sb2, time)
+
+
+GONLY = GOnly()

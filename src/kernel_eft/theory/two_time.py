@@ -14,7 +14,7 @@ x = z_c(q) of the coordinates c = (a, b) that psi_ab depends on (for P <= 2: all
     g~_m(x) = E[psi_m(z(q)) | z_c(q) = x] - F_m(K0[q])       (depends on q only),
     (T chi)(x) = E[chi(x + delta)]                            (depends on (q, t) only).
 
-For chi = psi_ab, T psi_ab is a shifted Gaussian moment of phi phi (`kernel_eft.gaussian_moments`).  For the
+For chi = psi_ab, T psi_ab is a shifted Gaussian moment of phi phi (`kernel_eft.core.moments`).  For the
 second derivatives, T (d_c d_d psi_ab) = d_c d_d (T psi_ab), and Gaussian integration by parts under
 x ~ N(0, K), K = K0[q]_cc, moves the derivatives onto g~:
 
@@ -27,48 +27,21 @@ function of the later time, so no narrow peaks appear as q -> t.
 
 Quadrature over x: polar coordinates of the whitened x, split into the angular sectors cut by x_a = 0 and
 x_b = 0 (where relu and its derivatives have their kinks), Gauss-Legendre in angle and radius; a 1-D block
-uses Gauss-Legendre on each half-line.  Node counts in `Quadrature`; the error is measured by refinement in
-tests/test_two_time.py.
+uses Gauss-Legendre on each half-line (`kernel_eft.core.quadrature`).  Node counts in `BlockRule`; the error is
+measured by refinement in tests/test_exact.py.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-from kernel_eft.activations import F_matrix
-from kernel_eft.pairs import n_pairs, pair_indices, pair_lookup, to_pairs
+from kernel_eft.core.expectations import F_matrix
+from kernel_eft.core.pairs import n_pairs, pair_indices, pair_lookup, to_pairs
+from kernel_eft.core.quadrature import BlockRule, line_rules, rule_1d, rule_2d
 
 Array = np.ndarray
-_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
-
-
-@dataclass(frozen=True)
-class Quadrature:
-    """Node counts of the Gaussian integrals over the conditioning block x = z_c(q).
-
-    n_theta: Gauss-Legendre nodes in angle per sector (4 sectors); n_rho: Gauss nodes in the whitened radius
-    for the weight rho exp(-rho^2/2) on [0, inf); n_line: Gauss nodes per half-line for the weight
-    exp(-x^2/2) (1-D blocks and the kink lines).  The radial and half-line rules are exact for polynomials
-    of degree 2 n - 1, so relu's positively homogeneous integrands converge at once."""
-
-    n_theta: int = 10
-    n_rho: int = 12
-    n_line: int = 32
-
-    def refined(self, factor: float = 1.5) -> "Quadrature":
-        return Quadrature(*(int(round(v * factor)) for v in (self.n_theta, self.n_rho, self.n_line)))
-
-    def describe(self) -> str:
-        return (f"polar Gauss rule over the conditioning block: 4 sectors x {self.n_theta} Gauss-Legendre angles x "
-                f"{self.n_rho} Gauss radii (weight rho e^(-rho^2/2)); {self.n_line} Gauss nodes per half-line in 1-D")
-
-    @property
-    def radius(self) -> float:
-        """The largest radial node, in standard deviations (sizes the tables of smooth activations)."""
-        return float(max(half_range_rule(self.n_rho, 1)[0][-1], half_range_rule(self.n_line, 0)[0][-1]))
 
 
 def q_combos(P: int) -> list[tuple[int, int]]:
@@ -97,88 +70,6 @@ class TwoTimeKernels:
 
 
 # ----------------------------------------------------------------------------------------------
-# Quadrature rules
-# ----------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=32)
-def half_range_rule(n: int, power: int) -> tuple[Array, Array]:
-    """Gauss rule for int_0^inf f(r) r^power exp(-r^2/2) dr: nodes and weights (exact for polynomials of
-    degree 2n - 1), by the Stieltjes procedure on a fine discretisation of the weight (140 panels of 20
-    Gauss-Legendre points on [0, 14]: the measure beyond 14 is below e^-98)."""
-    xg, wg = np.polynomial.legendre.leggauss(20)
-    edges = np.linspace(0.0, 14.0, 141)
-    half = 0.5 * np.diff(edges)
-    x = ((edges[:-1] + half)[:, None] + half[:, None] * xg).ravel()
-    w = (half[:, None] * wg).ravel() * x ** power * np.exp(-0.5 * x * x)
-    alpha, beta = np.zeros(n), np.zeros(n)
-    mass = np.sum(w)
-    p_prev, p = np.zeros_like(x), np.full_like(x, 1.0 / np.sqrt(mass))  # orthonormal recurrence
-    for k in range(n):
-        alpha[k] = np.sum(w * x * p * p)
-        q = (x - alpha[k]) * p - (np.sqrt(beta[k]) if k else 0.0) * p_prev
-        if k + 1 < n:
-            beta[k + 1] = np.sum(w * q * q)
-            p_prev, p = p, q / np.sqrt(beta[k + 1])
-    off = np.sqrt(beta[1:])
-    nodes, vecs = np.linalg.eigh(np.diag(alpha) + np.diag(off, 1) + np.diag(off, -1))
-    return nodes, mass * vecs[0] ** 2
-
-
-def _legendre(n: int, lo, hi):
-    x, w = np.polynomial.legendre.leggauss(n)
-    lo = np.asarray(lo, float)[..., None]
-    hi = np.asarray(hi, float)[..., None]
-    return 0.5 * (hi - lo) * x + 0.5 * (hi + lo), 0.5 * (hi - lo) * w
-
-
-def rule_1d(var: float, n: int) -> tuple[Array, Array]:
-    """Nodes (M,) and weights for E[g(x)], x ~ N(0, var): a Gauss rule on each half-line (split at 0)."""
-    xi, w = half_range_rule(n, 0)
-    xi = np.concatenate([-xi[::-1], xi])
-    w = np.concatenate([w[::-1], w]) * _INV_SQRT_2PI
-    return np.sqrt(var) * xi, w
-
-
-def rule_2d(K: Array, quad: Quadrature) -> tuple[Array, Array]:
-    """Nodes (M, 2) and weights (M,) for E[g(x)], x ~ N(0, K), polar in the whitened variable, the angle
-    split into the four sectors cut by x_0 = 0 and x_1 = 0."""
-    l11 = np.sqrt(K[0, 0])
-    l21 = K[0, 1] / l11
-    l22 = np.sqrt(max(K[1, 1] - l21 * l21, 1e-300))
-    # x_0 = l11 xi1 vanishes at theta = pi/2, 3pi/2; x_1 = l21 xi1 + l22 xi2 at theta0 and theta0 + pi.
-    theta0 = np.mod(np.arctan2(-l21, l22), np.pi)
-    cuts = np.sort(np.array([0.5 * np.pi, 1.5 * np.pi, theta0, theta0 + np.pi]))
-    hi = np.concatenate([cuts[1:], cuts[:1] + 2 * np.pi])
-    th, wth = _legendre(quad.n_theta, cuts, hi)
-    th, wth = th.ravel(), wth.ravel()
-    rho, wr = half_range_rule(quad.n_rho, 1)
-    wr = wr / (2 * np.pi)
-    xi1 = np.cos(th)[:, None] * rho[None, :]
-    xi2 = np.sin(th)[:, None] * rho[None, :]
-    x = np.stack([l11 * xi1, l21 * xi1 + l22 * xi2], axis=-1).reshape(-1, 2)
-    return x, (wth[:, None] * wr[None, :]).ravel()
-
-
-def line_rules(K: Array, quad: Quadrature) -> list[tuple[int, Array, Array]]:
-    """For each block coordinate i: nodes on the line x_i = 0 and weights for p_{x_i}(0) E[g(x) | x_i = 0]."""
-    k = K.shape[0]
-    out = []
-    for i in range(k):
-        dens0 = 1.0 / np.sqrt(2.0 * np.pi * K[i, i])
-        if k == 1:
-            out.append((i, np.zeros((1, 1)), np.array([dens0])))
-            continue
-        j = 1 - i
-        cvar = K[j, j] - K[i, j] ** 2 / K[i, i]
-        v, w = rule_1d(cvar, quad.n_line)
-        x = np.zeros((v.size, 2))
-        x[:, j] = v
-        out.append((i, x, w * dens0))
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
 # The conditional functions g of the earlier time, with gradients, Hessians and kink-line terms
 # ----------------------------------------------------------------------------------------------
 
@@ -186,7 +77,7 @@ def line_rules(K: Array, quad: Quadrature) -> list[tuple[int, Array, Array]]:
 class _BlockAtTime:
     """Everything about one conditioning block c at one earlier time q that does not depend on t."""
 
-    def __init__(self, moments, K: Array, coords: list[int], P: int, quad: Quadrature):
+    def __init__(self, moments, K: Array, coords: list[int], P: int, rule: BlockRule):
         self.moments = moments
         self.coords = coords
         self.K = K
@@ -194,11 +85,11 @@ class _BlockAtTime:
         self.Kc = Kc
         self.Kc_inv = np.linalg.inv(Kc)
         if len(coords) == 1:
-            x, w = rule_1d(Kc[0, 0], quad.n_line)
+            x, w = rule_1d(Kc[0, 0], rule.n_line)
             self.x, self.w = x[:, None], w
         else:
-            self.x, self.w = rule_2d(Kc, quad)
-        self.lines = line_rules(Kc, quad) if moments.kinks else []
+            self.x, self.w = rule_2d(Kc, rule)
+        self.lines = line_rules(Kc, rule) if moments.kinks else []
         others = [o for o in range(P) if o not in coords]
         self.others = others
         if others:
@@ -331,10 +222,10 @@ def _blocks(P: int) -> list[tuple[list[int], list[int]]]:
     return [([int(a[ab])] if a[ab] == b[ab] else [int(a[ab]), int(b[ab])], [ab]) for ab in range(n_pairs(P))]
 
 
-def two_time_kernels(moments, K0: Array, quad: Quadrature = Quadrature(), progress=None) -> TwoTimeKernels:
+def two_time_kernels(moments, K0: Array, rule: BlockRule = BlockRule(), progress=None) -> TwoTimeKernels:
     """Cpp and Q (module docstring) on the time grid of K0 (N, P, P); q <= t filled, q > t zero.
 
-    moments: a provider from kernel_eft.gaussian_moments.moments_for.  progress(done, total) is called after
+    moments: a provider from kernel_eft.core.moments.moments_for.  progress(done, total) is called after
     every earlier time q."""
     K0 = np.asarray(K0, float)
     N, P, _ = K0.shape
@@ -348,7 +239,7 @@ def two_time_kernels(moments, K0: Array, quad: Quadrature = Quadrature(), progre
     blocks = _blocks(P)
     for q in range(N):
         for coords, abs_in_block in blocks:
-            block = _BlockAtTime(moments, K0[q], coords, P, quad)
+            block = _BlockAtTime(moments, K0[q], coords, P, rule)
             cpos = {o: i for i, o in enumerate(coords)}
             # Rows of the earlier-time functions: g~_m for every m, then D_cd g~_m for every combo of the block.
             my_combos = [k for k, (cd, ab) in enumerate(combos) if ab in abs_in_block]

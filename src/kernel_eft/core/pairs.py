@@ -65,3 +65,9 @@ def four_index_to_pairs(V: np.ndarray) -> np.ndarray:
 def wishart_v4(K: np.ndarray) -> np.ndarray:
     """n Cov(G_ab, G_cd) for G = h h^T / n with rows h_i ~ N(0, K): K_ac K_bd + K_ad K_bc, (P,P,P,P)."""
     return np.einsum("ac,bd->abcd", K, K) + np.einsum("ad,bc->abcd", K, K)
+
+
+def pair_multiplicity(P: int) -> np.ndarray:
+    """Number of ordered index pairs (c, d) in pair m: 1 on the diagonal, 2 off it."""
+    a, b = pair_indices(P)
+    return np.where(a == b, 1.0, 2.0)

@@ -1,0 +1,209 @@
+"""Statistics of the Monte Carlo: mergeable moments, the delete-one-batch jackknife, the weighted 1/n fit
+and the validity-window test t*.
+
+Moments are kept per seed batch as means and centred co-moment sums (pair coordinates) that merge exactly
+(Chan et al.), so files of one grid point pool without re-running, and any estimator, however nonlinear,
+gets a jackknife standard error from the batch-resolved moments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# ----------------------------------------------------------------------------------------------
+# Mergeable moments and the jackknife
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Moments:
+    """Means and centred co-moment sums of G and S (pair coordinates) at the recorded layers.
+
+    Shapes: mean_G, mean_S (R, p); m2_GG, m2_GS, m2_SS (R, p, p) with
+    m2_XY = sum_s (X_s - mean X)(Y_s - mean Y)^T over the `count` seeds.
+    """
+
+    count: int
+    mean_G: np.ndarray
+    mean_S: np.ndarray
+    m2_GG: np.ndarray
+    m2_GS: np.ndarray
+    m2_SS: np.ndarray
+
+    @classmethod
+    def from_samples(cls, G: np.ndarray, S: np.ndarray) -> "Moments":
+        """G, S: (seeds, R, p) per-seed kernels in pair coordinates."""
+        mean_G = G.mean(axis=0)
+        mean_S = S.mean(axis=0)
+        dG = G - mean_G
+        dS = S - mean_S
+        return cls(
+            count=G.shape[0],
+            mean_G=mean_G,
+            mean_S=mean_S,
+            m2_GG=np.einsum("sri,srj->rij", dG, dG),
+            m2_GS=np.einsum("sri,srj->rij", dG, dS),
+            m2_SS=np.einsum("sri,srj->rij", dS, dS),
+        )
+
+    def merge(self, other: "Moments") -> "Moments":
+        """Exact pooled moments of the union of two disjoint sets of seeds (Chan et al. 1979)."""
+        na, nb = self.count, other.count
+        n = na + nb
+        dG = other.mean_G - self.mean_G
+        dS = other.mean_S - self.mean_S
+        w = na * nb / n
+        return Moments(
+            count=n,
+            mean_G=self.mean_G + dG * (nb / n),
+            mean_S=self.mean_S + dS * (nb / n),
+            m2_GG=self.m2_GG + other.m2_GG + w * np.einsum("ri,rj->rij", dG, dG),
+            m2_GS=self.m2_GS + other.m2_GS + w * np.einsum("ri,rj->rij", dG, dS),
+            m2_SS=self.m2_SS + other.m2_SS + w * np.einsum("ri,rj->rij", dS, dS),
+        )
+
+    def covariances(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unbiased sample covariances Cov(G,G), Cov(G,S), Cov(S,S), each (R, p, p)."""
+        d = self.count - 1
+        return self.m2_GG / d, self.m2_GS / d, self.m2_SS / d
+
+
+_FIELDS = ("mean_G", "mean_S", "m2_GG", "m2_GS", "m2_SS")
+
+
+@dataclass
+class BatchMoments:
+    """Per-batch moments stacked along a leading batch axis, in batch order."""
+
+    counts: np.ndarray  # (B,)
+    mean_G: np.ndarray  # (B, R, p)
+    mean_S: np.ndarray
+    m2_GG: np.ndarray  # (B, R, p, p)
+    m2_GS: np.ndarray
+    m2_SS: np.ndarray
+
+    @classmethod
+    def stack(cls, batches: list[Moments]) -> "BatchMoments":
+        return cls(
+            counts=np.array([m.count for m in batches], dtype=np.int64),
+            **{f: np.stack([getattr(m, f) for m in batches]) for f in _FIELDS},
+        )
+
+    @classmethod
+    def from_dataset(cls, ds) -> "BatchMoments":
+        """Rebuild from the batch-resolved raw moments of a Monte Carlo netCDF file."""
+        return cls(
+            counts=ds["batch_count"].values.astype(np.int64),
+            mean_G=ds["batch_mean_G"].values,
+            mean_S=ds["batch_mean_S"].values,
+            m2_GG=ds["batch_m2_GG"].values,
+            m2_GS=ds["batch_m2_GS"].values,
+            m2_SS=ds["batch_m2_SS"].values,
+        )
+
+    def __len__(self) -> int:
+        return self.counts.size
+
+    def batch(self, b: int) -> Moments:
+        return Moments(int(self.counts[b]), *(getattr(self, f)[b] for f in _FIELDS))
+
+    def pooled(self) -> Moments:
+        """Merge all batches in batch order (a fixed order, so the result is reproducible bitwise)."""
+        total = self.batch(0)
+        for b in range(1, len(self)):
+            total = total.merge(self.batch(b))
+        return total
+
+    def leave_one_out(self) -> list[Moments]:
+        """Pooled moments without batch b, for every b (jackknife replicates), from prefix and suffix merges."""
+        B = len(self)
+        prefix = [self.batch(0)]
+        for b in range(1, B - 1):
+            prefix.append(prefix[-1].merge(self.batch(b)))  # prefix[k] pools batches 0..k
+        suffix = [self.batch(B - 1)]
+        for b in range(B - 2, 0, -1):
+            suffix.append(self.batch(b).merge(suffix[-1]))  # suffix[k] pools batches B-1-k..B-1
+        out = []
+        for b in range(B):
+            if b == 0:
+                out.append(suffix[B - 2])
+            elif b == B - 1:
+                out.append(prefix[B - 2])
+            else:
+                out.append(prefix[b - 1].merge(suffix[B - 2 - b]))
+        return out
+
+    def concat(self, other: "BatchMoments") -> "BatchMoments":
+        """Batches of two runs with the same parameters and different seeds, for merging files."""
+        return BatchMoments(
+            counts=np.concatenate([self.counts, other.counts]),
+            **{f: np.concatenate([getattr(self, f), getattr(other, f)]) for f in _FIELDS},
+        )
+
+
+def jackknife(batches: BatchMoments, estimator) -> tuple[np.ndarray, np.ndarray]:
+    """Delete-one-batch jackknife: estimator(Moments) -> array; returns (estimate on all seeds, standard error)."""
+    full = np.asarray(estimator(batches.pooled()))
+    reps = np.stack([np.asarray(estimator(m)) for m in batches.leave_one_out()])
+    B = reps.shape[0]
+    se = np.sqrt((B - 1) / B * np.sum((reps - reps.mean(axis=0)) ** 2, axis=0))
+    return full, se
+
+
+# ----------------------------------------------------------------------------------------------
+# Weighted 1/n fit and the validity window
+# ----------------------------------------------------------------------------------------------
+
+
+def fit_inverse_width(widths, values, errors, order: int | None = None):
+    """Weighted least squares of values(n) = c_0 + c_1/n + ... + c_{order-1}/n^{order-1} at every entry.
+
+    widths (W,), values/errors (W, ...).  order defaults to min(3, W) (K0, K1, K2 with three or more
+    widths).  Returns (coef (order, ...), coef_se (order, ...), chi2 (...), dof).  The standard errors
+    are the WLS (X^T Sigma^-1 X)^-1 errors; with dof > 0 the caller can inflate them by sqrt(chi2/dof)."""
+    widths = np.asarray(widths, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    errors = np.asarray(errors, dtype=np.float64)
+    nw = widths.size
+    if order is None:
+        order = min(3, nw)
+    if order > nw:
+        raise ValueError(f"a {order}-term 1/n fit needs at least {order} widths, got {nw}")
+    if np.unique(widths).size != nw:
+        raise ValueError("fit_inverse_width needs distinct widths")
+    X = (1.0 / widths)[:, None] ** np.arange(order)[None, :]  # (W, order)
+    shape = values.shape[1:]
+    y = values.reshape(nw, -1)
+    s = errors.reshape(nw, -1)
+    coef = np.full((order, y.shape[1]), np.nan)
+    cov_diag = np.full((order, y.shape[1]), np.nan)
+    chi2 = np.full(y.shape[1], np.nan)
+    for j in range(y.shape[1]):
+        if not np.all(np.isfinite(y[:, j])) or not np.all(s[:, j] > 0):
+            continue
+        w = 1.0 / s[:, j] ** 2
+        A = X.T @ (w[:, None] * X)
+        cov = np.linalg.inv(A)
+        c = cov @ (X.T @ (w * y[:, j]))
+        coef[:, j] = c
+        cov_diag[:, j] = np.diag(cov)
+        chi2[j] = np.sum(w * (y[:, j] - X @ c) ** 2)
+    return (coef.reshape((order,) + shape), np.sqrt(cov_diag).reshape((order,) + shape),
+            chi2.reshape(shape), nw - order)
+
+
+def first_exceedance(times, deviation, se, scale, threshold: float, nsigma: float = 3.0) -> float:
+    """t* = first time at which |deviation| > threshold * scale + nsigma * se for any entry; inf if never.
+
+    deviation, se, scale: (R, ...) with time first.  In normalised units this is
+    |relative error| - threshold > nsigma * sigma, i.e. the threshold is exceeded by more than nsigma."""
+    dev = np.abs(np.asarray(deviation, dtype=np.float64))
+    bound = threshold * np.abs(np.asarray(scale, dtype=np.float64)) + nsigma * np.asarray(se, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        hit = dev > bound
+    hit = hit.reshape(hit.shape[0], -1).any(axis=1)
+    idx = np.flatnonzero(hit)
+    return float(times[idx[0]]) if idx.size else math.inf

@@ -1,0 +1,130 @@
+"""The files of one grid point: checks that they belong together, what each theory file is, and its standard
+fields on the Monte Carlo times."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kernel_eft.core.pairs import four_index_to_pairs, to_pairs
+from kernel_eft.diagnose.compare import interpolate_in_time
+from kernel_eft.theory import closure_names, get_closure
+from kernel_eft.theory.closure import STANDARD_FIELDS
+from kernel_eft.validation import InputError, parse_kin
+
+
+GRID_ATTRS = ("activation", "time", "sw2", "sb2", "kin")
+
+
+def attribute(ds, name, path):
+    if name not in ds.attrs:
+        raise InputError(name, f"{path} has no global attribute {name!r}; is it a kernel-eft file?")
+    return ds.attrs[name]
+
+
+def same_value(name, value, ref):
+    if name == "kin":
+        A, B = parse_kin(str(value), name), parse_kin(str(ref), name)
+        return A.shape == B.shape and np.allclose(A, B, rtol=1e-12, atol=1e-14)
+    if isinstance(ref, str) or isinstance(value, str):
+        return str(value) == str(ref)
+    return math.isclose(float(value), float(ref), rel_tol=1e-12, abs_tol=1e-15)
+
+
+def theory_kind(ds, path="theory file") -> tuple[str, int | None]:
+    """(closure, depth) of a theory file from its attributes: depth None means continuous depth."""
+    closure = str(attribute(ds, "closure", path))
+    if closure not in closure_names():
+        raise InputError("closure", f"{path}: unknown closure {closure!r} (expected one of "
+                                    f"{', '.join(closure_names())})")
+    depth = ds.attrs.get("depth", None)
+    discrete = str(ds.attrs.get("discretisation", ds.attrs.get("discretization", ""))).lower()
+    if depth is None or str(depth).strip().lower() in ("none", "", "continuous", "0") or discrete == "continuous":
+        return closure, None
+    return closure, int(depth)
+
+
+def check_point_files(mc: list, theories: list) -> dict:
+    """Check that (path, dataset) pairs describe one grid point; InputError names the attribute.
+
+    Returns the grid parameters (from the first Monte Carlo file)."""
+    if not mc:
+        raise InputError("mc", "at least one Monte Carlo file is needed")
+    ref_path, ref = mc[0]
+    params = {name: attribute(ref, name, ref_path) for name in GRID_ATTRS + ("depth", "width")}
+    for path, ds in mc[1:]:
+        for name in GRID_ATTRS + ("depth",):
+            value = attribute(ds, name, path)
+            if not same_value(name, value, params[name]):
+                raise InputError(name, f"{path} has {name}={value!r} but {ref_path} has {name}={params[name]!r}; "
+                                       "all files of one grid point must agree")
+        if not np.allclose(ds["t"].values, ref["t"].values, rtol=0, atol=1e-12):
+            raise InputError("record_every", f"{path} records different times than {ref_path}")
+    widths = [int(attribute(ds, "width", path)) for path, ds in mc]
+    if len(set(widths)) != len(widths):
+        raise InputError("width", f"two Monte Carlo files have the same width: {sorted(widths)}")
+    for path, ds in theories:
+        for name in GRID_ATTRS:
+            value = attribute(ds, name, path)
+            if not same_value(name, value, params[name]):
+                raise InputError(name, f"{path} has {name}={value!r} but {ref_path} has {name}={params[name]!r}; "
+                                       "the theory must be solved at the Monte Carlo grid point")
+        closure, depth = theory_kind(ds, path)
+        if depth is not None and depth != int(params["depth"]):
+            raise InputError("depth", f"{path} is a discrete theory with depth={depth} but the Monte Carlo "
+                                      f"({ref_path}) has depth={params['depth']}")
+    return params
+
+
+def theory_on_mc_times(ds, depth, t_mc, layers_mc, name):
+    """A theory variable at the Monte Carlo times: layer lookup (discrete) or spline (continuum)."""
+    if name not in ds:
+        return None
+    values = ds[name].values
+    values = four_index_to_pairs(values) if values.ndim == 5 else to_pairs(values)
+    if depth is not None:
+        if "layer" in ds.coords:
+            layer_of = {int(l): i for i, l in enumerate(ds["layer"].values)}
+            idx = [layer_of[int(l)] for l in layers_mc]
+        else:
+            idx = [int(np.argmin(np.abs(ds["t"].values - t))) for t in t_mc]
+        return values[idx]
+    return interpolate_in_time(ds["t"].values, values, t_mc)
+
+
+def se_or_nan(ds, name):
+    return ds[name + "_se"].values if name + "_se" in ds else np.full(ds[name].shape, np.nan)
+
+
+def theory_label(closure: str, depth) -> str:
+    """gonly_discrete, exact_continuum, ...: the name of one solution in the diagnostics' theory axis."""
+    return get_closure(closure).theory_label(depth)
+
+
+def standard_fields(ds):
+    """The theory file with its standard fields.  Files written before K1_source became a standard field (G-only
+    files of kernel-eft before the Closure interface) carry the G-only prediction as `tadpole`: it is their
+    K1_source."""
+    if "K1_source" not in ds and "tadpole" in ds and str(ds.attrs.get("closure")) == "gonly":
+        ds = ds.assign(K1_source=ds["tadpole"])
+    return ds
+
+
+def theory_curves(theories: list, t, layers) -> tuple[list[str], dict]:
+    """(labels in registry order, {label: {field: (R, p[, p]) array or None}}): every standard field of every
+    theory file on the Monte Carlo times.  One file per closure and depth form."""
+    labels, curves = [], {}
+    for path, ds in theories:
+        closure, depth = theory_kind(ds, path)
+        label = theory_label(closure, depth)
+        if label in labels:
+            raise InputError("theories", f"two theory files are both {label}: give one of each kind")
+        labels.append(label)
+        ds = standard_fields(ds)
+        try:
+            curves[label] = {name: theory_on_mc_times(ds, depth, t, layers, name) for name in STANDARD_FIELDS}
+        except (ValueError, KeyError) as exc:
+            raise InputError("theories", f"{path}: {exc}") from None
+    order = [get_closure(name).theory_label(depth) for name in closure_names() for depth in (1, None)]
+    return [label for label in order if label in labels], curves

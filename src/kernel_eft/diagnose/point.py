@@ -1,0 +1,310 @@
+"""All diagnostics of one grid point (every width, every theory) as one Dataset (schema kind `diagnostics`).
+
+`diagnose_point` reads the files, then each step below is one question asked of them:
+  mean_kernel_errors     does mean G follow K0 (discrete layers, continuum)?
+  covariance_errors      does V4 follow each theory, and until when (t*)?  Also V4 extrapolated in 1/n.
+  mean_correction        K1 per width and from the weighted 1/n fit, against each theory's K1 (t*).
+  source_closure         the exact K1 source at t = 0 against the reference closure's K1_source.
+  residuals (per width)  the V4 equation residual and its transport / source split, with jackknife errors.
+Theories enter only through their standard fields (K0, V4, K1, K1_source), whatever the closure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernel_eft import schema
+from kernel_eft.core.pairs import four_index_to_pairs, n_pairs, pair_indices, to_pairs
+from kernel_eft.core.statistics import BatchMoments, first_exceedance, fit_inverse_width
+from kernel_eft.core.statistics import jackknife as default_jackknife
+from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs, normalised_error
+from kernel_eft.diagnose.inputs import check_point_files, se_or_nan, theory_curves
+from kernel_eft.diagnose.residual import (RESIDUAL_PARTS, ResidualSetup, make_residual_setup, residual_estimator,
+                                          unpack_residual)
+from kernel_eft.diagnose.tags import default_point_tag
+from kernel_eft.theory import REFERENCE_CLOSURE, get_closure
+from kernel_eft.validation import InputError, parse_kin
+
+
+@dataclass
+class Point:
+    """One grid point: its parameters, the Monte Carlo files (sorted by width) and their times."""
+
+    mc: list
+    params: dict
+    activation: str
+    sw2: float
+    sb2: float
+    T: float
+    depth: int
+    kin: np.ndarray
+    widths: np.ndarray
+    t: np.ndarray
+    layers: np.ndarray
+    K0_discrete: np.ndarray  # (R, P, P)
+
+    @property
+    def P(self) -> int:
+        return self.kin.shape[0]
+
+    @property
+    def p(self) -> int:
+        return n_pairs(self.P)
+
+    @property
+    def R(self) -> int:
+        return self.t.size
+
+    @property
+    def dt(self) -> float:
+        return self.T / self.depth
+
+
+@dataclass
+class Theories:
+    """The standard fields of every theory on the Monte Carlo times, stacked on the `theory` axis (NaN where a
+    file lacks one)."""
+
+    labels: list
+    K0: np.ndarray  # (theory, R, p)
+    V4: np.ndarray  # (theory, R, p, p)
+    K1: np.ndarray
+    K1_source: np.ndarray
+
+
+@dataclass
+class Estimates:
+    """Monte Carlo estimates per width (pair coordinates) and the residual parts with their errors."""
+
+    G: np.ndarray
+    G_se: np.ndarray
+    V4: np.ndarray
+    V4_se: np.ndarray
+    K1: np.ndarray
+    K1_se: np.ndarray
+    src: np.ndarray
+    src_se: np.ndarray
+    resid: dict
+    resid_se: dict
+    seeds: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
+    batches: list = field(default_factory=list)
+
+
+def read_point(mc: list, theories: list) -> Point:
+    params = check_point_files(mc, theories)
+    mc = sorted(mc, key=lambda item: int(item[1].attrs["width"]))
+    ref = mc[0][1]
+    T, depth = float(params["time"]), int(params["depth"])
+    t = ref["t"].values.astype(float)
+    layers = ref["layer"].values if "layer" in ref.coords else np.rint(t / T * depth).astype(int)
+    if t.size < 2:
+        raise InputError("record_every", "the Monte Carlo files record fewer than two times")
+    return Point(mc, params, str(params["activation"]), float(params["sw2"]), float(params["sb2"]), T, depth,
+                 parse_kin(str(params["kin"]), "kin"), np.array([int(ds.attrs["width"]) for _, ds in mc]), t,
+                 layers, ref["K0_discrete"].values)  # K0_discrete: identical in every file of the point
+
+
+def stack_theories(point: Point, theories: list) -> Theories:
+    labels, curves = theory_curves(theories, point.t, point.layers)
+    p = point.p
+
+    def stack(name, shape):
+        out = np.full((len(labels), point.R) + shape, np.nan)
+        for i, label in enumerate(labels):
+            if curves[label][name] is not None:
+                out[i] = curves[label][name]
+        return out
+
+    return Theories(labels, stack("K0", (p,)), stack("V4", (p, p)), stack("K1", (p,)), stack("K1_source", (p,)))
+
+
+def mc_estimates(point: Point, jackknife, batch_moments) -> Estimates:
+    """The Monte Carlo estimates of every width, and the V4 equation residual by the jackknife over its batches."""
+    nw, R, p = point.widths.size, point.R, point.p
+    setup = make_residual_setup(point.activation, point.t, 1, point.sw2, point.sb2, point.dt, point.K0_discrete)
+    G = np.empty((nw, R, p)); G_se = np.empty_like(G)  # noqa: E702
+    V4 = np.empty((nw, R, p, p)); V4_se = np.empty_like(V4)  # noqa: E702
+    K1 = np.empty((nw, R, p)); K1_se = np.empty_like(K1)  # noqa: E702
+    src = np.empty((nw, R, p)); src_se = np.empty_like(src)  # noqa: E702
+    resid = {name: {k: np.empty((nw,) + s) for k, s in (("rate", (R - 1, p, p)), ("acc", (R, p, p)), ("norm", ()))}
+             for name in RESIDUAL_PARTS}
+    resid_se = {name: {k: np.empty_like(v) for k, v in parts.items()} for name, parts in resid.items()}
+    est = Estimates(G, G_se, V4, V4_se, K1, K1_se, src, src_se, resid, resid_se)
+    for i, (_, ds) in enumerate(point.mc):
+        G[i], G_se[i] = to_pairs(ds["G_mean"].values), to_pairs(se_or_nan(ds, "G_mean"))
+        V4[i], V4_se[i] = four_index_to_pairs(ds["V4"].values), four_index_to_pairs(se_or_nan(ds, "V4"))
+        K1[i], K1_se[i] = to_pairs(ds["K1"].values), to_pairs(se_or_nan(ds, "K1"))
+        src[i], src_se[i] = to_pairs(ds["K1_source"].values), to_pairs(se_or_nan(ds, "K1_source"))
+        est.seeds.append(str(ds.attrs.get("seed", "?")))
+        est.samples.append(int(ds.attrs.get("samples", int(np.sum(ds["batch_count"].values)))))
+        est.batches.append(int(ds["batch_count"].size))
+        width_setup = ResidualSetup(setup.times, int(point.widths[i]), point.sw2, point.sb2, point.dt, setup.K0,
+                                    setup.W, setup.J)
+        value, se = jackknife(batch_moments(ds), residual_estimator(width_setup))
+        for store, flat in ((resid, value), (resid_se, se)):
+            for name, (rate, acc, norm) in unpack_residual(np.asarray(flat), R, p).items():
+                store[name]["rate"][i], store[name]["acc"][i], store[name]["norm"][i] = rate, acc, norm
+    for arr in (G, V4, K1, src):
+        if not np.all(np.isfinite(arr)):
+            raise InputError("mc", "Monte Carlo estimates contain NaN or inf")
+    return est
+
+
+def mean_kernel_errors(point: Point, th: Theories, est: Estimates) -> dict:
+    """(1) mean G against K0: the discrete recursion (the exact n -> inf limit at this L) and, where a theory
+    gives one, the continuum K0."""
+    refs = {"discrete": to_pairs(point.K0_discrete)}
+    for i, label in enumerate(th.labels):
+        if label.endswith("continuum") and np.all(np.isfinite(th.K0[i])):
+            refs["continuum"] = th.K0[i]
+            break
+    err = np.empty((len(refs), point.widths.size, point.R, point.p)); err_se = np.empty_like(err)  # noqa: E702
+    for j, ref in enumerate(refs.values()):
+        err[j], err_se[j] = normalised_error(est.G, est.G_se, ref[None], kernel_scale_pairs(ref, point.P)[None])
+    return {"k0_reference": list(refs), "K0_relerr": err, "K0_relerr_se": err_se,
+            "max_K0_relerr": np.nanmax(np.abs(err), axis=(2, 3))}
+
+
+def covariance_errors(point: Point, th: Theories, est: Estimates, threshold: float, nsigma: float) -> dict:
+    """(2) V4 against each theory and its validity window; V4 extrapolated to n -> infinity (V4_inf + c/n), to
+    separate the closure error of the leading-order V4 equation from O(1/n) corrections at finite width."""
+    nth, nw = len(th.labels), point.widths.size
+    err = np.full((nth, nw, point.R, point.p, point.p), np.nan); err_se = np.full_like(err, np.nan)  # noqa: E702
+    tstar = np.full((nth, nw), np.nan)
+    for j in range(nth):
+        if not np.all(np.isfinite(th.V4[j])):
+            continue
+        scale = covariance_scale(th.V4[j])
+        err[j], err_se[j] = normalised_error(est.V4, est.V4_se, th.V4[j][None], scale[None])
+        for i in range(nw):
+            tstar[j, i] = first_exceedance(point.t, est.V4[i] - th.V4[j], est.V4_se[i], scale, threshold, nsigma)
+    out = {"V4_relerr": err, "V4_relerr_se": err_se, "tstar_V4": tstar}
+    tstar_inf = np.full(nth, np.nan)
+    if nw >= 2:
+        coef, coef_se, _, _ = fit_inverse_width(point.widths, est.V4, est.V4_se, 2)
+        out["V4_inf"], out["V4_inf_se"] = coef[0], coef_se[0]
+        for j in range(nth):
+            if np.all(np.isfinite(th.V4[j])):
+                tstar_inf[j] = first_exceedance(point.t, coef[0] - th.V4[j], coef_se[0], covariance_scale(th.V4[j]),
+                                                threshold, nsigma)
+    out["tstar_V4_inf"] = tstar_inf
+    return out
+
+
+def mean_correction(point: Point, th: Theories, est: Estimates, threshold: float, nsigma: float) -> dict:
+    """(4) K1 two ways: per width, n (mean G - K0_discrete), and from the weighted fit of mean G in 1/n (its
+    n-independent K0, K1, K2 as fitted), each against every theory's K1."""
+    nw = point.widths.size
+    terms = min(3, nw)
+    out = {}
+    if nw >= 2:
+        coef, coef_se, chi2, dof = fit_inverse_width(point.widths, est.G, est.G_se, terms)
+        for k, name in enumerate(("K0_fit", "K1_fit", "K2_fit")[:terms]):
+            out[name], out[name + "_se"] = coef[k], coef_se[k]
+    else:
+        chi2, dof = np.full((point.R, point.p), np.nan), 0
+    tstar = np.full((len(th.labels), nw), np.nan)
+    tstar_fit = np.full(len(th.labels), np.nan)
+    for j in range(len(th.labels)):
+        if not np.all(np.isfinite(th.K1[j])):
+            continue
+        scale = kernel_scale_pairs(th.K1[j], point.P)
+        for i in range(nw):
+            tstar[j, i] = first_exceedance(point.t, est.K1[i] - th.K1[j], est.K1_se[i], scale, threshold, nsigma)
+        if "K1_fit" in out:
+            tstar_fit[j] = first_exceedance(point.t, out["K1_fit"] - th.K1[j], out["K1_fit_se"], scale, threshold,
+                                            nsigma)
+    out.update({"fit_chi2": chi2, "tstar_K1": tstar, "tstar_K1_fit": tstar_fit})
+    return out, {"fit_dof": dof, "fit_terms": terms if nw >= 2 else 0}
+
+
+def reference_theory(labels: list) -> int | None:
+    """Index of the reference closure's solution (discrete layers where given, else the continuum)."""
+    closure = get_closure(REFERENCE_CLOSURE)
+    for depth in (1, None):
+        if closure.theory_label(depth) in labels:
+            return labels.index(closure.theory_label(depth))
+    return None
+
+
+def source_closure(th: Theories, est: Estimates) -> dict:
+    """The exact K1 source at t = 0 (it vanishes: h^0 is Gaussian) in standard errors, and its mismatch with
+    the reference closure's K1_source there."""
+    ref = reference_theory(th.labels)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se0 = np.where(est.src_se[:, 0] > 0, est.src_se[:, 0], np.nan)
+        t0_sigma = est.src[:, 0] / se0
+        mismatch = (est.src[:, 0] - (th.K1_source[ref, 0][None] if ref is not None else np.nan)) / se0
+    return {"K1_source_t0_sigma": t0_sigma, "K1_source_mismatch_t0_sigma": mismatch}
+
+
+def residual_variables(est: Estimates) -> dict:
+    def stack(kind, store):
+        return np.stack([store[name][kind] for name in RESIDUAL_PARTS])
+
+    out = {}
+    for kind, name in (("rate", "residual_rate"), ("acc", "residual_acc"), ("norm", "residual_norm_T")):
+        out[name], out[name + "_se"] = stack(kind, est.resid), stack(kind, est.resid_se)
+    return out
+
+
+def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: float = 3.0,
+                   jackknife=None, batch_moments=None):
+    """All per-point diagnostics as an xarray Dataset.  mc, theories: lists of (path, xarray.Dataset).
+    jackknife / batch_moments default to kernel_eft.core.statistics' (injectable for tests)."""
+    jackknife = jackknife or default_jackknife
+    batch_moments = batch_moments or BatchMoments.from_dataset
+    point = read_point(mc, theories)
+    th = stack_theories(point, theories)
+    est = mc_estimates(point, jackknife, batch_moments)
+    k0 = mean_kernel_errors(point, th, est)
+    v4 = covariance_errors(point, th, est, threshold, nsigma)
+    k1, fit_attrs = mean_correction(point, th, est, threshold, nsigma)
+    src = source_closure(th, est)
+    values = {
+        "G_mean": est.G, "G_mean_se": est.G_se, "K0_discrete": to_pairs(point.K0_discrete),
+        "K0_relerr": k0["K0_relerr"], "K0_relerr_se": k0["K0_relerr_se"],
+        "V4_MC": est.V4, "V4_MC_se": est.V4_se,
+        "K0_theory": th.K0, "V4_theory": th.V4, "K1_theory": th.K1, "K1_source_theory": th.K1_source,
+        "V4_relerr": v4["V4_relerr"], "V4_relerr_se": v4["V4_relerr_se"],
+        "K1_MC": est.K1, "K1_MC_se": est.K1_se, "K1_source_MC": est.src, "K1_source_MC_se": est.src_se,
+        **src, "fit_chi2": k1["fit_chi2"],
+        "tstar_V4": v4["tstar_V4"], "tstar_K1": k1["tstar_K1"], "tstar_K1_fit": k1["tstar_K1_fit"],
+        "tstar_V4_inf": v4["tstar_V4_inf"], "max_K0_relerr": k0["max_K0_relerr"],
+        **{name: v4[name] for name in ("V4_inf", "V4_inf_se") if name in v4},
+        **{name: k1[name] for name in ("K0_fit", "K0_fit_se", "K1_fit", "K1_fit_se", "K2_fit", "K2_fit_se")
+           if name in k1},
+        **residual_variables(est),
+        "V4_MC_norm_T": np.sqrt(np.sum(est.V4[:, -1] ** 2, axis=(1, 2))),
+    }
+    for name, value in values.items():
+        if not name.startswith("tstar") and np.any(np.isinf(value)):
+            raise InputError("mc", f"diagnostic {name} overflowed (inf)")
+    pa, pb = pair_indices(point.P)
+    coords = {"width": point.widths, "t": point.t, "layer": np.asarray(point.layers, np.int64),
+              "t_left": point.t[:-1], "pair": np.arange(point.p), "pair2": np.arange(point.p), "pair_a": pa,
+              "pair_b": pb, "theory": np.array(th.labels, dtype=object),
+              "k0_reference": np.array(k0["k0_reference"], dtype=object),
+              "residual_part": np.array(RESIDUAL_PARTS, dtype=object)}
+    kin = point.kin
+    # rho names a pair of inputs only: NaN for one input or three and more (never a label for K_in[0,1] alone)
+    rho = float(kin[0, 1] / np.sqrt(kin[0, 0] * kin[1, 1])) if point.P == 2 else math.nan
+    attrs = {
+        "activation": point.activation, "time": point.T, "depth": point.depth, "sw2": point.sw2, "sb2": point.sb2,
+        "kin": str(point.params["kin"]), "rho": rho, "P": point.P, "threshold": threshold, "nsigma": nsigma,
+        "point": default_point_tag(point.activation, point.depth, point.T, point.sw2, point.sb2, kin),
+        "widths": ",".join(str(w) for w in point.widths), "seeds": ",".join(est.seeds),
+        "samples": ",".join(str(s) for s in est.samples), "batches": ",".join(str(b) for b in est.batches),
+        "record_every": int(point.mc[0][1].attrs.get("record_every", 1)),
+        **fit_attrs, "reference_closure": REFERENCE_CLOSURE,
+        "error_method": "delete-one-batch jackknife over seed batches (theory curves carry no statistical error)",
+        "theories": ",".join(th.labels),
+        "mc_files": ",".join(str(path) for path, _ in point.mc),
+        "theory_files": ",".join(str(path) for path, _ in theories),
+    }
+    context = {"threshold": threshold, "nsigma": nsigma, "reference": REFERENCE_CLOSURE, **fit_attrs}
+    return schema.dataset("diagnostics", values, coords, attrs, context=context)

@@ -1,0 +1,173 @@
+"""What every figure shares: the Figure description, styles, captions, bands, saving (PDF, PNG, caption file).
+
+A figure is a module in kernel_eft/figures/ that defines FIGURE = Figure(name, kind, needs, render, order):
+kind "point" renders one diagnostics file (render(ds, outdir) -> paths; files named by the point's tag),
+kind "study" renders the collated summary of all points (render(summary, outdir, threshold=, nsigma=)).
+`needs` lists the variables it reads, checked before anything is drawn.  Theories are drawn in the style
+their closure declares (kernel_eft.theory.closure.Closure.style), so a new closure needs no figure code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from dataclasses import dataclass
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kernel_eft.diagnose.compare import ENTRY_CLASSES, entry_classes, pair_label  # noqa: E402
+from kernel_eft.diagnose.tags import default_point_tag  # noqa: E402
+from kernel_eft.theory import REFERENCE_CLOSURE, get_closure  # noqa: E402
+from kernel_eft.validation import parse_kin  # noqa: E402
+
+plt.rcParams.update({"font.size": 9, "axes.titlesize": 9.5, "legend.fontsize": 7.5, "axes.labelsize": 9})
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # file stem (a point figure's files are <point tag>_<name>)
+    kind: str  # "point" or "study"
+    needs: tuple  # variables it reads from a diagnostics file ("point") or the collated summary ("study")
+    render: Callable
+    order: int  # rendering order (the figure number)
+
+
+def theory_style(label: str) -> dict:
+    """Line style and legend label of a theory (gonly_discrete, exact_continuum, ...) from its closure."""
+    name, form = str(label).rsplit("_", 1)
+    closure = get_closure(name)
+    return dict(closure.style[form], label=f"{closure.label}, "
+                                           f"{'discrete layers' if form == 'discrete' else 'continuum'}")
+
+
+def closure_of(label: str):
+    return get_closure(str(label).rsplit("_", 1)[0])
+
+
+def first_of_each_closure(labels) -> list:
+    """The first solution of each closure among theory labels (discrete layers come before the continuum)."""
+    out, seen = [], set()
+    for label in labels:
+        if closure_of(label).name not in seen:
+            seen.add(closure_of(label).name)
+            out.append(str(label))
+    return out
+
+
+def reference_label() -> str:
+    """The label of the reference closure (the closure under test) in captions and titles."""
+    return get_closure(REFERENCE_CLOSURE).label
+
+
+PART_STYLE = {
+    "total": dict(color="black", ls="-", label="total  ∫R dt'"),
+    "transport": dict(color="tab:red", ls="-", label="transport part"),
+    "source": dict(color="tab:blue", ls="--", label="source part"),
+    "source_fluctuation": dict(color="tab:cyan", ls=(0, (1, 1)), label="of which the O(1/n) part (sw2/n) Cov(G,S) terms"),
+    "remainder": dict(color="0.55", ls=":", label="remainder (statistical, expect 0)"),
+}
+
+
+DIMLESS = "[dimensionless]"
+
+
+_WIDTH_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:cyan", "tab:olive",
+                 "tab:pink")
+
+
+def width_colors(widths) -> dict:
+    return {int(w): _WIDTH_COLORS[i % len(_WIDTH_COLORS)] for i, w in enumerate(widths)}
+
+
+def point_caption(ds, what: str) -> str:
+    """The caption every per-point figure carries: what is shown, then every parameter and the error method."""
+    a = ds.attrs
+    widths = a["widths"]
+    seeds = ", ".join(f"n={w}: seed {s}, {m} samples in {b} batches" for w, s, m, b in zip(
+        str(widths).split(","), str(a["seeds"]).split(","), str(a["samples"]).split(","),
+        str(a["batches"]).split(",")))
+    kin = str(a["kin"]).replace(";", "; ")
+    return (f"{what} Activation {a['activation']}, widths n = {widths}, depth L = {a['depth']} blocks, "
+            f"T = {float(a['time']):g} (dt = T/L = {float(a['time']) / int(a['depth']):.4g}), "
+            f"sw2 = {float(a['sw2']):g}, sb2 = {float(a['sb2']):g}, K_in = [{kin}]. Monte Carlo: {seeds}. "
+            f"Bands: ±1 standard error, {a['error_method']}.")
+
+
+def point_tag(ds) -> str:
+    """File-name tag of a grid point: the `point` attribute of its diagnostics (diagnose --tag, or derived
+    from every parameter including the whole K_in); derived the same way for files that predate it."""
+    a = ds.attrs
+    if "point" in a:
+        return str(a["point"])
+    return default_point_tag(a["activation"], a["depth"], a["time"], a["sw2"], a["sb2"],
+                             parse_kin(str(a["kin"]), "kin"))
+
+
+def band(ax, x, y, se, color, ls="-", label=None, alpha=0.25, lw=1.4, marker=None):
+    ax.plot(x, y, color=color, ls=ls, lw=lw, label=label, marker=marker, ms=3.5, markevery=max(1, len(x) // 10))
+    ax.fill_between(x, y - se, y + se, color=color, alpha=alpha, lw=0)
+
+
+def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
+    """Add the caption under the axes, save PDF and PNG (bbox tight: nothing clipped), write caption text."""
+    os.makedirs(outdir, exist_ok=True)
+    width_in = fig.get_size_inches()[0]
+    wrapped = "\n".join(textwrap.wrap(caption, width=int(width_in * 15.5)))
+    fig.text(0.01, -0.01, wrapped, ha="left", va="top", fontsize=7.5, wrap=False)
+    paths = []
+    for ext in ("pdf", "png"):
+        path = os.path.join(outdir, f"{stem}.{ext}")
+        fig.savefig(path, dpi=150 if ext == "png" else None, bbox_inches="tight", pad_inches=0.08)
+        paths.append(path)
+    with open(os.path.join(outdir, f"{stem}.caption.txt"), "w") as fh:
+        fh.write(caption + "\n")
+    plt.close(fig)
+    return paths
+
+
+def legend_above(fig, axes, ncol=4):
+    handles, labels = [], []
+    for ax in np.ravel(axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    # Above the axes: the caption goes below them, so the two never overlap.
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, frameon=False)
+
+
+def entry_grid(n_entries: int, blocks: int = 1, panel=(3.7, 3.0)):
+    """Figure with `blocks` stacked grids of at most 3 columns, one panel per entry; returns (fig, axes, where)
+    with where(block, m) the axis of entry m in block.  Unused panels are hidden."""
+    ncols = min(3, n_entries)
+    nrows = -(-n_entries // ncols)
+    fig, axes = plt.subplots(blocks * nrows, ncols, figsize=(max(panel[0] * ncols, 7.0), panel[1] * blocks * nrows),
+                             squeeze=False, sharex=True)
+    for blk in range(blocks):
+        for k in range(n_entries, nrows * ncols):
+            axes[blk * nrows + k // ncols, k % ncols].set_visible(False)
+
+    def where(block: int, m: int):
+        return axes[block * nrows + m // ncols, m % ncols]
+
+    return fig, axes, where
+
+
+def representative_entries(P: int) -> dict[str, tuple[int, int]]:
+    classes = entry_classes(P)
+    return {name: classes[name][0] for name in ENTRY_CLASSES if classes[name]}
+
+
+def entry_label(m: int, mp: int, P: int) -> str:
+    return f"V4[{pair_label(m, P)},{pair_label(mp, P)}]"
+
+
+def fmt_tstar(value) -> str:
+    v = float(value)
+    return "never (∞)" if math.isinf(v) else ("n/a" if math.isnan(v) else f"{v:.3g}")

@@ -1,0 +1,89 @@
+"""What a running job tells its user: log lines, progress, a heartbeat (stderr, so that Snakemake and SLURM
+logs show a running job).  A rich progress bar on a terminal; otherwise a line every 10% and at least every
+PROGRESS_SECONDS."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+
+PROGRESS_SECONDS = 30.0  # a progress line at least this often, besides one every 10%
+
+
+def logger(command: str):
+    """log(message) -> "kernel-eft COMMAND: message" on stderr."""
+
+    def log(message: str) -> None:
+        print(f"kernel-eft {command}: {message}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def format_params(**params) -> str:
+    return ", ".join(f"{key}={value}" for key, value in params.items())
+
+
+class Progress:
+    """progress(done, total): a rich progress bar on a terminal; otherwise a log line at every 10% and at least
+    every PROGRESS_SECONDS (Snakemake and SLURM logs).  Disabled: does nothing."""
+
+    def __init__(self, label: str, enabled: bool, unit: str = "batches"):
+        self.label = label
+        self.unit = unit
+        self.enabled = enabled
+        self.start = time.monotonic()
+        self.last_line = self.start
+        self.bar = None
+        self.last_decile = -1
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            if self.task is None:
+                self.bar.start()
+                self.task = self.bar.add_task(self.label, total=total)
+            self.bar.update(self.task, completed=done)
+            if done == total:
+                self.bar.stop()
+            return
+        decile = (10 * done) // total
+        now = time.monotonic()
+        if decile != self.last_decile or done == total or now - self.last_line >= PROGRESS_SECONDS:
+            self.last_decile = decile
+            self.last_line = now
+            elapsed = now - self.start
+            eta = elapsed / done * (total - done)
+            print(f"{self.label}: {done}/{total} {self.unit} ({100 * done / total:.0f}%), "
+                  f"elapsed {elapsed:.1f} s, eta {eta:.1f} s", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def heartbeat(log, what: str, interval: float = PROGRESS_SECONDS):
+    """log(...) every `interval` seconds while a step without progress callbacks runs (the ODE solvers)."""
+    if log is None:
+        yield
+        return
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def beat():
+        while not stop.wait(interval):
+            log(f"{what}: still running, {time.monotonic() - start:.0f} s elapsed")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

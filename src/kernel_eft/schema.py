@@ -1,0 +1,324 @@
+"""Every variable and coordinate kernel-eft writes, with its dimensions, units, long_name and CF attributes.
+
+One table per file kind (`mc`, `theory`, `diagnostics`, `summary`); every writer builds its Dataset with
+`dataset(kind, ...)`, which attaches the attributes from here (and links each `X` to its standard error
+through `ancillary_variables = "X_se"`), and the variable tables of docs/data_format.md are generated from
+here (`update_document`, checked by tests/test_data_format.py).  CF-1.10: every variable has `long_name` and
+`units` ("1": kernels are dimensionless); coordinates never carry `_FillValue` (kernel_eft.io).
+
+A long_name may hold {placeholders} filled from the writer's context (a threshold, a closure's label).
+A closure may write parts beyond the standard fields; they are declared here (built-in closures) or passed
+as `extra` by the closure that writes them.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+
+KINDS = ("mc", "theory", "diagnostics", "summary")
+JACKKNIFE = "delete-one-batch jackknife"
+FIT = "weighted least-squares fit"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """dims: netCDF dimensions; long_name (may hold {placeholders}); note: when it is written, if not always
+    (documentation); se: an `X_se` standard error is written with it, by the method `se_method`; column: its
+    name in summary.csv."""
+
+    dims: tuple[str, ...]
+    long_name: str
+    units: str | None = "1"
+    note: str = ""
+    se: bool = False
+    column: str | None = None
+    se_method: str = JACKKNIFE
+
+
+@dataclass(frozen=True)
+class Coordinate:
+    dims: tuple[str, ...]
+    long_name: str
+    units: str | None = "1"
+
+
+KERNEL = ("t", "a", "b")
+COV = ("t", "a", "b", "c", "d")
+W_T_P = ("width", "t", "pair")
+W_T_PP = ("width", "t", "pair", "pair2")
+
+COORDINATES: dict[str, Coordinate] = {
+    "t": Coordinate(("t",), "depth time t = layer * T / L"),
+    "layer": Coordinate(("t",), "residual block index l"),
+    "a": Coordinate(("a",), "input index a"),
+    "b": Coordinate(("b",), "input index b"),
+    "c": Coordinate(("c",), "input index c"),
+    "d": Coordinate(("d",), "input index d"),
+    "pair": Coordinate(("pair",), "pair index m of (a <= b), row-major"),
+    "pair2": Coordinate(("pair2",), "second pair index"),
+    "pair_a": Coordinate(("pair",), "first input index of pair"),
+    "pair_b": Coordinate(("pair",), "second input index of pair"),
+    "batch": Coordinate(("batch",), "seed batch index"),
+    "sample": Coordinate(("sample",), "seed index (batch order)"),
+    "width": Coordinate(("width",), "network width n"),
+    "t_left": Coordinate(("t_left",), "left end of the recording interval"),
+    "theory": Coordinate(("theory",), "closure and depth treatment", None),
+    "k0_reference": Coordinate(("k0_reference",), "mean-kernel reference (discrete layers or continuum)", None),
+    "residual_part": Coordinate(("residual_part",), "part of the V4 equation residual", None),
+    # summary grid
+    "activation": Coordinate(("activation",), "activation phi", None),
+    "sw2": Coordinate(("sw2",), "weight variance sigma_w^2"),
+    "sb2": Coordinate(("sb2",), "bias variance sigma_b^2"),
+    "kin": Coordinate(("kin",), "input kernel K_in (rows by ';', entries by ',')", None),
+    "depth": Coordinate(("depth",), "number of residual blocks L"),
+    "T": Coordinate(("T",), "depth time T"),
+    "rho": Coordinate(("kin",), "input correlation K_ab / sqrt(K_aa K_bb) for two inputs, NaN otherwise"),
+}
+
+_RAW = "batch-resolved raw moment (pair coordinates) for merging and re-analysis: "
+
+VARIABLES: dict[str, dict[str, Variable]] = {
+    "mc": {
+        "G_mean": Variable(KERNEL, "Monte Carlo mean of the empirical kernel G = h h^T / n", se=True),
+        "S_mean": Variable(KERNEL, "Monte Carlo mean of the sigma-kernel S = phi(h) phi(h)^T / n", se=True),
+        "V4": Variable(COV, "kernel covariance n Cov(G_ab, G_cd)", se=True),
+        "cov_GS": Variable(COV, "cross covariance n Cov(G_ab, S_cd)", se=True),
+        "cov_SS": Variable(COV, "sigma-kernel covariance n Cov(S_ab, S_cd)", se=True),
+        "K0_discrete": Variable(KERNEL, "infinite-width discrete-layer mean kernel K0 <- K0 + dt f(K0)"),
+        "K1": Variable(KERNEL, "1/n mean correction n (mean G - K0_discrete)", se=True),
+        "K1_source": Variable(KERNEL, "exact K1 source n sw2 (mean S - F(mean G))", se=True),
+        "batch_count": Variable(("batch",), "seeds in batch"),
+        "batch_mean_G": Variable(("batch", "t", "pair"), _RAW + "mean of G"),
+        "batch_mean_S": Variable(("batch", "t", "pair"), _RAW + "mean of S"),
+        "batch_m2_GG": Variable(("batch", "t", "pair", "pair2"), _RAW + "centred co-moment sum of G and G"),
+        "batch_m2_GS": Variable(("batch", "t", "pair", "pair2"), _RAW + "centred co-moment sum of G and S"),
+        "batch_m2_SS": Variable(("batch", "t", "pair", "pair2"), _RAW + "centred co-moment sum of S and S"),
+        "sample_G": Variable(("sample",) + KERNEL, "per-seed empirical kernel G", note="only with --keep-samples"),
+        "sample_S": Variable(("sample",) + KERNEL, "per-seed sigma-kernel S", note="only with --keep-samples"),
+    },
+    "theory": {
+        # the standard fields every closure writes (kernel_eft.theory.closure.STANDARD_FIELDS)
+        "K0": Variable(KERNEL, "mean kernel K0 (infinite width)"),
+        "V4": Variable(COV, "kernel covariance V4 = n Cov(G_ab, G_cd), {closure}"),
+        "K1": Variable(KERNEL, "1/n mean correction K1, E[G] = K0 + K1/n, {closure}"),
+        "K1_source": Variable(KERNEL, "the closure's K1 source, dK1/dt = J K1 + K1_source: its prediction of the "
+                                      "exact source n sw2 (E[S] - F(E[G])) at O(1/n) (G-only: the tadpole "
+                                      "(1/2) H : V4; exact: sw2 B)"),
+        # parts of the G-only closure
+        "transport": Variable(COV, "transport term J V4 + V4 J^T of dV4/dt, J = Df(K0)", note="only gonly"),
+        "source": Variable(COV, "source term S4(K0, f(K0)) of dV4/dt", note="only gonly"),
+        "tadpole": Variable(KERNEL, "tadpole (1/2) H : V4 of dK1/dt, H = D2f(K0) (G-only: equal to K1_source)",
+                            note="only gonly"),
+        "discrete_correction": Variable(COV, "dt^2 part of the discrete V4 step per dt: dt (J V4 J^T + S2(f(K0)))",
+                                        note="only gonly with --depth"),
+        # parts of the exact closure
+        "V4_free": Variable(COV, "free part of V4: Wishart form of K0(t), Cov of the free field A_hh",
+                            note="only exact"),
+        "V4_cross": Variable(COV, "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field",
+                             note="only exact"),
+        "V4_feedback": Variable(COV, "feedback part of V4: Cov(y, y)", note="only exact"),
+    },
+    "diagnostics": {
+        "G_mean": Variable(W_T_P, "Monte Carlo mean kernel", se=True),
+        "K0_discrete": Variable(("t", "pair"), "discrete-layer K0"),
+        "K0_relerr": Variable(("k0_reference",) + W_T_P, "(G_mean - K0) / sqrt(K0_aa K0_bb)", se=True),
+        "V4_MC": Variable(W_T_PP, "Monte Carlo V4 = n Cov(G_m, G_m')", se=True),
+        "K0_theory": Variable(("theory", "t", "pair"), "theory K0 at the Monte Carlo times"),
+        "V4_theory": Variable(("theory", "t", "pair", "pair2"), "theory V4 at the Monte Carlo times"),
+        "K1_theory": Variable(("theory", "t", "pair"), "theory K1 at the Monte Carlo times"),
+        "K1_source_theory": Variable(("theory", "t", "pair"), "theory prediction of the exact K1 source (the "
+                                     "theory file's K1_source: G-only tadpole (1/2) H:V4, exact closure sw2 B)"),
+        "V4_relerr": Variable(("theory",) + W_T_PP, "(V4_MC - V4_theory) / sqrt(V4_theory[m,m] V4_theory[m',m'])",
+                              se=True),
+        "V4_inf": Variable(("t", "pair", "pair2"), "V4_MC extrapolated to n -> infinity (weighted fit V4_inf + c/n "
+                           "over widths)", note="only with >= 2 widths", se=True, se_method=FIT),
+        "residual_rate": Variable(("residual_part", "width", "t_left", "pair", "pair2"),
+                                  "V4 equation residual rate dV4_MC/dt - RHS_EFT(V4_MC) and its parts", se=True),
+        "residual_acc": Variable(("residual_part",) + W_T_PP,
+                                 "accumulated residual int_0^t R dt' and its parts (left rule)", se=True),
+        "residual_norm_T": Variable(("residual_part", "width"),
+                                    "Frobenius norm over pair entries of residual_acc at t = T", se=True),
+        "V4_MC_norm_T": Variable(("width",), "Frobenius norm of V4_MC at t = T (scale of the residual)"),
+        "K1_MC": Variable(W_T_P, "n (G_mean - K0_discrete)", se=True),
+        "K0_fit": Variable(("t", "pair"), "K0 from the weighted 1/n fit of G_mean over widths ({fit_terms} terms)",
+                           note="only with >= 2 widths", se=True, se_method=FIT),
+        "K1_fit": Variable(("t", "pair"), "K1 from the weighted 1/n fit of G_mean over widths ({fit_terms} terms)",
+                           note="only with >= 2 widths", se=True, se_method=FIT),
+        "K2_fit": Variable(("t", "pair"), "K2 (1/n^2 coefficient) from the weighted 1/n fit of G_mean over widths "
+                           "({fit_terms} terms)", note="only with >= 3 widths", se=True, se_method=FIT),
+        "fit_chi2": Variable(("t", "pair"), "chi^2 of the 1/n fit ({fit_dof} degrees of freedom)"),
+        "K1_source_MC": Variable(W_T_P, "exact K1 source n sw2 (mean S - F(mean G))", se=True),
+        "K1_source_t0_sigma": Variable(("width", "pair"), "K1_source_MC(t=0) / its standard error (exactly 0 "
+                                                          "expected)"),
+        "K1_source_mismatch_t0_sigma": Variable(("width", "pair"), "(K1_source_MC - the {reference} closure's "
+                                                "K1_source) at t=0 in units of the MC standard error"),
+        "tstar_V4": Variable(("theory", "width"), "first t where the V4 relative error exceeds {threshold:g} by more "
+                                                  "than {nsigma:g} sigma (inf: never)"),
+        "tstar_K1": Variable(("theory", "width"), "first t where the K1 relative error exceeds {threshold:g} by more "
+                                                  "than {nsigma:g} sigma (inf: never)"),
+        "tstar_K1_fit": Variable(("theory",), "tstar_K1 for the 1/n-fit K1"),
+        "tstar_V4_inf": Variable(("theory",), "tstar_V4 for V4_inf (1/n-extrapolated)"),
+        "max_K0_relerr": Variable(("k0_reference", "width"), "max over t and entries of |K0_relerr|"),
+    },
+    "summary": {
+        "point": Variable(("activation", "sw2", "sb2", "kin", "depth", "T"), "the grid point's tag", None),
+        "theory_used": Variable(("activation", "sw2", "sb2", "kin", "depth", "T"),
+                                "the theory the t* columns refer to", None, column="theory"),
+        "tstar_V4": Variable(("width",), "V4 validity window t* ({reference})"),
+        "tstar_K1": Variable(("width",), "K1 validity window t* ({reference})"),
+        "tstar_K1_fit": Variable((), "K1 validity window t* for the 1/n-fit K1"),
+        "tstar_V4_inf": Variable((), "V4 validity window t* for the n -> infinity extrapolation"),
+        "max_K0_relerr_discrete": Variable(("width",), "max |K0 relative error|, discrete K0"),
+        "max_K0_relerr_continuum": Variable(("width",), "max |K0 relative error|, continuum K0"),
+        "V4_MC_norm_T": Variable(("width",), "Frobenius norm of V4_MC at t = T"),
+        "K1_source_mismatch_t0_sigma": Variable(("width",), "max over entries |K1_source of the {reference} closure "
+                                                            "- MC source| at t=0 in MC standard errors"),
+        **{f"residual_{part}_T": Variable(("width",), f"Frobenius norm of the accumulated {part} residual at t = T",
+                                          se=True) for part in ("total", "transport", "source", "remainder")},
+        "samples": Variable(("width",), "Monte Carlo seeds"),
+        "seed": Variable(("width",), "Monte Carlo run seed", None),
+        "transport_fraction_T": Variable(("width",), "residual_transport_T / (residual_transport_T + "
+                                                     "residual_source_T)", note="only in summary.csv"),
+    },
+}
+
+
+class _Context(dict):
+    """str.format_map context that leaves unknown placeholders as they are."""
+
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+def long_name(kind: str, name: str, context: dict | None = None, extra: dict | None = None) -> str:
+    var = variable(kind, name, extra)
+    return var.long_name.format_map(_Context(context or {})) if "{" in var.long_name else var.long_name
+
+
+def variable(kind: str, name: str, extra: dict | None = None) -> Variable:
+    """The table entry of `name` in a file of `kind` (X_se: derived from X)."""
+    table = {**VARIABLES[kind], **(extra or {})}
+    if name in table:
+        return table[name]
+    if name.endswith("_se") and name[:-3] in table and table[name[:-3]].se:
+        base = table[name[:-3]]
+        return Variable(base.dims, f"standard error ({base.se_method}) of: {base.long_name}", base.units, base.note)
+    raise KeyError(f"{name!r} is not a variable of a {kind} file (kernel_eft.schema.VARIABLES)")
+
+
+def attributes(kind: str, name: str, context: dict | None = None, extra: dict | None = None) -> dict:
+    var = variable(kind, name, extra)
+    attrs = {"long_name": long_name(kind, name, context, extra)}
+    if var.units is not None:
+        attrs["units"] = var.units
+    return attrs
+
+
+def coordinate(name: str, values) -> tuple:
+    coord = COORDINATES[name]
+    attrs = {"long_name": coord.long_name}
+    if coord.units is not None:
+        attrs["units"] = coord.units
+    return coord.dims, values, attrs
+
+
+def dataset(kind: str, data: dict, coords: dict, attrs: dict | None = None, context: dict | None = None,
+            extra: dict | None = None):
+    """An xarray Dataset of `kind` with every attribute from the table.
+
+    data: {name: values} (dims from the table); coords: {name: values} (dims from COORDINATES); extra:
+    {name: Variable} for variables a writer adds beyond the table (a new closure's parts)."""
+    import xarray as xr
+
+    variables = {}
+    for name, values in data.items():
+        var = variable(kind, name, extra)
+        variables[name] = (var.dims, values, attributes(kind, name, context, extra))
+    for name in variables:
+        if name + "_se" in variables:
+            variables[name][2]["ancillary_variables"] = name + "_se"
+    return xr.Dataset(variables, coords={name: coordinate(name, values) for name, values in coords.items()},
+                      attrs=attrs or {})
+
+
+def set_attributes(ds, kind: str, context: dict | None = None):
+    """Attach the table's attributes to every variable and coordinate of an existing Dataset (in place; after
+    xarray operations that drop attributes, such as combine_by_coords)."""
+    for name in ds.data_vars:
+        ds[name].attrs = attributes(kind, name, context)
+        if name + "_se" in ds.data_vars:
+            ds[name].attrs["ancillary_variables"] = name + "_se"
+    for name in ds.coords:
+        coord = COORDINATES[name]
+        ds[name].attrs = {"long_name": coord.long_name, **({"units": coord.units} if coord.units else {})}
+    return ds
+
+
+# ----------------------------------------------------------------------------------------------
+# docs/data_format.md: the variable tables are generated from here
+# ----------------------------------------------------------------------------------------------
+
+_DOC_KINDS = {"mc": "Monte Carlo file", "theory": "Theory file", "diagnostics": "Diagnostics file",
+              "summary": "Summary table"}
+
+
+SUMMARY_COORDINATES = ("activation", "sw2", "sb2", "kin", "depth", "T", "width", "rho")
+
+
+def markdown_table(kind: str) -> str:
+    """The variable table of a file kind, one row per variable (with its _se on the same row); placeholders
+    filled by the writer appear as <name>.  The summary table starts with its grid coordinates."""
+    name_header = "column" if kind == "summary" else "variable"
+    lines = [f"| {name_header} | dims | meaning |", "|---|---|---|"]
+    if kind == "summary":
+        for name in SUMMARY_COORDINATES:
+            coord = COORDINATES[name]
+            lines.append(f"| `{name}` | {','.join(coord.dims)} | grid coordinate: {coord.long_name} |")
+    for name, var in VARIABLES[kind].items():
+        shown = var.column or name
+        names = f"`{shown}`, `{shown}_se`" if var.se else f"`{shown}`"
+        meaning = re.sub(r"\{(\w+)(:[^}]*)?\}", r"<\1>", var.long_name).replace("|", "\\|")
+        if var.column:
+            meaning += f" (`{name}` in summary.nc)"
+        if var.note:
+            meaning += f"; {var.note}"
+        dims = ",".join(var.dims) or "-"
+        lines.append(f"| {names} | {dims} | {meaning} |")
+    return "\n".join(lines)
+
+
+def _block(kind: str) -> str:
+    return f"<!-- schema:{kind} (generated from src/kernel_eft/schema.py; do not edit) -->"
+
+
+def render_document(text: str) -> str:
+    """The document with every generated table replaced by the current one."""
+    for kind in KINDS:
+        begin, end = _block(kind), f"<!-- /schema:{kind} -->"
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        if not pattern.search(text):
+            raise ValueError(f"the document has no generated table for {kind} ({begin} ... {end})")
+        text = pattern.sub(lambda _: f"{begin}\n{markdown_table(kind)}\n{end}", text)
+    return text
+
+
+def update_document(path: str) -> bool:
+    """Regenerate the tables of docs/data_format.md in place; True if anything changed."""
+    with open(path) as fh:
+        old = fh.read()
+    new = render_document(old)
+    if new != old:
+        with open(path, "w") as fh:
+            fh.write(new)
+    return new != old
+
+
+if __name__ == "__main__":  # python -m kernel_eft.schema docs/data_format.md
+    for target in sys.argv[1:]:
+        print(f"{target}: {'updated' if update_document(target) else 'up to date'}")
+
+
+__all__ = ["COORDINATES", "Coordinate", "KINDS", "VARIABLES", "Variable", "attributes", "coordinate", "dataset",
+           "long_name", "markdown_table", "render_document", "set_attributes", "update_document", "variable"]

@@ -1,0 +1,53 @@
+"""Every Monte Carlo estimate with its jackknife standard error, from the batch-resolved moments.
+
+The references at infinite width come from core (the discrete-layer mean-field K0 and F), never from a
+theory: the simulator is the referee of the theories and computes nothing with them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernel_eft.core.expectations import F_matrix
+from kernel_eft.core.meanfield import mean_kernel_discrete
+from kernel_eft.core.pairs import from_pairs, n_pairs
+from kernel_eft.core.statistics import BatchMoments, Moments, jackknife
+from kernel_eft.simulate.params import SimulationParams
+
+def mean_kernel_reference(params: SimulationParams) -> np.ndarray:
+    """Infinite-width discrete-layer K0 at the recorded layers, (R, P, P)."""
+    k0 = mean_kernel_discrete(params.activation, params.kin, params.sw2, params.sb2, params.time, params.depth)
+    return k0[params.layers]
+
+
+def summarize(params: SimulationParams, batches: BatchMoments) -> dict[str, np.ndarray]:
+    """Every estimate with its jackknife standard error.  Matrices (R, P, P), covariances (R, p, p) in pairs.
+
+    V4 = n Cov(G), cov_GS = n Cov(G, S), cov_SS = n Cov(S, S), K1 = n (mean G - K0_discrete),
+    K1_source = n sw2 (mean S - F(mean G)) (the exact source of K1: as n -> infinity, dK1/dt = J K1 + K1_source).
+    """
+    n, P = params.width, params.P
+    k0 = mean_kernel_reference(params)
+
+    def estimates(m: Moments) -> np.ndarray:
+        cov_GG, cov_GS, cov_SS = m.covariances()
+        G = from_pairs(m.mean_G, P)
+        S = from_pairs(m.mean_S, P)
+        k1 = n * (G - k0)
+        source = n * params.sw2 * (S - F_matrix(params.activation, G))
+        # Pack into one flat vector per layer so one jackknife pass serves every estimator.
+        parts = [G, S, k1, source, n * cov_GG, n * cov_GS, n * cov_SS]
+        return np.concatenate([x.reshape(x.shape[0], -1) for x in parts], axis=1)
+
+    value, se = jackknife(batches, estimates)
+    R, p = batches.mean_G.shape[1], n_pairs(P)
+    names = ["G_mean", "S_mean", "K1", "K1_source", "V4", "cov_GS", "cov_SS"]
+    shapes = [(P, P)] * 4 + [(p, p)] * 3
+    out: dict[str, np.ndarray] = {"K0_discrete": k0}
+    start = 0
+    for name, shape in zip(names, shapes):
+        size = int(np.prod(shape))
+        out[name] = value[:, start:start + size].reshape((R,) + shape)
+        out[name + "_se"] = se[:, start:start + size].reshape((R,) + shape)
+        start += size
+    return out

@@ -1,0 +1,91 @@
+"""The Closure interface: one way of closing the kernel hierarchy at O(1/n).
+
+A closure turns the network's parameters (activation, K_in, sw2, sb2, T) into the standard fields, on a
+depth grid:
+
+    K0         mean kernel (infinite width)                                      (t, a, b)
+    V4         kernel covariance n Cov(G_ab, G_cd)                                (t, a, b, c, d)
+    K1         1/n mean correction, E[G] = K0 + K1/n                              (t, a, b)
+    K1_source  its prediction of the exact K1 source n sw2 (E[S] - F(E[G])),       (t, a, b)
+               dK1/dt = J K1 + K1_source
+
+plus closure-specific parts (declared in kernel_eft.schema or passed as `parts`).  Every closure supports
+both depth forms: `depth=L`, the network's own layer recursion (what Monte Carlo at depth L is compared
+with, every layer 0..L written), and `depth=None`, the continuous-depth limit on `points` uniform times.
+The diagnostics read only the standard fields, so a new closure is compared with Monte Carlo, plotted and
+summarised without any code that names it.
+
+To add a closure: subclass `Closure` (name, label, long_label, source_label, style, default_points, and
+`solve`), and `kernel_eft.theory.register_closure(MyClosure())`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernel_eft import schema
+from kernel_eft.core.activations import CollinearInputsError, get_activation
+from kernel_eft.core.expectations import kernel_derivatives
+from kernel_eft.validation import InputError
+
+STANDARD_FIELDS = ("K0", "V4", "K1", "K1_source")
+DEPTH_FORMS = ("discrete", "continuum")
+
+
+class Closure:
+    """Base class of the closures.  Subclasses set the class attributes and implement `solve`."""
+
+    name: str = ""  # the CLI and config name
+    label: str = ""  # short label in figure legends ("G-only EFT")
+    long_label: str = ""  # in long_names and titles ("G-only EFT", "exact O(1/n) theory")
+    description: str = ""  # one line for --help
+    source_label: str = "K1 source"  # how it predicts the K1 source, in figure legends ("tadpole ½ H:V4")
+    default_points: int = 201  # uniform output times of the continuous-depth form
+    # matplotlib styles of its two depth forms in the figures
+    style: dict = {"discrete": dict(color="tab:green", ls="-"), "continuum": dict(color="tab:green", ls="--")}
+    options: dict = {}  # closure-specific keyword options of solve, with their defaults
+    parts: dict = {}  # schema.Variable of each part it writes that kernel_eft.schema does not declare
+
+    def check(self, activation, kin, depth: int | None, points: int) -> None:
+        """Raise InputError for input this closure cannot solve, before any compute.  Every closure here
+        needs D2F at K_in (the G-only tadpole, the exact theory's Hessian): it diverges for relu at
+        collinear inputs."""
+        try:
+            kernel_derivatives(activation, kin, order=2)
+        except CollinearInputsError as exc:
+            raise InputError("kin", str(exc)) from None
+
+    def solve(self, activation, kin, *, sw2: float, sb2: float, time: float, depth: int | None = None,
+              points: int | None = None, progress=None, **options):
+        """The theory as an xarray Dataset of the theory schema (standard fields, parts, every parameter as an
+        attribute).  A numerical failure raises FloatingPointError naming the layer (or t)."""
+        raise NotImplementedError
+
+    def theory_label(self, depth) -> str:
+        """The diagnostics' name of one of its solutions: gonly_discrete, exact_continuum, ..."""
+        return f"{self.name}_{'continuum' if depth is None else 'discrete'}"
+
+    def dataset(self, values: dict, times, layers, activation, kin, sw2: float, sb2: float, time: float,
+                params: dict, title: str):
+        """The theory file: `values` {name: (t, a, b[, c, d]) array}, the standard fields first."""
+        from kernel_eft.io import provenance_attrs  # xarray loads only when a theory is solved (fast --help)
+
+        missing = [name for name in STANDARD_FIELDS if name not in values]
+        if missing:
+            raise ValueError(f"closure {self.name!r} did not compute the standard fields {missing}")
+        act = get_activation(activation)
+        kin = np.asarray(kin, dtype=np.float64)
+        P = kin.shape[-1]
+        coords = {"t": np.asarray(times, float)}
+        if layers is not None:
+            coords["layer"] = np.asarray(layers, np.int64)
+        coords.update({name: np.arange(P) for name in "abcd"})
+        discrete = layers is not None
+        attrs = {"closure": self.name, "activation": act.name, "time": float(time), "sw2": float(sw2),
+                 "sb2": float(sb2), "kin": kin, "P": P, "mode": "discrete" if discrete else "continuous",
+                 "depth": int(layers[-1]) if discrete else None, "points": int(len(times)), **params}
+        return schema.dataset("theory", values, coords, provenance_attrs(title, attrs),
+                              context={"closure": self.long_label}, extra=self.parts)
+
+    def __repr__(self) -> str:
+        return f"<closure {self.name}: {self.description}>"
