@@ -1,0 +1,114 @@
+"""The layout keeps its promises (docs/architecture.md): no import cycles between kernel_eft's modules,
+counting the imports inside functions too; argparse only in the CLI; the simulator and the theory never
+import each other; data flow one way (core <- simulate, theory <- diagnose <- figures <- api <- cli)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "kernel_eft"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def imports_of(name: str) -> set[str]:
+    """Every kernel_eft module `name` imports, at any depth of its code (functions included).  `from A import b`
+    counts as importing A.b when A.b is a module, else A; relative imports are resolved."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in MODULES else base)
+    return {module for module in found if module in MODULES and module != name}
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def test_the_package_has_the_documented_rooms():
+    for room in ("core", "simulate", "theory", "diagnose", "figures"):
+        assert f"kernel_eft.{room}" in MODULES, room
+    for module in ("schema", "api", "cli", "io"):
+        assert f"kernel_eft.{module}" in MODULES, module
+
+
+def test_no_import_cycles():
+    """Depth-first search for a back edge; the failure names the cycle."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(GRAPH[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name)
+
+
+def _imports_anything(name: str, wanted: str) -> bool:
+    tree = ast.parse(MODULES[name].read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == wanted for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == wanted and not node.level:
+            return True
+    return False
+
+
+def test_argparse_only_in_the_cli():
+    users = sorted(name for name in MODULES if _imports_anything(name, "argparse"))
+    assert users == ["kernel_eft.cli"]
+
+
+def room(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+@pytest.mark.parametrize("source, forbidden", [
+    ("simulate", "theory"), ("theory", "simulate"),  # the referee never computes with what it referees
+    ("core", "simulate"), ("core", "theory"), ("core", "diagnose"), ("core", "figures"),
+    ("simulate", "diagnose"), ("theory", "diagnose"), ("simulate", "figures"), ("theory", "figures"),
+    ("diagnose", "figures"), ("diagnose", "simulate"),
+])
+def test_data_flows_one_way(source, forbidden):
+    offenders = sorted(f"{name} -> {dep}" for name, deps in GRAPH.items() if room(name) == source
+                       for dep in deps if room(dep) == forbidden)
+    assert offenders == []
+
+
+def test_nothing_but_the_cli_and_the_package_root_uses_the_api():
+    users = sorted(name for name, deps in GRAPH.items() if "kernel_eft.api" in deps)
+    assert set(users) <= {"kernel_eft", "kernel_eft.cli"}
