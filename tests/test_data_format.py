@@ -18,7 +18,7 @@ from kernel_eft.simulate.dataset import mc_dataset
 from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.simulate.samplers import simulate
-from kernel_eft.theory import CLOSURES
+from kernel_eft.theory.registry import CLOSURES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "data_format.md"
 KIN = np.array([[1.0, 0.6], [0.6, 1.0]])

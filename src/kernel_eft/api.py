@@ -24,14 +24,14 @@ import xarray as xr
 
 from kernel_eft.core.activations import ACTIVATIONS, get_activation
 from kernel_eft.diagnose.point import diagnose_point
-from kernel_eft.figures import render as render_figures
+from kernel_eft.figures.registry import render as render_figures
 from kernel_eft.figures.summary import format_summary_table, read_summary
 from kernel_eft.io import (check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs,
                            write_dataset_atomic)
 from kernel_eft.progress import Progress, format_params, heartbeat
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
-from kernel_eft.theory import CLOSURES, Closure, get_closure
+from kernel_eft.theory.registry import CLOSURES, Closure, get_closure
 from kernel_eft.validation import (InputError, NonFiniteError, check_float, check_int, check_kin, format_kin,
                                    non_finite_message)
 

@@ -150,7 +150,7 @@ THEORY_FIELDS = ("activation", "kin", "time", "sw2", "sb2", "closure", "depth", 
 
 
 def add_theory_parser(sub) -> None:
-    from kernel_eft.theory import CLOSURES
+    from kernel_eft.theory.registry import CLOSURES
     from kernel_eft.theory.gonly import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SOLVER_METHODS
 
     p = sub.add_parser(

@@ -73,6 +73,8 @@ COORDINATES: dict[str, Coordinate] = {
     "sb2": Coordinate(("sb2",), "bias variance sigma_b^2"),
     "kin": Coordinate(("kin",), "input kernel K_in (rows by ';', entries by ',')", None),
     "depth": Coordinate(("depth",), "number of residual blocks L"),
+    # summary.nc names the depth axis L: CF reserves a coordinate named depth for a vertical (ocean) axis
+    "L": Coordinate(("L",), "number of residual blocks L (the depth column of summary.csv)"),
     "T": Coordinate(("T",), "depth time T"),
     "rho": Coordinate(("kin",), "input correlation K_ab / sqrt(K_aa K_bb) for two inputs, NaN otherwise"),
 }

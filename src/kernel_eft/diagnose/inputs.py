@@ -9,7 +9,7 @@ import numpy as np
 
 from kernel_eft.core.pairs import four_index_to_pairs, to_pairs
 from kernel_eft.diagnose.compare import interpolate_in_time
-from kernel_eft.theory import closure_names, get_closure
+from kernel_eft.theory.registry import closure_names, get_closure
 from kernel_eft.theory.closure import STANDARD_FIELDS
 from kernel_eft.validation import InputError, parse_kin
 

@@ -25,7 +25,7 @@ from kernel_eft.diagnose.inputs import check_point_files, se_or_nan, theory_curv
 from kernel_eft.diagnose.residual import (RESIDUAL_PARTS, ResidualSetup, make_residual_setup, residual_estimator,
                                           unpack_residual)
 from kernel_eft.diagnose.tags import default_point_tag
-from kernel_eft.theory import REFERENCE_CLOSURE, get_closure
+from kernel_eft.theory.registry import REFERENCE_CLOSURE, get_closure
 from kernel_eft.validation import InputError, parse_kin
 
 

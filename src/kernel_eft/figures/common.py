@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from kernel_eft.diagnose.compare import ENTRY_CLASSES, entry_classes, pair_label  # noqa: E402
 from kernel_eft.diagnose.tags import default_point_tag  # noqa: E402
-from kernel_eft.theory import REFERENCE_CLOSURE, get_closure  # noqa: E402
+from kernel_eft.theory.registry import REFERENCE_CLOSURE, get_closure  # noqa: E402
 from kernel_eft.validation import parse_kin  # noqa: E402
 
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9.5, "legend.fontsize": 7.5, "axes.labelsize": 9})

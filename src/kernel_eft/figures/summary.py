@@ -11,7 +11,7 @@ import xarray as xr
 
 from kernel_eft import schema
 from kernel_eft.figures.common import point_tag
-from kernel_eft.theory import REFERENCE_CLOSURE, get_closure
+from kernel_eft.theory.registry import REFERENCE_CLOSURE, get_closure
 from kernel_eft.validation import InputError
 
 # what the summary reads from each diagnostics file

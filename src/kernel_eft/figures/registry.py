@@ -1,0 +1,138 @@
+"""The figure registry: every module of kernel_eft/figures/ that defines FIGURE (kernel_eft.figures.common.Figure:
+its name, whether it draws one grid point or the whole study, the variables it needs, its render function).
+
+Modules are found by themselves, so adding a figure is adding one module; `register_figure` adds one from
+elsewhere (a notebook).  `render` draws every figure of a study and its summary table into a staging folder
+and moves them into place only when all are written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import shutil
+import tempfile
+
+from kernel_eft import schema
+from kernel_eft.figures.common import Figure, point_tag
+from kernel_eft.figures.summary import NEEDS as SUMMARY_NEEDS
+from kernel_eft.figures.summary import collate, summary_html, summary_table
+from kernel_eft.io import provenance_attrs, usual_permissions, write_failure, write_netcdf
+from kernel_eft.validation import InputError
+
+FIGURES: dict[str, Figure] = {}
+SUMMARY_FILES = ("summary.csv", "summary.nc", "summary.html")
+NEEDED_BYTES = 16 << 20  # a study's figures and summary: below this much free space a failure is a full disk
+
+
+def register_figure(figure: Figure, replace: bool = False) -> Figure:
+    if figure.kind not in ("point", "study"):
+        raise ValueError(f"figure {figure.name!r}: kind must be 'point' or 'study', got {figure.kind!r}")
+    if figure.name in FIGURES and not replace and FIGURES[figure.name] is not figure:
+        raise ValueError(f"figure {figure.name!r} is already registered (pass replace=True to replace it)")
+    FIGURES[figure.name] = figure
+    return figure
+
+
+def _discover() -> None:
+    package = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules([os.path.dirname(__file__)]):
+        module = importlib.import_module(f"{package}.{info.name}")
+        figure = getattr(module, "FIGURE", None)
+        if isinstance(figure, Figure):
+            register_figure(figure)
+
+
+_discover()
+
+
+def figures_of(kind: str) -> list[Figure]:
+    return sorted((f for f in FIGURES.values() if f.kind == kind), key=lambda f: (f.order, f.name))
+
+
+def check_diagnostics(points: list) -> tuple[float, float]:
+    """Every file has what the figures and the summary read, one validity criterion, one tag per point.
+    points: [(path, Dataset)].  Returns (threshold, nsigma)."""
+    needs = sorted({name for figure in figures_of("point") for name in figure.needs} | set(SUMMARY_NEEDS))
+    for path, ds in points:
+        missing = [name for name in needs if name not in ds]
+        if missing:
+            raise InputError("diagnostics", f"{path} is not a kernel-eft diagnostics file (lacks {missing})")
+    threshold = float(points[0][1].attrs["threshold"])
+    nsigma = float(points[0][1].attrs["nsigma"])
+    for path, ds in points[1:]:
+        if float(ds.attrs["threshold"]) != threshold or float(ds.attrs["nsigma"]) != nsigma:
+            raise InputError("diagnostics", f"{path} was diagnosed with threshold {ds.attrs['threshold']}, "
+                                            f"nsigma {ds.attrs['nsigma']}; {points[0][0]} with {threshold:g}, "
+                                            f"{nsigma:g}: one validity criterion per figure")
+    tags = {}
+    for path, ds in points:  # one file name per point: two points with one tag would overwrite each other
+        tag = point_tag(ds)
+        if tag in tags:
+            raise InputError("diagnostics", f"{tags[tag]} and {path} are both grid point {tag!r}; "
+                                            "their figures would overwrite each other")
+        tags[tag] = path
+    return threshold, nsigma
+
+
+def render(points: list, outdir, summary_dir=None):
+    """Every figure of every point, the study figures and the summary table.  points: [(path, Dataset)].
+    Written in a staging folder beside outdir and moved in when complete: a failure leaves outdir as it was.
+    Returns (paths written, summary table)."""
+    threshold, nsigma = check_diagnostics(points)
+    outdir = os.path.abspath(outdir)
+    summary_dir = os.path.abspath(summary_dir or outdir)
+    staging = None
+    try:
+        os.makedirs(os.path.dirname(outdir), exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=os.path.basename(outdir) + ".", suffix=".tmp", dir=os.path.dirname(outdir))
+        usual_permissions(staging, 0o777)  # mkdtemp makes 0700; the folder may become outdir itself
+        for _, ds in points:
+            for figure in figures_of("point"):
+                figure.render(ds, staging)
+        combined = collate([ds for _, ds in points])
+        for figure in figures_of("study"):
+            figure.render(combined, staging, threshold, nsigma)
+        table = summary_table(combined)
+        table.to_csv(os.path.join(staging, "summary.csv"), index=False, float_format="%.6g")
+        with open(os.path.join(staging, "summary.html"), "w") as fh:
+            fh.write(summary_html(table))
+        combined.attrs = provenance_attrs("Summary of the closure diagnostics over grid points",
+                                          {"threshold": threshold, "nsigma": nsigma,
+                                           "diagnostics_files": ",".join(str(path) for path, _ in points)})
+        write_netcdf(netcdf_summary(combined), os.path.join(staging, "summary.nc"))
+        names = sorted(os.listdir(staging))
+        os.makedirs(summary_dir, exist_ok=True)
+        written = []
+        for name in SUMMARY_FILES:
+            os.replace(os.path.join(staging, name), os.path.join(summary_dir, name))
+            written.append(os.path.join(summary_dir, name))
+        _publish(staging, outdir)
+        written += [os.path.join(outdir, name) for name in names if name not in SUMMARY_FILES]
+    except (OSError, RuntimeError) as exc:
+        raise write_failure(exc, outdir, "outdir", NEEDED_BYTES) from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return sorted(written), table
+
+
+def netcdf_summary(combined):
+    """summary.nc: the collated summary with its depth axis named L (CF reads a coordinate named depth as a
+    vertical axis; summary.csv keeps the column name depth)."""
+    out = combined.rename({"depth": "L"})
+    out["L"].attrs = schema.coordinate("L", None)[2]
+    return out
+
+
+def _publish(staging: str, outdir: str) -> None:
+    """Move the staged files into outdir: a rename of the whole folder when outdir is new."""
+    if not os.path.exists(outdir):
+        os.rename(staging, outdir)
+        return
+    for name in os.listdir(staging):
+        os.replace(os.path.join(staging, name), os.path.join(outdir, name))
+
+
+__all__ = ["FIGURES", "Figure", "SUMMARY_FILES", "check_diagnostics", "figures_of", "register_figure", "render"]

@@ -1,0 +1,49 @@
+"""The closure registry.  Built in: `gonly` (the paper's G-only closure, kernel_eft.theory.gonly) and `exact`
+(the O(1/n) theory of docs/exact_theory.md, kernel_eft.theory.exact); interface in kernel_eft.theory.closure.
+
+The CLI's --closure choices, the workflow's config check and the diagnostics take the names from here, in
+registration order (the order of the theories in diagnostics files and figures).
+"""
+
+from __future__ import annotations
+
+from kernel_eft.theory.closure import DEPTH_FORMS, STANDARD_FIELDS, Closure
+from kernel_eft.theory.exact import EXACT
+from kernel_eft.theory.gonly import GONLY
+
+__all__ = ["CLOSURES", "Closure", "DEPTH_FORMS", "REFERENCE_CLOSURE", "STANDARD_FIELDS", "closure_names",
+           "get_closure", "register_closure", "theory_labels"]
+
+CLOSURES: dict[str, Closure] = {closure.name: closure for closure in (GONLY, EXACT)}
+
+# The closure under test: the study measures its validity window (summary t*) and the t = 0 mismatch of its
+# K1 source against Monte Carlo.
+REFERENCE_CLOSURE = "gonly"
+
+
+def register_closure(closure: Closure, replace: bool = False) -> Closure:
+    """Add a closure to the registry (the CLI, the API, the workflow and the diagnostics then accept it)."""
+    if not isinstance(closure, Closure) or not closure.name:
+        raise TypeError("register_closure needs a Closure instance with a name")
+    if closure.name in CLOSURES and not replace and CLOSURES[closure.name] is not closure:
+        raise ValueError(f"closure {closure.name!r} is already registered (pass replace=True to replace it)")
+    CLOSURES[closure.name] = closure
+    return closure
+
+
+def closure_names() -> list[str]:
+    return list(CLOSURES)
+
+
+def get_closure(name: str | Closure) -> Closure:
+    if isinstance(name, Closure):
+        return name
+    try:
+        return CLOSURES[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown closure {name!r}; choose one of {', '.join(closure_names())}") from None
+
+
+def theory_labels() -> list[str]:
+    """Every theory a diagnostics file can hold, in order: gonly_discrete, gonly_continuum, exact_discrete, ..."""
+    return [f"{name}_{form}" for name in CLOSURES for form in DEPTH_FORMS]

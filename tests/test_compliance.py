@@ -1,0 +1,64 @@
+"""CF-1.10 compliance of every kind of file, by the IOOS compliance checker (`compliance-checker --test cf:1.10`,
+from PyPI, in the test extras): a Monte Carlo file, a theory file of each closure in both depth forms, a
+diagnostics file and summary.nc report no errors (high-priority failures; warnings are allowed)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kernel_eft as ke
+from kernel_eft.theory.registry import closure_names
+
+pytest.importorskip("compliance_checker", reason="compliance-checker is not installed (pip install -e '.[test]')")
+
+KIN = [[1, 0.6], [0.6, 1]]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cf")
+    network = dict(activation="relu", kin=KIN, time=1.0, sw2=1.0, sb2=0.1)
+    paths = {}
+    mc = []
+    for width in (8, 16):
+        path = directory / f"mc_w{width}.nc"
+        mc.append(ke.simulate(**network, width=width, depth=4, samples=64, batches=4, seed=width, out=path))
+        paths[f"mc_w{width}"] = path
+    theories = []
+    for closure in closure_names():
+        for depth, points in ((4, None), (None, 9)):
+            path = directory / f"{closure}_{'L4' if depth else 'continuous'}.nc"
+            theories.append(ke.theory(**network, closure=closure, depth=depth, points=points, out=path))
+            paths[path.stem] = path
+    diagnostics = directory / "diagnostics.nc"
+    ke.diagnose(mc, theories, out=diagnostics)
+    paths["diagnostics"] = diagnostics
+    ke.figures([diagnostics], directory / "figures")
+    paths["summary"] = directory / "figures" / "summary.nc"
+    return paths
+
+
+def test_every_file_kind_is_cf_compliant(files, tmp_path):
+    checker = shutil.which("compliance-checker", path=str(Path(sys.executable).parent)) or shutil.which(
+        "compliance-checker")
+    assert checker is not None, "the compliance-checker command is missing"
+    report = tmp_path / "report.json"
+    names = [str(path) for path in files.values()]
+    proc = subprocess.run([checker, "--test", "cf:1.10", "--criteria", "normal", "-f", "json_new", "-o", str(report),
+                           *names], capture_output=True, text=True, timeout=600)
+    results = json.loads(report.read_text())
+    failures = {}
+    for name in names:
+        result = results[name]["cf:1.10"]
+        errors = [f"{check['name']}: {check['msgs']}" for check in result["high_priorities"]
+                  if check["value"][0] < check["value"][1]]
+        if errors:
+            failures[Path(name).name] = errors
+    assert failures == {}, proc.stdout[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
