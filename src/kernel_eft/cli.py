@@ -19,6 +19,7 @@ import sys
 if "numpy" not in sys.modules:
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures are files: no display, no GUI toolkit
 
 from kernel_eft.validation import InputError, check_float, check_int, parse_kin  # noqa: E402
 from kernel_eft.version import __version__  # noqa: E402

@@ -15,18 +15,16 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable
 
-import matplotlib
+import matplotlib.pyplot as plt  # the CLI selects the Agg backend; a notebook keeps its own
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from kernel_eft.diagnose.compare import ENTRY_CLASSES, entry_classes, pair_label
+from kernel_eft.diagnose.tags import default_point_tag
+from kernel_eft.theory.registry import REFERENCE_CLOSURE, get_closure
+from kernel_eft.validation import parse_kin
 
-from kernel_eft.diagnose.compare import ENTRY_CLASSES, entry_classes, pair_label  # noqa: E402
-from kernel_eft.diagnose.tags import default_point_tag  # noqa: E402
-from kernel_eft.theory.registry import REFERENCE_CLOSURE, get_closure  # noqa: E402
-from kernel_eft.validation import parse_kin  # noqa: E402
-
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 9.5, "legend.fontsize": 7.5, "axes.labelsize": 9})
+# applied while a study is rendered (figures.registry.render), not to the caller's matplotlib
+STYLE = {"font.size": 9, "axes.titlesize": 9.5, "legend.fontsize": 7.5, "axes.labelsize": 9}
 
 
 @dataclass(frozen=True)

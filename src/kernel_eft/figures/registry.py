@@ -14,8 +14,10 @@ import pkgutil
 import shutil
 import tempfile
 
+import matplotlib.pyplot as plt
+
 from kernel_eft import schema
-from kernel_eft.figures.common import Figure, point_tag
+from kernel_eft.figures.common import STYLE, Figure, point_tag
 from kernel_eft.figures.summary import NEEDS as SUMMARY_NEEDS
 from kernel_eft.figures.summary import collate, summary_html, summary_table
 from kernel_eft.io import provenance_attrs, usual_permissions, write_failure, write_netcdf
@@ -88,12 +90,13 @@ def render(points: list, outdir, summary_dir=None):
         os.makedirs(os.path.dirname(outdir), exist_ok=True)
         staging = tempfile.mkdtemp(prefix=os.path.basename(outdir) + ".", suffix=".tmp", dir=os.path.dirname(outdir))
         usual_permissions(staging, 0o777)  # mkdtemp makes 0700; the folder may become outdir itself
-        for _, ds in points:
-            for figure in figures_of("point"):
-                figure.render(ds, staging)
         combined = collate([ds for _, ds in points])
-        for figure in figures_of("study"):
-            figure.render(combined, staging, threshold, nsigma)
+        with plt.rc_context(STYLE):
+            for _, ds in points:
+                for figure in figures_of("point"):
+                    figure.render(ds, staging)
+            for figure in figures_of("study"):
+                figure.render(combined, staging, threshold, nsigma)
         table = summary_table(combined)
         table.to_csv(os.path.join(staging, "summary.csv"), index=False, float_format="%.6g")
         with open(os.path.join(staging, "summary.html"), "w") as fh:

@@ -16,7 +16,8 @@ The diagnostics read only the standard fields, so a new closure is compared with
 summarised without any code that names it.
 
 To add a closure: subclass `Closure` (name, label, long_label, source_label, style, default_points, and
-`solve`), and `kernel_eft.theory.register_closure(MyClosure())`.
+`solve`) in a module of kernel_eft/theory/ with CLOSURE = MyClosure() (found by kernel_eft.theory.registry),
+or `kernel_eft.register_closure(MyClosure())` from anywhere.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Closure:
     description: str = ""  # one line for --help
     source_label: str = "K1 source"  # how it predicts the K1 source, in figure legends ("tadpole ½ H:V4")
     default_points: int = 201  # uniform output times of the continuous-depth form
+    order: int = 100  # place among the closures (diagnostics' theory axis, figures); built in: gonly 1, exact 2
     # matplotlib styles of its two depth forms in the figures
     style: dict = {"discrete": dict(color="tab:green", ls="-"), "continuum": dict(color="tab:green", ls="--")}
     options: dict = {}  # closure-specific keyword options of solve, with their defaults

@@ -464,6 +464,7 @@ class Exact(Closure):
     long_label = "exact O(1/n) theory"
     description = "the O(1/n) theory beyond the G-only closure (docs/exact_theory.md)"
     source_label = "source sw2·B"
+    order = 2
     default_points = 101  # two-time integrals cost O(points^2); 101 points reach 1e-4 (file attribute)
     style = {"discrete": dict(color="tab:red", ls="-", marker="o"),
              "continuum": dict(color="tab:red", ls="--", marker="o")}
@@ -504,3 +505,4 @@ class Exact(Closure):
 
 
 EXACT = Exact()
+CLOSURE = EXACT  # registered by kernel_eft.theory.registry

@@ -271,6 +271,7 @@ class GOnly(Closure):
     description = "the paper's G-only closure (Kawase & Ota): ODEs for K0, V4, K1"
     source_label = "tadpole ½ H:V4"
     default_points = 201
+    order = 1
     style = {"discrete": dict(color="black", ls="-"), "continuum": dict(color="0.45", ls="--")}
     options = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "solver": DEFAULT_METHOD}
 
@@ -285,3 +286,4 @@ class GOnly(Closure):
 
 
 GONLY = GOnly()
+CLOSURE = GONLY  # registered by kernel_eft.theory.registry

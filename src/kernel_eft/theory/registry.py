@@ -1,20 +1,24 @@
 """The closure registry.  Built in: `gonly` (the paper's G-only closure, kernel_eft.theory.gonly) and `exact`
 (the O(1/n) theory of docs/exact_theory.md, kernel_eft.theory.exact); interface in kernel_eft.theory.closure.
 
-The CLI's --closure choices, the workflow's config check and the diagnostics take the names from here, in
-registration order (the order of the theories in diagnostics files and figures).
+Adding a closure is one place: a module in kernel_eft/theory/ whose CLOSURE is an instance of a Closure
+subclass (found by itself, like gonly.py), or, from a notebook, `register_closure(MyClosure())`.  The CLI's
+--closure choices, the workflow's config check and the diagnostics take the names from here, in the order of
+the closures' `order` (then registration): the order of the theories in diagnostics files and figures.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import pkgutil
+
 from kernel_eft.theory.closure import DEPTH_FORMS, STANDARD_FIELDS, Closure
-from kernel_eft.theory.exact import EXACT
-from kernel_eft.theory.gonly import GONLY
 
 __all__ = ["CLOSURES", "Closure", "DEPTH_FORMS", "REFERENCE_CLOSURE", "STANDARD_FIELDS", "closure_names",
            "get_closure", "register_closure", "theory_labels"]
 
-CLOSURES: dict[str, Closure] = {closure.name: closure for closure in (GONLY, EXACT)}
+CLOSURES: dict[str, Closure] = {}
 
 # The closure under test: the study measures its validity window (summary t*) and the t = 0 mismatch of its
 # K1 source against Monte Carlo.
@@ -28,6 +32,9 @@ def register_closure(closure: Closure, replace: bool = False) -> Closure:
     if closure.name in CLOSURES and not replace and CLOSURES[closure.name] is not closure:
         raise ValueError(f"closure {closure.name!r} is already registered (pass replace=True to replace it)")
     CLOSURES[closure.name] = closure
+    ordered = sorted(CLOSURES.values(), key=lambda c: c.order)  # stable: registration order among equals
+    CLOSURES.clear()
+    CLOSURES.update((c.name, c) for c in ordered)
     return closure
 
 
@@ -47,3 +54,15 @@ def get_closure(name: str | Closure) -> Closure:
 def theory_labels() -> list[str]:
     """Every theory a diagnostics file can hold, in order: gonly_discrete, gonly_continuum, exact_discrete, ..."""
     return [f"{name}_{form}" for name in CLOSURES for form in DEPTH_FORMS]
+
+
+def _discover() -> None:
+    """Register the CLOSURE of every module in kernel_eft/theory/."""
+    package = __name__.rpartition(".")[0]
+    for info in sorted(pkgutil.iter_modules([os.path.dirname(__file__)]), key=lambda info: info.name):
+        closure = getattr(importlib.import_module(f"{package}.{info.name}"), "CLOSURE", None)
+        if isinstance(closure, Closure):
+            register_closure(closure)
+
+
+_discover()

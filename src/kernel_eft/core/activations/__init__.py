@@ -1,24 +1,25 @@
 """The activation registry: one Activation object per name, carrying phi and all it knows about itself.
 
 Built in: relu, erf, linear (closed-form F; relu and linear also closed-form exact-theory moments) and
-tanh, gelu, silu (quadrature and tables).  Adding an activation is one place: a module here (or a notebook
-cell) that builds an `Activation` and `register_activation(...)`s it; the CLI choices, the workflow's config
-check and every theory take the names from this registry.
+tanh, gelu, silu (quadrature and tables).  Adding an activation is one place: a module in this folder whose
+ACTIVATIONS tuple holds its Activation objects (found by itself, like relu.py), or, from a notebook,
+`register_activation(custom_activation(...))`.  The CLI choices, the workflow's config check and every
+theory take the names from this registry.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import pkgutil
+
 from kernel_eft.core.activations.base import (Activation, CollinearInputsError, CollinearWarning, KernelForms,
                                               zero)
-from kernel_eft.core.activations.erf import ERF
-from kernel_eft.core.activations.linear import LINEAR
-from kernel_eft.core.activations.relu import RELU
-from kernel_eft.core.activations.smooth import GELU, SILU, TANH
 
 __all__ = ["ACTIVATIONS", "Activation", "CollinearInputsError", "CollinearWarning", "KernelForms",
            "activation_names", "custom_activation", "get_activation", "moments_for", "register_activation", "zero"]
 
-ACTIVATIONS: dict[str, Activation] = {act.name: act for act in (RELU, ERF, LINEAR, TANH, GELU, SILU)}
+ACTIVATIONS: dict[str, Activation] = {}
 
 
 def register_activation(act: Activation, replace: bool = False) -> Activation:
@@ -58,3 +59,14 @@ def moments_for(activation, mu_max: float = 60.0, s_max: float = 5.0):
     """The shifted Gaussian moments of an activation (name or object) for the exact theory: its closed forms,
     else tables covering |mean| <= mu_max and scale <= s_max (Activation.gaussian_moments)."""
     return get_activation(activation).gaussian_moments(mu_max, s_max)
+
+
+def _discover() -> None:
+    """Register the ACTIVATIONS of every module in this folder."""
+    for info in sorted(pkgutil.iter_modules([os.path.dirname(__file__)]), key=lambda info: info.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for act in getattr(module, "ACTIVATIONS", ()):
+            register_activation(act)
+
+
+_discover()

@@ -75,3 +75,5 @@ def erf_pair_mean(m1, m2, s11, s22, s12) -> Array:
 
 ERF = Activation("erf", special.erf, _erf_d, _erf_d2, "erf(x); Williams' arcsine kernel",
                  kernel=KernelForms(_erf_F_block, _erf_block_derivatives, _erf_diag_derivatives))
+
+ACTIVATIONS = (ERF,)  # registered by kernel_eft.core.activations

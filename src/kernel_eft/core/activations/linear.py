@@ -55,3 +55,5 @@ class LinearMoments(ClosedFormMoments):
 LINEAR = Activation("linear", _identity, _one, zero, "identity; F(K) = K",
                     kernel=KernelForms(_linear_F_block, _linear_block_derivatives, _linear_diag_derivatives),
                     moments=LinearMoments)
+
+ACTIVATIONS = (LINEAR,)  # registered by kernel_eft.core.activations

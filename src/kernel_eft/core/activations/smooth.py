@@ -68,3 +68,5 @@ def _silu_d2(x):
 TANH = Activation("tanh", np.tanh, _tanh_d, _tanh_d2, "tanh(x); quadrature", jet=_tanh_jet)
 GELU = Activation("gelu", _gelu, _gelu_d, _gelu_d2, "x Phi(x) (exact GELU); quadrature", jet=_gelu_jet)
 SILU = Activation("silu", _silu, _silu_d, _silu_d2, "x sigmoid(x); quadrature", jet=_silu_jet)
+
+ACTIVATIONS = (TANH, GELU, SILU)  # registered by kernel_eft.core.activations
