@@ -151,3 +151,14 @@ def test_toy_activation_and_closure_run_end_to_end(toys, tmp_path):
     assert any(path.endswith("summary.csv") for path in paths)
     caption = next(p for p in paths if p.endswith("fig4_k1_source.caption.txt"))
     assert "free field: no source" in open(caption).read()
+
+
+def test_merged_runs_diagnose_and_plot(tmp_path):
+    """A width pooled from two seeds (merge) is one Monte Carlo file of the point: its seeds are listed together."""
+    network = dict(activation="relu", width=16, depth=4, time=1.0, kin=KIN, samples=80, batches=4)
+    merged = ke.merge([ke.simulate(**network, seed=1), ke.simulate(**network, seed=2)])
+    assert merged.attrs["seed"] == "1,2" and int(merged["batch_count"].sum()) == 160
+    other = ke.simulate(**{**network, "width": 32}, seed=3)
+    d = ke.diagnose([merged, other], [ke.theory(**NETWORK, depth=4)])
+    assert d.attrs["seeds"] == "1+2,3"
+    assert any(p.endswith("summary.csv") for p in ke.figures([d], tmp_path / "figures"))

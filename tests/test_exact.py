@@ -284,3 +284,17 @@ def test_layer_recursion_approaches_continuum_at_first_order():
         extrapolated = 2 * final[128] - final[64]
         want = getattr(cont, name)[-1].ravel()
         assert np.max(np.abs(extrapolated - want)) < 0.1 * d2, name
+
+
+def test_smooth_activation_with_three_inputs_restricts_to_two():
+    """The kernel of inputs {0, 1} evolves without input 2: the P = 3 exact theory of a tabulated activation (gelu;
+    per-pair conditioning blocks, bivariate moments of the third input) restricted to {0, 1} is the P = 2 theory
+    (one conditioning block) up to the quadrature error of the two routes."""
+    kin = np.array([[1.0, 0.2, 0.1], [0.2, 1.2, 0.3], [0.1, 0.3, 0.9]])
+    three = exact.exact_theory_discrete("gelu", kin, 1.0, 0.1, 0.5, 2)
+    two = exact.exact_theory_discrete("gelu", kin[:2, :2], 1.0, 0.1, 0.5, 2)
+    sub = [0, 1, 3]  # pairs (0,0), (0,1), (1,1) of the three inputs
+    np.testing.assert_allclose(three.V4[:, sub][:, :, sub], two.V4, rtol=1e-8, atol=1e-8 * np.abs(two.V4).max())
+    for name in ("K1", "B"):
+        a, b = getattr(three, name)[:, sub], getattr(two, name)
+        assert np.max(np.abs(a - b)) < 1e-5 * np.max(np.abs(b)), name

@@ -139,7 +139,7 @@ def mc_estimates(point: Point, jackknife, batch_moments) -> Estimates:
         V4[i], V4_se[i] = four_index_to_pairs(ds["V4"].values), four_index_to_pairs(se_or_nan(ds, "V4"))
         K1[i], K1_se[i] = to_pairs(ds["K1"].values), to_pairs(se_or_nan(ds, "K1"))
         src[i], src_se[i] = to_pairs(ds["K1_source"].values), to_pairs(se_or_nan(ds, "K1_source"))
-        est.seeds.append(str(ds.attrs.get("seed", "?")))
+        est.seeds.append(str(ds.attrs.get("seed", "?")).replace(",", "+"))  # a merged file has several seeds
         est.samples.append(int(ds.attrs.get("samples", int(np.sum(ds["batch_count"].values)))))
         est.batches.append(int(ds["batch_count"].size))
         width_setup = ResidualSetup(setup.times, int(point.widths[i]), point.sw2, point.sb2, point.dt, setup.K0,
