@@ -26,8 +26,7 @@ from kernel_eft.core.activations import ACTIVATIONS, get_activation
 from kernel_eft.diagnose.point import diagnose_point
 from kernel_eft.figures.registry import render as render_figures
 from kernel_eft.figures.summary import format_summary_table, read_summary
-from kernel_eft.io import (check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs,
-                           write_dataset_atomic)
+from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
@@ -38,26 +37,24 @@ from kernel_eft.validation import (InputError, NonFiniteError, check_float, chec
 TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
-def _activation_name(activation) -> str:
-    """A registered activation's name (an Activation object must be the registered one: files name it)."""
+def _registered(field: str, get, registry: dict, item, register: str):
+    """The registered object named (or given) by item; an object must be the registered one (files name it)."""
     try:
-        act = get_activation(activation)
+        found = get(item)
     except KeyError as exc:
-        raise InputError("activation", str(exc.args[0])) from None
-    if ACTIVATIONS.get(act.name) is not act:
-        raise InputError("activation", f"activation {act.name!r} is not registered: "
-                                       "kernel_eft.register_activation(...) it first (its files name it)")
-    return act.name
+        raise InputError(field, str(exc.args[0])) from None
+    if registry.get(found.name) is not found:
+        raise InputError(field, f"{field} {found.name!r} is not registered: kernel_eft.{register}(...) it first "
+                                "(its files name it)")
+    return found
+
+
+def _activation_name(activation) -> str:
+    return _registered("activation", get_activation, ACTIVATIONS, activation, "register_activation").name
 
 
 def _closure(closure) -> Closure:
-    try:
-        found = get_closure(closure)
-    except KeyError as exc:
-        raise InputError("closure", str(exc.args[0])) from None
-    if CLOSURES.get(found.name) is not found:
-        raise InputError("closure", f"closure {found.name!r} is not registered: kernel_eft.register_closure(...) it")
-    return found
+    return _registered("closure", get_closure, CLOSURES, closure, "register_closure")
 
 
 def _inputs(items, field: str) -> list:
@@ -164,10 +161,7 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
                                   if "t" in var.dims}, ds["t"].values, layers)
     if message is not None:
         raise NonFiniteError(message)
-    if out is not None:
-        write_dataset_atomic(ds, out, field="out")
-        if log is not None:
-            log(f"wrote {out} in {_time.monotonic() - started:.1f} s")
+    write_result(ds, out, log, started)
     return ds
 
 
@@ -195,10 +189,7 @@ def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 3.0, tag: 
         params["point"] = tag
     ds.attrs = provenance_attrs(f"Closure diagnostics ({params['activation']}, widths {params['widths']}, "
                                 f"L={params['depth']}, T={float(params['time']):g})", params)
-    if out is not None:
-        write_dataset_atomic(ds, out, field="out")
-        if log is not None:
-            log(f"point {params['point']}: wrote {out} in {_time.monotonic() - started:.1f} s")
+    write_result(ds, out, log, started, prefix=f"point {params['point']}: ")
     return ds
 
 

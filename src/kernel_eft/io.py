@@ -130,6 +130,19 @@ def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike, compress: bool
         raise
 
 
+def write_result(ds: xr.Dataset, out, log=None, started: float | None = None, prefix: str = "",
+                 detail: str = "") -> None:
+    """Write ds atomically to `out` when one is given (InputError naming `out` on failure) and log
+    "wrote OUT in S s" (S counted from the monotonic clock reading `started`)."""
+    if out is None:
+        return
+    write_dataset_atomic(ds, out, field="out")
+    if log is not None:
+        import time
+
+        log(f"{prefix}wrote {out} in {time.monotonic() - (started or time.monotonic()):.1f} s{detail}")
+
+
 def usual_permissions(path: str, mode: int) -> None:
     """Give a temporary file (0600) or folder (0700) the permissions the umask gives new ones."""
     umask = os.umask(0)

@@ -8,15 +8,14 @@ and moves them into place only when all are written.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import shutil
 import tempfile
 
 import matplotlib.pyplot as plt
 
 from kernel_eft import schema
+from kernel_eft.discovery import declared_in, folder_of
 from kernel_eft.figures.common import STYLE, Figure, point_tag
 from kernel_eft.figures.summary import NEEDS as SUMMARY_NEEDS
 from kernel_eft.figures.summary import collate, summary_html, summary_table
@@ -38,10 +37,7 @@ def register_figure(figure: Figure, replace: bool = False) -> Figure:
 
 
 def _discover() -> None:
-    package = __name__.rpartition(".")[0]
-    for info in pkgutil.iter_modules([os.path.dirname(__file__)]):
-        module = importlib.import_module(f"{package}.{info.name}")
-        figure = getattr(module, "FIGURE", None)
+    for figure in declared_in(__name__.rpartition(".")[0], folder_of(__file__), "FIGURE"):
         if isinstance(figure, Figure):
             register_figure(figure)
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from kernel_eft.core.statistics import BatchMoments
-from kernel_eft.io import check_writable, write_dataset_atomic
+from kernel_eft.io import check_writable, write_dataset_atomic, write_result
 from kernel_eft.progress import Progress, format_params
 from kernel_eft.simulate.dataset import MATCHING_ATTRS, batch_moments, mc_dataset, params_from_dataset
 from kernel_eft.simulate.estimates import summarize
@@ -131,10 +131,7 @@ def merge(inputs: list, out=None, log=None):
     message = non_finite_message(summary, params.times, params.layers)
     if message is not None:
         raise NonFiniteError(message)
-    if out is not None:
-        write_dataset_atomic(merged, out, field="out")
-        if log is not None:
-            log(f"wrote {out} in {time.monotonic() - started:.1f} s ({total} seeds in {len(batches)} batches)")
+    write_result(merged, out, log, started, detail=f" ({total} seeds in {len(batches)} batches)")
     return merged
 
 

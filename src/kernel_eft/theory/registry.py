@@ -9,10 +9,7 @@ the closures' `order` (then registration): the order of the theories in diagnost
 
 from __future__ import annotations
 
-import importlib
-import os
-import pkgutil
-
+from kernel_eft.discovery import declared_in, folder_of, lookup
 from kernel_eft.theory.closure import DEPTH_FORMS, STANDARD_FIELDS, Closure
 
 __all__ = ["CLOSURES", "Closure", "DEPTH_FORMS", "REFERENCE_CLOSURE", "STANDARD_FIELDS", "closure_names",
@@ -43,12 +40,7 @@ def closure_names() -> list[str]:
 
 
 def get_closure(name: str | Closure) -> Closure:
-    if isinstance(name, Closure):
-        return name
-    try:
-        return CLOSURES[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown closure {name!r}; choose one of {', '.join(closure_names())}") from None
+    return lookup(CLOSURES, "closure", name, Closure, closure_names())
 
 
 def theory_labels() -> list[str]:
@@ -58,9 +50,7 @@ def theory_labels() -> list[str]:
 
 def _discover() -> None:
     """Register the CLOSURE of every module in kernel_eft/theory/."""
-    package = __name__.rpartition(".")[0]
-    for info in sorted(pkgutil.iter_modules([os.path.dirname(__file__)]), key=lambda info: info.name):
-        closure = getattr(importlib.import_module(f"{package}.{info.name}"), "CLOSURE", None)
+    for closure in declared_in(__name__.rpartition(".")[0], folder_of(__file__), "CLOSURE"):
         if isinstance(closure, Closure):
             register_closure(closure)
 

@@ -9,12 +9,9 @@ theory take the names from this registry.
 
 from __future__ import annotations
 
-import importlib
-import os
-import pkgutil
-
 from kernel_eft.core.activations.base import (Activation, CollinearInputsError, CollinearWarning, KernelForms,
                                               zero)
+from kernel_eft.discovery import declared_in, folder_of, lookup
 
 __all__ = ["ACTIVATIONS", "Activation", "CollinearInputsError", "CollinearWarning", "KernelForms",
            "activation_names", "custom_activation", "get_activation", "moments_for", "register_activation", "zero"]
@@ -37,12 +34,7 @@ def activation_names() -> list[str]:
 
 
 def get_activation(name: str | Activation) -> Activation:
-    if isinstance(name, Activation):
-        return name
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown activation {name!r}; choose one of {', '.join(activation_names())}") from None
+    return lookup(ACTIVATIONS, "activation", name, Activation, activation_names())
 
 
 def custom_activation(name: str, phi, dphi=None, d2phi=None, kinks=(), features=(0.0,), jet=None,
@@ -63,9 +55,8 @@ def moments_for(activation, mu_max: float = 60.0, s_max: float = 5.0):
 
 def _discover() -> None:
     """Register the ACTIVATIONS of every module in this folder."""
-    for info in sorted(pkgutil.iter_modules([os.path.dirname(__file__)]), key=lambda info: info.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        for act in getattr(module, "ACTIVATIONS", ()):
+    for acts in declared_in(__name__, folder_of(__file__), "ACTIVATIONS"):
+        for act in acts:
             register_activation(act)
 
 
