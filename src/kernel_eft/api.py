@@ -23,9 +23,6 @@ import time as _time
 import xarray as xr
 
 from kernel_eft.core.activations import ACTIVATIONS, get_activation
-from kernel_eft.diagnose.point import diagnose_point
-from kernel_eft.figures.registry import render as render_figures
-from kernel_eft.figures.summary import format_summary_table, read_summary
 from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
 from kernel_eft.simulate import run as mc_run
@@ -183,6 +180,8 @@ def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 3.0, tag: 
     if out is not None:
         refuse_overwriting_inputs(out, [*_paths(mc), *_paths(theories)], "out")
         check_writable(out, "out")
+    from kernel_eft.diagnose.point import diagnose_point
+
     ds = diagnose_point(_inputs(mc, "mc"), _inputs(theories, "theories"), threshold=threshold, nsigma=nsigma)
     params = dict(ds.attrs)
     if tag is not None:
@@ -197,6 +196,10 @@ def figures(diagnostics, outdir, *, summary_dir=None, print_summary: bool = Fals
     """Every figure (PDF, PNG, caption) of every diagnosed point, the study figures, and summary.csv,
     summary.nc, summary.html (in summary_dir, default outdir).  diagnostics: paths or Datasets.  Returns the
     paths written."""
+    # matplotlib loads only when figures are drawn: simulate and theory start faster
+    from kernel_eft.figures.registry import render as render_figures
+    from kernel_eft.figures.summary import format_summary_table
+
     started = _time.perf_counter()
     check_writable(outdir, "outdir", directory=True)
     summary_dir = os.path.abspath(summary_dir or outdir)
@@ -213,6 +216,8 @@ def figures(diagnostics, outdir, *, summary_dir=None, print_summary: bool = Fals
 def summary(path) -> str:
     """A study's summary table (summary.csv written by `figures`) as terminal text: point, closure, width and
     every t* column."""
+    from kernel_eft.figures.summary import format_summary_table, read_summary
+
     return format_summary_table(read_summary(path))
 
 
