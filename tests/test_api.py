@@ -57,6 +57,16 @@ def test_theory_returns_the_cli_file(tmp_path, cli_env, closure, depth):
     assert_bitwise_equal(ds, out)
 
 
+def test_a_closure_declares_its_depth_forms(monkeypatch):
+    from kernel_eft.theory.registry import get_closure
+
+    monkeypatch.setattr(get_closure("gonly"), "depths", ("discrete",))
+    with pytest.raises(InputError) as err:
+        ke.theory(**NETWORK, closure="gonly")
+    assert err.value.field == "depth" and "only discrete" in err.value.message
+    assert ke.theory(**NETWORK, closure="gonly", depth=2).attrs["mode"] == "discrete"
+
+
 def test_api_writes_what_it_returns(tmp_path):
     out = tmp_path / "th.nc"
     ds = ke.theory(**NETWORK, closure="gonly", depth=4, out=out)

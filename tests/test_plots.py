@@ -112,3 +112,14 @@ def test_figures_reject_mixed_validity_criteria(tmp_path, capsys):
     assert exc.value.code == 2
     assert "threshold" in capsys.readouterr().err
     assert not (tmp_path / "figs").exists()
+
+
+def test_a_single_width_renders_without_the_fits(tmp_path):
+    """With one width there is no 1/n fit and no V4_inf: every figure is still drawn (they are optional needs)."""
+    mc, th = write_point(tmp_path, "one", widths=(64,), continuum=False)
+    out = tmp_path / "diag.nc"
+    assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
+    with xr.open_dataset(out) as ds:
+        assert "K1_fit" not in ds and "V4_inf" not in ds
+    assert main(["figures", "--diagnostics", str(out), "--outdir", str(tmp_path / "figs")]) == 0
+    assert len([f for f in os.listdir(tmp_path / "figs") if f.endswith(".png")]) == 5

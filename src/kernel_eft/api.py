@@ -132,6 +132,9 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
     if unknown:
         raise InputError(unknown[0], f"not an option of the {chosen.name} closure (options: "
                                      f"{', '.join(chosen.options) or 'none'})")
+    form = "discrete" if depth is not None else "continuum"
+    if form not in chosen.depths:
+        raise InputError("depth", f"the {chosen.name} closure solves only {' and '.join(chosen.depths)} depth")
     if depth is not None:
         depth = check_int(depth, "depth", 1)
         if points is not None:

@@ -92,7 +92,8 @@ def add_network_arguments(p: argparse.ArgumentParser, *, depth_required: bool) -
 # simulate (Monte Carlo)
 # ---------------------------------------------------------------------------------------------
 
-SIMULATE_FIELDS = ("activation", "width", "depth", "time", "sw2", "sb2", "kin", "samples", "seed", "sampler", "record_every", "batches", "expect_ranks", "out")
+SIMULATE_FIELDS = ("activation", "width", "depth", "time", "sw2", "sb2", "kin", "samples", "seed", "sampler",
+                   "record_every", "batches", "expect_ranks", "out")
 
 
 def add_simulate_parser(sub) -> None:

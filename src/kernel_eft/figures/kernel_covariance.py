@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from kernel_eft.figures.common import (DIMLESS, Figure, band, entry_label, finish, first_of_each_closure, fmt_tstar,
-                                       legend_above, point_caption, point_tag, representative_entries, theory_style, width_colors)
+                                       legend_above, point_caption, point_tag, representative_entries, theory_style,
+                                       width_colors)
 
 
 def render(ds, outdir: str) -> list[str]:
@@ -78,4 +79,6 @@ def render(ds, outdir: str) -> list[str]:
     return finish(fig, caption, outdir, f"{point_tag(ds)}_{FIGURE.name}")
 
 
-FIGURE = Figure("fig2_kernel_covariance", "point", ('V4_MC', 'V4_MC_se', 'V4_relerr', 'V4_relerr_se', 'V4_theory', 'tstar_V4', 'tstar_V4_inf'), render, 2)
+# the variables it reads (optional ones, V4_inf and the 1/n fits, are drawn when present)
+NEEDS = ("V4_MC", "V4_MC_se", "V4_relerr", "V4_relerr_se", "V4_theory", "tstar_V4", "tstar_V4_inf",)
+FIGURE = Figure("fig2_kernel_covariance", "point", NEEDS, render, 2)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-from kernel_eft.figures.common import (DIMLESS, Figure, band, entry_grid, finish, legend_above, point_caption, point_tag,
-                                       width_colors)
+from kernel_eft.figures.common import (DIMLESS, Figure, band, entry_grid, finish, legend_above, point_caption,
+                                       point_tag, width_colors)
 
 
 def render(ds, outdir: str) -> list[str]:
@@ -43,4 +43,6 @@ def render(ds, outdir: str) -> list[str]:
     return finish(fig, caption, outdir, f"{point_tag(ds)}_{FIGURE.name}")
 
 
-FIGURE = Figure("fig1_mean_kernel", "point", ('K0_relerr', 'K0_relerr_se', 'max_K0_relerr'), render, 1)
+# the variables it reads (optional ones, V4_inf and the 1/n fits, are drawn when present)
+NEEDS = ("K0_relerr", "K0_relerr_se", "max_K0_relerr",)
+FIGURE = Figure("fig1_mean_kernel", "point", NEEDS, render, 1)

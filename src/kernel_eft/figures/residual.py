@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from kernel_eft.figures.common import (DIMLESS, PART_STYLE, Figure, band, entry_label, finish, legend_above, point_caption,
-                                       point_tag, representative_entries)
+from kernel_eft.figures.common import (DIMLESS, PART_STYLE, Figure, band, entry_label, finish, legend_above,
+                                       point_caption, point_tag, representative_entries)
 
 
 def render(ds, outdir: str) -> list[str]:
@@ -56,4 +56,6 @@ def render(ds, outdir: str) -> list[str]:
     return finish(fig, caption, outdir, f"{point_tag(ds)}_{FIGURE.name}")
 
 
-FIGURE = Figure("fig3_residual", "point", ('V4_MC', 'V4_MC_norm_T', 'residual_acc', 'residual_acc_se', 'residual_norm_T', 'residual_norm_T_se'), render, 3)
+# the variables it reads (optional ones, V4_inf and the 1/n fits, are drawn when present)
+NEEDS = ("V4_MC", "V4_MC_norm_T", "residual_acc", "residual_acc_se", "residual_norm_T", "residual_norm_T_se",)
+FIGURE = Figure("fig3_residual", "point", NEEDS, render, 3)

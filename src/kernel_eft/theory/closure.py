@@ -9,9 +9,10 @@ depth grid:
     K1_source  its prediction of the exact K1 source n sw2 (E[S] - F(E[G])),       (t, a, b)
                dK1/dt = J K1 + K1_source
 
-plus closure-specific parts (declared in kernel_eft.schema or passed as `parts`).  Every closure supports
-both depth forms: `depth=L`, the network's own layer recursion (what Monte Carlo at depth L is compared
-with, every layer 0..L written), and `depth=None`, the continuous-depth limit on `points` uniform times.
+plus closure-specific parts (declared in kernel_eft.schema or passed as `parts`).  A closure declares the
+depth forms it solves (`depths`; gonly and exact solve both): `depth=L`, the network's own layer recursion
+(what Monte Carlo at depth L is compared with, every layer 0..L written), and `depth=None`, the continuous-
+depth limit on `points` uniform times.
 The diagnostics read only the standard fields, so a new closure is compared with Monte Carlo, plotted and
 summarised without any code that names it.
 
@@ -43,6 +44,7 @@ class Closure:
     source_label: str = "K1 source"  # how it predicts the K1 source, in figure legends ("tadpole ½ H:V4")
     default_points: int = 201  # uniform output times of the continuous-depth form
     order: int = 100  # place among the closures (diagnostics' theory axis, figures); built in: gonly 1, exact 2
+    depths: tuple = DEPTH_FORMS  # the depth forms it solves: "discrete" (depth=L), "continuum" (depth=None)
     # matplotlib styles of its two depth forms in the figures
     style: dict = {"discrete": dict(color="tab:green", ls="-"), "continuum": dict(color="tab:green", ls="--")}
     options: dict = {}  # closure-specific keyword options of solve, with their defaults
