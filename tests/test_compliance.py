@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import kernel_eft as ke
+from kernel_eft.figures.registry import write_summary
+from kernel_eft.figures.summary import collate
 from kernel_eft.theory.registry import closure_names
 
 pytest.importorskip("compliance_checker", reason="compliance-checker is not installed (pip install -e '.[test]')")
@@ -38,10 +40,11 @@ def files(tmp_path_factory):
         theories.append(ke.theory(**network, closure=closure, depth=depth, points=points, out=path))
         paths[path.stem] = path
     diagnostics = directory / "diagnostics.nc"
-    ke.diagnose(mc, theories, out=diagnostics)
+    d = ke.diagnose(mc, theories, out=diagnostics)
     paths["diagnostics"] = diagnostics
-    ke.figures([diagnostics], directory / "figures")
-    paths["summary"] = directory / "figures" / "summary.nc"
+    # summary.nc as `kernel-eft figures` writes it (without drawing the figures)
+    write_summary([(str(diagnostics), d)], collate([d]), str(directory), 0.1, 3.0)
+    paths["summary"] = directory / "summary.nc"
     return paths
 
 

@@ -93,14 +93,7 @@ def render(points: list, outdir, summary_dir=None):
                     figure.render(ds, staging)
             for figure in figures_of("study"):
                 figure.render(combined, staging, threshold, nsigma)
-        table = summary_table(combined)
-        table.to_csv(os.path.join(staging, "summary.csv"), index=False, float_format="%.6g")
-        with open(os.path.join(staging, "summary.html"), "w") as fh:
-            fh.write(summary_html(table))
-        combined.attrs = provenance_attrs("Summary of the closure diagnostics over grid points",
-                                          {"threshold": threshold, "nsigma": nsigma,
-                                           "diagnostics_files": ",".join(str(path) for path, _ in points)})
-        write_netcdf(netcdf_summary(combined), os.path.join(staging, "summary.nc"))
+        table = write_summary(points, combined, staging, threshold, nsigma)
         names = sorted(os.listdir(staging))
         os.makedirs(summary_dir, exist_ok=True)
         written = []
@@ -115,6 +108,19 @@ def render(points: list, outdir, summary_dir=None):
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return sorted(written), table
+
+
+def write_summary(points: list, combined, directory: str, threshold: float, nsigma: float):
+    """summary.csv, summary.html and summary.nc of the collated points in `directory`; returns the table."""
+    table = summary_table(combined)
+    table.to_csv(os.path.join(directory, "summary.csv"), index=False, float_format="%.6g")
+    with open(os.path.join(directory, "summary.html"), "w") as fh:
+        fh.write(summary_html(table))
+    combined.attrs = provenance_attrs("Summary of the closure diagnostics over grid points",
+                                      {"threshold": threshold, "nsigma": nsigma,
+                                       "diagnostics_files": ",".join(str(path) for path, _ in points)})
+    write_netcdf(netcdf_summary(combined), os.path.join(directory, "summary.nc"))
+    return table
 
 
 def netcdf_summary(combined):
