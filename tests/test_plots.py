@@ -13,7 +13,7 @@ from kernel_eft.cli import main
 from test_diagnostics import KIN, linear_point, theory_dataset
 
 
-def write_point(tmp_path, tag, sw2=1.0, widths=(64, 256), continuum=True):
+def write_point(tmp_path, tag, sw2=1.0, widths=(64, 128, 256), continuum=True):
     mc, th = linear_point(widths=widths, sw2=sw2, V4_factor=lambda t: 1 + 0.3 * t**2)
     paths = []
     for name, ds in mc:
@@ -73,14 +73,21 @@ def test_figures_render_everything_and_collate_grid(tmp_path):
     for stem in ("fig1_mean_kernel", "fig2_kernel_covariance", "fig3_residual", "fig4_k1_source"):
         for ext in ("pdf", "png"):
             assert len([f for f in files if f.endswith(f"{stem}.{ext}")]) == 2, (stem, ext)
-    assert "fig5_validity_window.png" in files and "fig5_validity_window.pdf" in files
+    for stem in ("fig5_validity_map", "fig6_collapse"):
+        assert f"{stem}.png" in files and f"{stem}.pdf" in files
     table = pd.read_csv(outdir / "summary.csv")
-    assert len(table) == 4  # 2 grid points x 2 widths
+    assert len(table) == 6  # 2 grid points x 3 widths
     assert sorted(table["sw2"].unique()) == [1.0, 1.5]
+    # t* against the extrapolated MC, with its interval, for every quantity and closure
+    for q in ("V4", "K1", "K1_source"):
+        for suffix in ("", "_lo", "_hi", "_width", "_width_lo", "_width_hi"):
+            assert f"tstar_{q}_gonly{suffix}" in table.columns
+    np.testing.assert_array_equal(table["tstar_V4_gonly"], 0.625)
     with xr.open_dataset(outdir / "summary.nc") as summary:
-        assert summary.sizes["sw2"] == 2 and summary.sizes["width"] == 2
+        assert summary.sizes["sw2"] == 2 and summary.sizes["width"] == 3
+        assert summary["tstar_V4"].attrs["threshold"] == 0.1 and "closure" in summary["tstar_V4"].dims
     caption = next(open(outdir / f) for f in files if f.endswith("fig3_residual.caption.txt")).read()
-    for needle in ("widths n = 64,256", "depth L = 8", "T = 1", "sw2 = ", "sb2 = 0.1", "K_in = [", "seed",
+    for needle in ("widths n = 64,128,256", "depth L = 8", "T = 1", "sw2 = ", "sb2 = 0.1", "K_in = [", "seed",
                    "jackknife"):
         assert needle in caption, needle
 
@@ -97,7 +104,8 @@ def test_sparse_grid_collates_by_outer_merge(tmp_path):
         diags.append(xr.load_dataset(out))
     table = summary_table(collate(diags))
     assert sorted(zip(table["sw2"], table["width"])) == [(1.0, 64), (1.0, 256), (1.5, 128), (1.5, 512)]
-    np.testing.assert_array_equal(table["tstar_V4"], 0.625)
+    np.testing.assert_array_equal(table["tstar_V4_gonly_width"], 0.625)
+    assert table["tstar_V4_gonly"].isna().all()  # two widths: no extrapolation
 
 
 def test_figures_reject_mixed_validity_criteria(tmp_path, capsys):
@@ -114,16 +122,39 @@ def test_figures_reject_mixed_validity_criteria(tmp_path, capsys):
     assert not (tmp_path / "figs").exists()
 
 
-def test_a_single_width_renders_without_the_fits(tmp_path):
-    """With one width there is no 1/n fit and no V4_inf: every figure is still drawn (they are optional needs)."""
-    mc, th = write_point(tmp_path, "one", widths=(64,), continuum=False)
+@pytest.mark.parametrize("widths", [(64,), (64, 256)])
+def test_no_fit_is_drawn_without_a_degree_of_freedom(tmp_path, widths):
+    """With one or two widths a 1/n fit would go through every point (zero degrees of freedom): no extrapolation
+    is stored or drawn, the pull panels say why, and every figure is still drawn."""
+    from kernel_eft.figures import common
+    from kernel_eft.figures.registry import FIGURES, check_diagnostics
+
+    mc, th = write_point(tmp_path, "few", widths=widths, continuum=False)
     out = tmp_path / "diag.nc"
     assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
     with xr.open_dataset(out) as ds:
-        assert "K1_fit" not in ds and "V4_inf" not in ds
-        from kernel_eft.figures.registry import FIGURES, check_diagnostics
-
+        assert int(ds.attrs["fit_dof"]) == 0
+        assert not any(name.endswith(("_inf", "_pull")) for name in ds.data_vars)
         check_diagnostics([(str(out), ds)])
+        common.RENDERED.clear()
         for name in ("fig2_kernel_covariance", "fig4_k1_source"):  # the two that draw the fits when present
             FIGURES[name].render(ds, str(tmp_path / "figs"))
     assert len([f for f in os.listdir(tmp_path / "figs") if f.endswith(".png")]) == 2
+    for stem, labels, caption in common.RENDERED:
+        assert not any("extrapolated" in label for label in labels), (stem, labels)
+        assert "no 1/n extrapolation" in caption
+
+
+def test_three_widths_draw_the_extrapolation_with_its_degree_of_freedom(tmp_path):
+    from kernel_eft.figures import common
+    from kernel_eft.figures.registry import FIGURES
+
+    mc, th = write_point(tmp_path, "three", continuum=False)
+    out = tmp_path / "diag.nc"
+    assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
+    common.RENDERED.clear()
+    with xr.open_dataset(out) as ds:
+        assert int(ds.attrs["fit_dof"]) == 1
+        FIGURES["fig2_kernel_covariance"].render(ds, str(tmp_path / "figs"))
+    (stem, labels, caption), = common.RENDERED
+    assert any("extrapolated to n → ∞ (1 dof)" in label for label in labels)

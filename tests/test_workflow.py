@@ -330,7 +330,7 @@ def test_report_renders_figures(finished_study):
 
     snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "results/test/report.html")
     html = (workdir / "results/test/report.html").read_text(errors="replace")
-    assert "fig1_mean_kernel" in html and "fig5_validity_window" in html
+    assert "fig1_mean_kernel" in html and "fig5_validity_map" in html
     table = re.search(r"data:text/html;charset=utf8;filename=summary.html;base64,([A-Za-z0-9+/=]+)", html)
     assert table, "the summary table is not in the report"
     table = base64.b64decode(table.group(1)).decode()

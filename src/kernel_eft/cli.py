@@ -352,10 +352,17 @@ def diagnose_command(args) -> int:
 
     ds = api.diagnose(args.mc, args.theory, threshold=args.threshold, nsigma=args.nsigma, tag=args.tag,
                       out=args.out, log=logger("diagnose"))
-    tstar = ds["tstar_V4"]
+    extrapolated = int(ds.attrs.get("fit_dof", 0)) > 0
     for th in ds["theory"].values:
-        print(f"t*(V4) vs {th}: " + ", ".join(f"n={int(w)}: {float(tstar.sel(theory=th, width=w)):.3g}"
-                                              for w in ds["width"].values))
+        for width in ([None] if extrapolated else ds["width"].values):
+            parts = []
+            for q in ("V4", "K1", "K1_source"):
+                sel = {"theory": th} if width is None else {"theory": th, "width": width}
+                suffix = "" if width is None else "_width"
+                est, lo, hi = (float(ds[f"tstar_{q}{suffix}{s}"].sel(**sel)) for s in ("", "_lo", "_hi"))
+                parts.append(f"{q} {est:.3g} [{lo:.3g}, {hi:.3g}]" if est == est else f"{q} not resolved")
+            against = "MC extrapolated to n -> inf" if width is None else f"MC at n = {int(width)}"
+            print(f"t* vs {th} ({against}): " + ", ".join(parts))
     return 0
 
 

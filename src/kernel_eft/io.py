@@ -101,6 +101,11 @@ def write_netcdf(ds: xr.Dataset, path: str, compress: bool = True) -> None:
     """The plain write (NETCDF4, zlib level 4 on numeric variables); callers make it atomic.  Coordinates get
     no _FillValue (CF: a coordinate has no missing values)."""
     encoding = {name: {"_FillValue": None} for name, var in ds.coords.items() if var.dtype.kind in "fiu"}
+    for name, var in ds.coords.items():
+        # text coordinates as character arrays: a variable-length string coordinate is read by CF tools as a
+        # numeric coordinate variable (the IOOS checker then fails its monotonicity test)
+        if var.dtype.kind in "OUS" and var.size:
+            encoding[name] = {"dtype": "S1"}
     if compress:
         for name, var in ds.data_vars.items():
             if var.dtype.kind in "fiu":

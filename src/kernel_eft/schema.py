@@ -65,6 +65,7 @@ COORDINATES: dict[str, Coordinate] = {
     "width": Coordinate(("width",), "network width n"),
     "t_left": Coordinate(("t_left",), "left end of the recording interval"),
     "theory": Coordinate(("theory",), "closure and depth treatment", None),
+    "closure": Coordinate(("closure",), "closure (its solution at the Monte Carlo depth)", None),
     "k0_reference": Coordinate(("k0_reference",), "mean-kernel reference (discrete layers or continuum)", None),
     "residual_part": Coordinate(("residual_part",), "part of the V4 equation residual", None),
     # summary grid
@@ -78,6 +79,10 @@ COORDINATES: dict[str, Coordinate] = {
     "T": Coordinate(("T",), "depth time T"),
     "rho": Coordinate(("kin",), "input correlation K_ab / sqrt(K_aa K_bb) for two inputs, NaN otherwise"),
 }
+
+_QUANTITY_DIMS = {"V4": ("t", "pair", "pair2"), "K1": ("t", "pair"), "K1_source": ("t", "pair")}
+_TSTAR_PARTS = (("", "estimated"), ("_lo", "lower end (16th percentile over bootstrap replicates) of the"),
+                ("_hi", "upper end (84th percentile over bootstrap replicates) of the"))
 
 _RAW = "batch-resolved raw moment (pair coordinates) for merging and re-analysis: "
 
@@ -134,8 +139,6 @@ VARIABLES: dict[str, dict[str, Variable]] = {
                                      "theory file's K1_source: G-only tadpole (1/2) H:V4, exact closure sw2 B)"),
         "V4_relerr": Variable(("theory",) + W_T_PP, "(V4_MC - V4_theory) / sqrt(V4_theory[m,m] V4_theory[m',m'])",
                               se=True),
-        "V4_inf": Variable(("t", "pair", "pair2"), "V4_MC extrapolated to n -> infinity (weighted fit V4_inf + c/n "
-                           "over widths)", note="only with >= 2 widths", se=True, se_method=FIT),
         "residual_rate": Variable(("residual_part", "width", "t_left", "pair", "pair2"),
                                   "V4 equation residual rate dV4_MC/dt - RHS_EFT(V4_MC) and its parts", se=True),
         "residual_acc": Variable(("residual_part",) + W_T_PP,
@@ -144,34 +147,51 @@ VARIABLES: dict[str, dict[str, Variable]] = {
                                     "Frobenius norm over pair entries of residual_acc at t = T", se=True),
         "V4_MC_norm_T": Variable(("width",), "Frobenius norm of V4_MC at t = T (scale of the residual)"),
         "K1_MC": Variable(W_T_P, "n (G_mean - K0_discrete)", se=True),
-        "K0_fit": Variable(("t", "pair"), "K0 from the weighted 1/n fit of G_mean over widths ({fit_terms} terms)",
-                           note="only with >= 2 widths", se=True, se_method=FIT),
-        "K1_fit": Variable(("t", "pair"), "K1 from the weighted 1/n fit of G_mean over widths ({fit_terms} terms)",
-                           note="only with >= 2 widths", se=True, se_method=FIT),
-        "K2_fit": Variable(("t", "pair"), "K2 (1/n^2 coefficient) from the weighted 1/n fit of G_mean over widths "
-                           "({fit_terms} terms)", note="only with >= 3 widths", se=True, se_method=FIT),
-        "fit_chi2": Variable(("t", "pair"), "chi^2 of the 1/n fit ({fit_dof} degrees of freedom)"),
         "K1_source_MC": Variable(W_T_P, "exact K1 source n sw2 (mean S - F(mean G))", se=True),
         "K1_source_t0_sigma": Variable(("width", "pair"), "K1_source_MC(t=0) / its standard error (exactly 0 "
                                                           "expected)"),
         "K1_source_mismatch_t0_sigma": Variable(("width", "pair"), "(K1_source_MC - the {reference} closure's "
                                                 "K1_source) at t=0 in units of the MC standard error"),
-        "tstar_V4": Variable(("theory", "width"), "first t where the V4 relative error exceeds {threshold:g} by more "
-                                                  "than {nsigma:g} sigma (inf: never)"),
-        "tstar_K1": Variable(("theory", "width"), "first t where the K1 relative error exceeds {threshold:g} by more "
-                                                  "than {nsigma:g} sigma (inf: never)"),
-        "tstar_K1_fit": Variable(("theory",), "tstar_K1 for the 1/n-fit K1"),
-        "tstar_V4_inf": Variable(("theory",), "tstar_V4 for V4_inf (1/n-extrapolated)"),
+        **{f"{q}_inf": Variable(dims, f"{q} of Monte Carlo extrapolated to n -> infinity (weighted fit "
+                                       f"{q}_inf + c/n over the widths, {{fit_dof}} degrees of freedom)",
+                                  note="only with >= 3 widths", se=True, se_method=FIT)
+           for q, dims in _QUANTITY_DIMS.items()},
+        **{f"{q}_inf_chi2": Variable(dims, f"chi^2 of the 1/n fit of {q} ({{fit_dof}} degrees of freedom)",
+                                     note="only with >= 3 widths") for q, dims in _QUANTITY_DIMS.items()},
+        **{f"{q}_pull": Variable(("theory",) + dims, f"pull ({q}_inf - {q}_theory) / se({q}_inf)",
+                                 note="only with >= 3 widths") for q, dims in _QUANTITY_DIMS.items()},
+        **{f"worst_pull_{q}": Variable(("theory",), f"max over depth and entries of |{q}_pull|",
+                                       note="only with >= 3 widths") for q in _QUANTITY_DIMS},
+        **{f"tstar_{q}{suffix}": Variable(("theory",), f"{what} validity window t* of {q}: first t where "
+                                          f"|{q}_inf - {q}_theory| > {{threshold:g}} x the entry scale and > "
+                                          "{nsigma:g} se (inf: never; NaN: not resolved, or fewer than 3 widths)")
+           for q in _QUANTITY_DIMS for suffix, what in _TSTAR_PARTS},
+        **{f"tstar_{q}_width{suffix}": Variable(("theory", "width"), f"{what} validity window t* of {q} per "
+                                                f"width: first t where |{q}_MC - {q}_theory| > {{threshold:g}} x "
+                                                "the entry scale and > {nsigma:g} se (inf: never; NaN: not "
+                                                "resolved)")
+           for q in _QUANTITY_DIMS for suffix, what in _TSTAR_PARTS},
+        "r_max": Variable(("width", "t"), "fluctuation ratio r = max over entries |V4_MC[ab,cd]| / (n sqrt(K0_aa "
+                                          "K0_bb K0_cc K0_dd))"),
+        "t_r_limit": Variable(("width",), "first t where r_max > {r_limit:g}, the end of the O(1/n) theory's own "
+                                          "validity (inf: never)"),
         "max_K0_relerr": Variable(("k0_reference", "width"), "max over t and entries of |K0_relerr|"),
     },
     "summary": {
         "point": Variable(("activation", "sw2", "sb2", "kin", "depth", "T"), "the grid point's tag", None),
-        "theory_used": Variable(("activation", "sw2", "sb2", "kin", "depth", "T"),
-                                "the theory the t* columns refer to", None, column="theory"),
-        "tstar_V4": Variable(("width",), "V4 validity window t* ({reference})"),
-        "tstar_K1": Variable(("width",), "K1 validity window t* ({reference})"),
-        "tstar_K1_fit": Variable((), "K1 validity window t* for the 1/n-fit K1"),
-        "tstar_V4_inf": Variable((), "V4 validity window t* for the n -> infinity extrapolation"),
+        "fit_dof": Variable(("activation", "sw2", "sb2", "kin", "depth", "T"), "degrees of freedom of the 1/n "
+                            "extrapolation (0: fewer than 3 widths, no extrapolation)"),
+        **{f"tstar_{q}{w}{suffix}": Variable(("closure",) + (("width",) if w else ()),
+                                             f"{what} validity window t* of {q} against Monte Carlo "
+                                             + ("at each width" if w else "extrapolated to n -> infinity")
+                                             + ": first t where the relative error exceeds {threshold:g} (inf: "
+                                             "never)", column=f"tstar_{q}_<closure>{w}{suffix}")
+           for q in _QUANTITY_DIMS for w in ("", "_width") for suffix, what in _TSTAR_PARTS},
+        **{f"worst_pull_{q}": Variable(("closure",), f"max over depth and entries of |{q}_inf - {q}_theory| / "
+                                       f"se({q}_inf)", column=f"worst_pull_{q}_<closure>") for q in _QUANTITY_DIMS},
+        "r_max_T": Variable(("width",), "fluctuation ratio r = max |V4_MC| / (n K0 K0) at t = T"),
+        "t_r_limit": Variable(("width",), "first t where r > {r_limit:g}, the O(1/n) theory's own limit "
+                                          "(inf: never)"),
         "max_K0_relerr_discrete": Variable(("width",), "max |K0 relative error|, discrete K0"),
         "max_K0_relerr_continuum": Variable(("width",), "max |K0 relative error|, continuum K0"),
         "V4_MC_norm_T": Variable(("width",), "Frobenius norm of V4_MC at t = T"),

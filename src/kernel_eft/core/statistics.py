@@ -207,3 +207,124 @@ def first_exceedance(times, deviation, se, scale, threshold: float, nsigma: floa
     hit = hit.reshape(hit.shape[0], -1).any(axis=1)
     idx = np.flatnonzero(hit)
     return float(times[idx[0]]) if idx.size else math.inf
+
+
+# ----------------------------------------------------------------------------------------------
+# Extrapolation to infinite width, bootstrap over batches, t* as an estimate with an interval
+# ----------------------------------------------------------------------------------------------
+
+EXTRAPOLATION_DEGREE = 1  # value(n) = value_inf + c/n: with W widths, W - 2 degrees of freedom
+MIN_EXTRAPOLATION_WIDTHS = EXTRAPOLATION_DEGREE + 2  # at least one degree of freedom left
+
+
+@dataclass
+class Extrapolation:
+    """value(n) = value + c_1/n + ... fitted over widths by weighted least squares, per entry.
+
+    weights (W, ...): value = sum_i weights_i y_i, the linear map of the fit (fixed by the full-sample errors),
+    so bootstrap replicates of the per-width estimates extrapolate by the same map."""
+
+    value: np.ndarray
+    se: np.ndarray
+    chi2: np.ndarray
+    dof: int
+    weights: np.ndarray
+
+    def apply(self, replicates: np.ndarray) -> np.ndarray:
+        """Extrapolate replicates (W, K, ...) of the per-width estimates (replicate axis second)."""
+        return np.einsum("w...,wk...->k...", self.weights, replicates)
+
+
+def extrapolate_inverse_width(widths, values, errors, degree: int = EXTRAPOLATION_DEGREE) -> Extrapolation:
+    """Weighted least-squares fit of values(n) = c_0 + c_1/n + ... + c_degree/n^degree at every entry; c_0 is
+    the n -> infinity value.  Refuses a fit without a degree of freedom left (degree <= widths - 2): a fit
+    through every point has no test of its own model and an error bar that only reflects the extrapolation."""
+    widths = np.asarray(widths, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    errors = np.asarray(errors, dtype=np.float64)
+    nw = widths.size
+    if degree > nw - 2:
+        raise ValueError(f"a degree-{degree} fit in 1/n needs at least {degree + 2} widths (one degree of freedom "
+                         f"left), got {nw}")
+    if np.unique(widths).size != nw:
+        raise ValueError("the 1/n extrapolation needs distinct widths")
+    X = (1.0 / widths)[:, None] ** np.arange(degree + 1)[None, :]  # (W, k)
+    shape = values.shape[1:]
+    y = values.reshape(nw, -1)
+    s = errors.reshape(nw, -1)
+    exact = np.all(s == 0, axis=0)  # noise-free values (synthetic files): an unweighted fit, zero error
+    good = np.all(np.isfinite(y), axis=0) & (np.all(s > 0, axis=0) | exact) & np.all(np.isfinite(s), axis=0)
+    w = np.where(good[None] & ~exact[None], 1.0 / np.where(good[None] & ~exact[None], s, 1.0) ** 2, 1.0)
+    A = np.einsum("wi,we,wj->eij", X, w, X)  # (E, k, k)
+    A[~good] = np.eye(degree + 1)
+    cov = np.linalg.inv(A)
+    lin = np.einsum("eij,wj,we->eiw", cov, X, w)  # coefficients = lin @ y
+    coef = np.einsum("eiw,we->ie", lin, y)
+    chi2 = np.sum(w * (y - X @ coef) ** 2, axis=0)
+    value = np.where(good, coef[0], np.nan)
+    se = np.where(good, np.where(exact, 0.0, np.sqrt(cov[:, 0, 0])), np.nan)
+    chi2 = np.where(good & ~exact, chi2, np.nan)
+    weights = np.where(good[None], lin[:, 0, :].T, np.nan)  # (W, E)
+    return Extrapolation(value.reshape(shape), se.reshape(shape), chi2.reshape(shape), nw - degree - 1,
+                         weights.reshape((nw,) + shape))
+
+
+def bootstrap_pooled(batches: BatchMoments, replicates: int, rng: np.random.Generator) -> Moments:
+    """Pooled moments of `replicates` bootstrap resamplings of the seed batches (drawn with replacement), as one
+    Moments whose arrays carry a leading replicate axis.  Pooling with multiplicities w_b is exact:
+    count = sum w_b c_b, mean = sum w_b c_b mu_b / count, m2 = sum w_b [m2_b + c_b (mu_b - mean)(mu_b - mean)^T]."""
+    B = len(batches)
+    w = rng.multinomial(B, np.full(B, 1.0 / B), size=replicates).astype(np.float64)  # (K, B)
+    c = batches.counts.astype(np.float64)
+    wc = w * c[None]
+    count = wc.sum(axis=1)  # (K,)
+
+    def mean(mu):
+        return np.einsum("kb,b...->k...", wc, mu) / count.reshape((-1,) + (1,) * (mu.ndim - 1))
+
+    mean_G, mean_S = mean(batches.mean_G), mean(batches.mean_S)
+    dG = batches.mean_G[None] - mean_G[:, None]  # (K, B, R, p)
+    dS = batches.mean_S[None] - mean_S[:, None]
+
+    def m2(m2_b, dx, dy):
+        return np.einsum("kb,b...->k...", w, m2_b) + np.einsum("kb,kbri,kbrj->krij", wc, dx, dy)
+
+    return Moments(count, mean_G, mean_S, m2(batches.m2_GG, dG, dG), m2(batches.m2_GS, dG, dS),
+                   m2(batches.m2_SS, dS, dS))
+
+
+def first_crossing(times, deviation, scale, threshold: float, se=None, nsigma: float = 3.0) -> float:
+    """t* as an estimate: the first time at which |deviation| > threshold * scale in any entry, counting only
+    deviations that are significant (|deviation| > nsigma * se, when se is given: early depths where a quantity
+    starts from zero are otherwise noise); inf if never.  NaN where it never happens but the Monte Carlo could
+    not have seen it: at the last time no entry resolves the threshold (nsigma * se > threshold * scale).
+
+    deviation: (R, ...) with time first, or (K, R, ...) for K replicates (returns (K,)); scale, se: (R, ...)."""
+    scale = np.abs(np.asarray(scale, dtype=np.float64))
+    dev = np.abs(np.asarray(deviation, dtype=np.float64))
+    bound = threshold * scale
+    with np.errstate(invalid="ignore"):
+        hit = (dev > bound) & (bound > 0)
+        if se is not None:
+            se = np.asarray(se, dtype=np.float64)
+            hit &= dev > nsigma * se
+            resolved_at_end = bool(np.any((nsigma * se[-1] <= bound[-1]) & (bound[-1] > 0)))
+        else:
+            resolved_at_end = True
+    lead = hit.ndim - scale.ndim  # 0: one estimate, 1: replicates
+    hit = hit.reshape(hit.shape[:lead + 1] + (-1,)).any(axis=-1)  # (..., R)
+    times = np.asarray(times, dtype=np.float64)
+    never = math.inf if resolved_at_end else math.nan
+    first = np.where(hit.any(axis=-1), times[np.argmax(hit, axis=-1)], never)
+    return float(first) if lead == 0 else first
+
+
+def percentile_interval(estimate: float, replicates, level: float = 0.68) -> tuple[float, float]:
+    """The central `level` interval of bootstrap replicates of t* (sample quantiles: inf, never, is a value),
+    widened where needed to contain the estimate."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    reps = reps[~np.isnan(reps)]
+    if reps.size == 0 or math.isnan(estimate):  # NaN: not resolved
+        return math.nan, math.nan
+    lo, hi = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2], method="inverted_cdf")
+    return float(min(lo, estimate)), float(max(hi, estimate))

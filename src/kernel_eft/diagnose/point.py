@@ -2,9 +2,10 @@
 
 `diagnose_point` reads the files, then each step below is one question asked of them:
   mean_kernel_errors     does mean G follow K0 (discrete layers, continuum)?
-  covariance_errors      does V4 follow each theory, and until when (t*)?  Also V4 extrapolated in 1/n.
-  mean_correction        K1 per width and from the weighted 1/n fit, against each theory's K1 (t*).
+  covariance_errors      V4 of each width against each theory (relative errors).
   source_closure         the exact K1 source at t = 0 against the reference closure's K1_source.
+  validity (module)      V4, K1 and the K1 source extrapolated to n -> infinity (1/n fit, >= 3 widths), pulls,
+                         t* with a bootstrap interval per quantity, theory and width, and r = V4 / (n K0^2).
   residuals (per width)  the V4 equation residual and its transport / source split, with jackknife errors.
 Theories enter only through their standard fields (K0, V4, K1, K1_source), whatever the closure.
 """
@@ -18,8 +19,9 @@ import numpy as np
 
 from kernel_eft import schema
 from kernel_eft.core.pairs import four_index_to_pairs, n_pairs, pair_indices, to_pairs
-from kernel_eft.core.statistics import BatchMoments, first_exceedance, fit_inverse_width
+from kernel_eft.core.statistics import BatchMoments
 from kernel_eft.core.statistics import jackknife as default_jackknife
+from kernel_eft.diagnose import validity
 from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs, normalised_error
 from kernel_eft.diagnose.inputs import check_point_files, se_or_nan, theory_curves
 from kernel_eft.diagnose.residual import (RESIDUAL_PARTS, ResidualSetup, make_residual_setup, residual_estimator,
@@ -169,57 +171,25 @@ def mean_kernel_errors(point: Point, th: Theories, est: Estimates) -> dict:
             "max_K0_relerr": np.nanmax(np.abs(err), axis=(2, 3))}
 
 
-def covariance_errors(point: Point, th: Theories, est: Estimates, threshold: float, nsigma: float) -> dict:
-    """(2) V4 against each theory and its validity window; V4 extrapolated to n -> infinity (V4_inf + c/n), to
-    separate the closure error of the leading-order V4 equation from O(1/n) corrections at finite width."""
+def covariance_errors(point: Point, th: Theories, est: Estimates) -> dict:
+    """(2) V4 of every width against each theory, relative to the theory's own scale (the figures' per-width
+    curves); the validity windows are in kernel_eft.diagnose.validity."""
     nth, nw = len(th.labels), point.widths.size
     err = np.full((nth, nw, point.R, point.p, point.p), np.nan); err_se = np.full_like(err, np.nan)  # noqa: E702
-    tstar = np.full((nth, nw), np.nan)
     for j in range(nth):
         if not np.all(np.isfinite(th.V4[j])):
             continue
         scale = covariance_scale(th.V4[j])
         err[j], err_se[j] = normalised_error(est.V4, est.V4_se, th.V4[j][None], scale[None])
-        for i in range(nw):
-            tstar[j, i] = first_exceedance(point.t, est.V4[i] - th.V4[j], est.V4_se[i], scale, threshold, nsigma)
-    out = {"V4_relerr": err, "V4_relerr_se": err_se, "tstar_V4": tstar}
-    tstar_inf = np.full(nth, np.nan)
-    if nw >= 2:
-        coef, coef_se, _, _ = fit_inverse_width(point.widths, est.V4, est.V4_se, 2)
-        out["V4_inf"], out["V4_inf_se"] = coef[0], coef_se[0]
-        for j in range(nth):
-            if np.all(np.isfinite(th.V4[j])):
-                tstar_inf[j] = first_exceedance(point.t, coef[0] - th.V4[j], coef_se[0], covariance_scale(th.V4[j]),
-                                                threshold, nsigma)
-    out["tstar_V4_inf"] = tstar_inf
-    return out
+    return {"V4_relerr": err, "V4_relerr_se": err_se}
 
 
-def mean_correction(point: Point, th: Theories, est: Estimates, threshold: float, nsigma: float) -> dict:
-    """(4) K1 two ways: per width, n (mean G - K0_discrete), and from the weighted fit of mean G in 1/n (its
-    n-independent K0, K1, K2 as fitted), each against every theory's K1."""
-    nw = point.widths.size
-    terms = min(3, nw)
+def extrapolated_variables(extr: dict) -> dict:
+    """X_inf, its standard error and the chi^2 of its fit, for V4, K1 and the K1 source (>= 3 widths)."""
     out = {}
-    if nw >= 2:
-        coef, coef_se, chi2, dof = fit_inverse_width(point.widths, est.G, est.G_se, terms)
-        for k, name in enumerate(("K0_fit", "K1_fit", "K2_fit")[:terms]):
-            out[name], out[name + "_se"] = coef[k], coef_se[k]
-    else:
-        chi2, dof = np.full((point.R, point.p), np.nan), 0
-    tstar = np.full((len(th.labels), nw), np.nan)
-    tstar_fit = np.full(len(th.labels), np.nan)
-    for j in range(len(th.labels)):
-        if not np.all(np.isfinite(th.K1[j])):
-            continue
-        scale = kernel_scale_pairs(th.K1[j], point.P)
-        for i in range(nw):
-            tstar[j, i] = first_exceedance(point.t, est.K1[i] - th.K1[j], est.K1_se[i], scale, threshold, nsigma)
-        if "K1_fit" in out:
-            tstar_fit[j] = first_exceedance(point.t, out["K1_fit"] - th.K1[j], out["K1_fit_se"], scale, threshold,
-                                            nsigma)
-    out.update({"fit_chi2": chi2, "tstar_K1": tstar, "tstar_K1_fit": tstar_fit})
-    return out, {"fit_dof": dof, "fit_terms": terms if nw >= 2 else 0}
+    for name, e in extr.items():
+        out[f"{name}_inf"], out[f"{name}_inf_se"], out[f"{name}_inf_chi2"] = e.value, e.se, e.chi2
+    return out
 
 
 def reference_theory(labels: list) -> int | None:
@@ -253,18 +223,23 @@ def residual_variables(est: Estimates) -> dict:
 
 
 def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: float = 3.0,
-                   jackknife=None, batch_moments=None):
+                   jackknife=None, batch_moments=None, bootstrap_replicates: int = validity.BOOTSTRAP_REPLICATES):
     """All per-point diagnostics as an xarray Dataset.  mc, theories: lists of (path, xarray.Dataset).
-    jackknife / batch_moments default to kernel_eft.core.statistics' (injectable for tests)."""
+    threshold: the relative error that ends a validity window; nsigma: the resolution an entry needs to count
+    (kernel_eft.diagnose.validity).  jackknife / batch_moments default to kernel_eft.core.statistics'
+    (injectable for tests)."""
     jackknife = jackknife or default_jackknife
     batch_moments = batch_moments or BatchMoments.from_dataset
     point = read_point(mc, theories)
     th = stack_theories(point, theories)
     est = mc_estimates(point, jackknife, batch_moments)
     k0 = mean_kernel_errors(point, th, est)
-    v4 = covariance_errors(point, th, est, threshold, nsigma)
-    k1, fit_attrs = mean_correction(point, th, est, threshold, nsigma)
+    v4 = covariance_errors(point, th, est)
     src = source_closure(th, est)
+    extr = validity.extrapolations(point, est)
+    replicates = validity.bootstrap_estimates(point, bootstrap_replicates)
+    windows = validity.validity_windows(point, th, est, extr, replicates, threshold, nsigma)
+    fit_attrs = {"fit_dof": next(iter(extr.values())).dof if extr else 0}
     values = {
         "G_mean": est.G, "G_mean_se": est.G_se, "K0_discrete": to_pairs(point.K0_discrete),
         "K0_relerr": k0["K0_relerr"], "K0_relerr_se": k0["K0_relerr_se"],
@@ -272,17 +247,14 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "K0_theory": th.K0, "V4_theory": th.V4, "K1_theory": th.K1, "K1_source_theory": th.K1_source,
         "V4_relerr": v4["V4_relerr"], "V4_relerr_se": v4["V4_relerr_se"],
         "K1_MC": est.K1, "K1_MC_se": est.K1_se, "K1_source_MC": est.src, "K1_source_MC_se": est.src_se,
-        **src, "fit_chi2": k1["fit_chi2"],
-        "tstar_V4": v4["tstar_V4"], "tstar_K1": k1["tstar_K1"], "tstar_K1_fit": k1["tstar_K1_fit"],
-        "tstar_V4_inf": v4["tstar_V4_inf"], "max_K0_relerr": k0["max_K0_relerr"],
-        **{name: v4[name] for name in ("V4_inf", "V4_inf_se") if name in v4},
-        **{name: k1[name] for name in ("K0_fit", "K0_fit_se", "K1_fit", "K1_fit_se", "K2_fit", "K2_fit_se")
-           if name in k1},
+        **src, "max_K0_relerr": k0["max_K0_relerr"],
+        **extrapolated_variables(extr), **validity.pulls(th, extr), **windows,
+        **validity.fluctuation_ratio(point, est),
         **residual_variables(est),
         "V4_MC_norm_T": np.sqrt(np.sum(est.V4[:, -1] ** 2, axis=(1, 2))),
     }
     for name, value in values.items():
-        if not name.startswith("tstar") and np.any(np.isinf(value)):
+        if not name.startswith(("tstar", "t_r_limit")) and np.any(np.isinf(value)):
             raise InputError("mc", f"diagnostic {name} overflowed (inf)")
     pa, pb = pair_indices(point.P)
     coords = {"width": point.widths, "t": point.t, "layer": np.asarray(point.layers, np.int64),
@@ -300,11 +272,14 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "widths": ",".join(str(w) for w in point.widths), "seeds": ",".join(est.seeds),
         "samples": ",".join(str(s) for s in est.samples), "batches": ",".join(str(b) for b in est.batches),
         "record_every": int(point.mc[0][1].attrs.get("record_every", 1)),
-        **fit_attrs, "reference_closure": REFERENCE_CLOSURE,
+        **fit_attrs, "extrapolation": "X(n) = X_inf + c/n, weighted least squares over the widths (>= 3 widths)",
+        "bootstrap_replicates": int(bootstrap_replicates), "r_limit": validity.R_LIMIT,
+        "reference_closure": REFERENCE_CLOSURE,
         "error_method": "delete-one-batch jackknife over seed batches (theory curves carry no statistical error)",
         "theories": ",".join(th.labels),
         "mc_files": ",".join(str(path) for path, _ in point.mc),
         "theory_files": ",".join(str(path) for path, _ in theories),
     }
-    context = {"threshold": threshold, "nsigma": nsigma, "reference": REFERENCE_CLOSURE, **fit_attrs}
+    context = {"threshold": threshold, "nsigma": nsigma, "reference": REFERENCE_CLOSURE, "r_limit": validity.R_LIMIT,
+               **fit_attrs}
     return schema.dataset("diagnostics", values, coords, attrs, context=context)

@@ -75,12 +75,43 @@ PART_STYLE = {
 DIMLESS = "[dimensionless]"
 
 
-_WIDTH_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:cyan", "tab:olive",
-                 "tab:pink")
+MAX_LEGEND_ENTRIES = 6
+INFINITE_WIDTH_COLOR = "black"  # Monte Carlo extrapolated to n -> infinity: the "width" the theories predict
 
 
 def width_colors(widths) -> dict:
-    return {int(w): _WIDTH_COLORS[i % len(_WIDTH_COLORS)] for i, w in enumerate(widths)}
+    """Colour = width, the same in every panel and figure of a study: light to dark blue as n grows."""
+    import matplotlib
+
+    widths = sorted(int(w) for w in widths)
+    cmap = matplotlib.colormaps["Blues"]
+    shades = np.linspace(0.4, 0.9, len(widths)) if len(widths) > 1 else [0.7]
+    return {w: cmap(float(x)) for w, x in zip(widths, shades)}
+
+
+def closure_line(label: str) -> dict:
+    """Line style (ls, marker) of a theory: line style = closure (and depth form), in every panel."""
+    style = theory_style(label)
+    return {k: style[k] for k in ("ls", "marker") if k in style}
+
+
+def width_handle(colors: dict):
+    """One legend entry for every width: a tuple of their colours, light to dark."""
+    from matplotlib.lines import Line2D
+
+    return tuple(Line2D([], [], color=c, lw=2.2) for c in colors.values())
+
+
+def shared_legend(fig, entries: list, ncol: int | None = None):
+    """The figure's one legend above the axes, from (handle, label) pairs; at most MAX_LEGEND_ENTRIES (a
+    figure that needs more is a figure to redesign, not a legend to grow)."""
+    from matplotlib.legend_handler import HandlerTuple
+
+    if len(entries) > MAX_LEGEND_ENTRIES:
+        raise ValueError(f"{len(entries)} legend entries: at most {MAX_LEGEND_ENTRIES}")
+    handles, labels = zip(*entries) if entries else ((), ())
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol or min(3, len(entries)),
+               frameon=False, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.0)}, handlelength=3.2)
 
 
 def point_caption(ds, what: str) -> str:
@@ -118,6 +149,7 @@ def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
     width_in = fig.get_size_inches()[0]
     wrapped = "\n".join(textwrap.wrap(caption, width=int(width_in * 15.5)))
     fig.text(0.01, -0.01, wrapped, ha="left", va="top", fontsize=7.5, wrap=False)
+    RENDERED.append((stem, legend_labels(fig), caption))
     paths = []
     for ext in ("pdf", "png"):
         path = os.path.join(outdir, f"{stem}.{ext}")
@@ -127,6 +159,17 @@ def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
         fh.write(caption + "\n")
     plt.close(fig)
     return paths
+
+
+RENDERED: list = []  # (stem, legend labels, caption) of every figure drawn in this process (tests read it)
+
+
+def legend_labels(fig) -> list[str]:
+    """Every legend entry of a figure: its figure legends and its axes' legends."""
+    labels = []
+    for legend in list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]:
+        labels += [text.get_text() for text in legend.get_texts()]
+    return labels
 
 
 def legend_above(fig, axes, ncol=4):

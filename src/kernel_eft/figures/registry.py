@@ -92,7 +92,7 @@ def render(points: list, outdir, summary_dir=None):
                 for figure in figures_of("point"):
                     figure.render(ds, staging)
             for figure in figures_of("study"):
-                figure.render(combined, staging, threshold, nsigma)
+                figure.render(combined, staging, threshold, nsigma, [ds for _, ds in points])
         table = write_summary(points, combined, staging, threshold, nsigma)
         names = sorted(os.listdir(staging))
         os.makedirs(summary_dir, exist_ok=True)

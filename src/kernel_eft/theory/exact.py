@@ -467,7 +467,7 @@ class Exact(Closure):
     order = 2
     default_points = 101  # two-time integrals cost O(points^2); 101 points reach 1e-4 (file attribute)
     style = {"discrete": dict(color="tab:red", ls="-", marker="o"),
-             "continuum": dict(color="tab:red", ls="--", marker="o")}
+             "continuum": dict(color="tab:red", ls="-.", marker="o")}
     options = {"rule": None}
 
     def check(self, activation, kin, depth, points):

@@ -272,7 +272,7 @@ class GOnly(Closure):
     source_label = "tadpole ½ H:V4"
     default_points = 201
     order = 1
-    style = {"discrete": dict(color="black", ls="-"), "continuum": dict(color="0.45", ls="--")}
+    style = {"discrete": dict(color="tab:orange", ls="--"), "continuum": dict(color="tab:orange", ls=":")}
     options = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "solver": DEFAULT_METHOD}
 
     def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, rtol=DEFAULT_RTOL,

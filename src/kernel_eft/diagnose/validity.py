@@ -1,0 +1,139 @@
+"""Where each theory holds: Monte Carlo extrapolated to n -> infinity, pulls, the validity window t* as an
+estimate with a bootstrap interval, and the exact theory's own limit r = V4 / (n K0^2).
+
+Definitions (docs/diagnostics.md):
+  extrapolation  X(n) = X_inf + c/n, weighted least squares over the widths (errors: the jackknife), done only
+                 with >= 3 widths so that one degree of freedom is left to test the model.
+  pull           (X_inf - X_theory) / se(X_inf), per entry and depth; a theory within its error bars has
+                 |pull| < 3 everywhere.
+  t*             the first recorded depth at which |X_MC - X_theory| > threshold * scale in any entry, where
+                 scale = sqrt(|X_mm X_m'm'|) of the Monte Carlo estimate itself (so every closure is measured
+                 with one ruler), counting only deviations larger than nsigma standard errors (early depths,
+                 where K1 and its source start from zero, are otherwise noise).  inf: never up to T; NaN: never,
+                 but at T no entry resolves the threshold (nsigma se > threshold scale), so the Monte Carlo could
+                 not have seen it.  68% interval: 16th and 84th percentile of t* over bootstrap resamplings of
+                 the seed batches (each width resampled independently, extrapolated by the same weighted fit),
+                 widened to contain the estimate.
+  r              max over entries of |V4_MC[ab,cd]| / (n sqrt(K0_aa K0_bb K0_cc K0_dd)): the relative size of
+                 the O(1/n) fluctuations.  Beyond r ~ 0.15 the O(1/n) theory's V4 is off by about r (its next
+                 order), so the exact theory is not expected to hold there (docs/exact_theory.md).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+
+from kernel_eft.core.expectations import F_matrix
+from kernel_eft.core.pairs import from_pairs, pair_indices, to_pairs
+from kernel_eft.core.statistics import (MIN_EXTRAPOLATION_WIDTHS, BatchMoments, bootstrap_pooled,
+                                        extrapolate_inverse_width, first_crossing, percentile_interval)
+from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs
+
+QUANTITIES = ("V4", "K1", "K1_source")
+BOOTSTRAP_REPLICATES = 200
+R_LIMIT = 0.15  # the exact O(1/n) theory's own validity: r = V4 / (n K0^2) below this
+
+
+def entry_scale(name: str, values: np.ndarray, P: int) -> np.ndarray:
+    """sqrt(|X_mm X_m'm'|) for a covariance (V4), sqrt(|X_aa X_bb|) for a kernel (K1, its source)."""
+    return covariance_scale(values) if name == "V4" else kernel_scale_pairs(values, P)
+
+
+def bootstrap_estimates(point, replicates: int = BOOTSTRAP_REPLICATES) -> dict:
+    """Per width, `replicates` bootstrap replicates of V4, K1 and the K1 source (pair coordinates), drawn from
+    the batch-resolved moments.  {name: (W, K, R, ...)}.  The streams are keyed by the point's parameters and
+    the width, so a diagnostics file is reproducible bitwise."""
+    out = {name: [] for name in QUANTITIES}
+    K0 = to_pairs(point.K0_discrete)
+    key = zlib.crc32(f"{point.activation}|{point.sw2!r}|{point.sb2!r}|{point.T!r}|{point.depth}|"
+                     f"{point.kin.tolist()!r}".encode())
+    for (_, ds), n in zip(point.mc, point.widths):
+        rng = np.random.default_rng([key, int(n)])
+        m = bootstrap_pooled(BatchMoments.from_dataset(ds), replicates, rng)
+        n = float(n)
+        out["V4"].append(n * m.m2_GG / (m.count - 1)[:, None, None, None])
+        out["K1"].append(n * (m.mean_G - K0[None]))
+        G, S = from_pairs(m.mean_G, point.P), from_pairs(m.mean_S, point.P)
+        out["K1_source"].append(to_pairs(n * point.sw2 * (S - F_matrix(point.activation, G))))
+    return {name: np.stack(v) for name, v in out.items()}
+
+
+def mc_values(est) -> dict:
+    """{name: (per-width estimate, its standard error)}."""
+    return {"V4": (est.V4, est.V4_se), "K1": (est.K1, est.K1_se), "K1_source": (est.src, est.src_se)}
+
+
+def theory_values(th) -> dict:
+    return {"V4": th.V4, "K1": th.K1, "K1_source": th.K1_source}
+
+
+def extrapolations(point, est) -> dict:
+    """{name: Extrapolation} with >= 3 widths, else {} (a fit with no degree of freedom is not drawn)."""
+    if point.widths.size < MIN_EXTRAPOLATION_WIDTHS:
+        return {}
+    return {name: extrapolate_inverse_width(point.widths, value, se) for name, (value, se) in mc_values(est).items()}
+
+
+def pulls(th, extr: dict) -> dict:
+    """(X_inf - X_theory) / se(X_inf) per theory, and its worst |value| over depth and entries."""
+    out = {}
+    for name, theory in theory_values(th).items():
+        if name not in extr:
+            continue
+        e = extr[name]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pull = np.where(e.se > 0, (e.value[None] - theory) / e.se[None], np.nan)
+        out[f"{name}_pull"] = pull
+        flat = np.abs(pull.reshape(pull.shape[0], -1))
+        out[f"worst_pull_{name}"] = np.array([np.nanmax(row) if np.any(np.isfinite(row)) else np.nan for row in flat])
+    return out
+
+
+def _tstar(t, value, se, replicates, theory, name, P, threshold, nsigma):
+    """(estimate, lo, hi) of t* for one Monte Carlo estimate against one theory."""
+    if not np.all(np.isfinite(theory)):
+        return math.nan, math.nan, math.nan
+    scale = entry_scale(name, value, P)
+    estimate = first_crossing(t, value - theory, scale, threshold, se, nsigma)
+    reps = first_crossing(t, replicates - theory[None], scale, threshold, se, nsigma)
+    return (estimate, *percentile_interval(estimate, reps))
+
+
+def validity_windows(point, th, est, extr: dict, replicates: dict, threshold: float, nsigma: float) -> dict:
+    """t* with its 68% interval for every quantity and theory: against the extrapolated Monte Carlo
+    (`tstar_{q}`, `_lo`, `_hi`: dims theory) and against each width (`tstar_{q}_width`, ...: theory, width)."""
+    nth, nw = len(th.labels), point.widths.size
+    out = {}
+    for name, theory in theory_values(th).items():
+        value, se = mc_values(est)[name]
+        per_width = np.full((3, nth, nw), np.nan)
+        inf = np.full((3, nth), np.nan)
+        for j in range(nth):
+            for i in range(nw):
+                per_width[:, j, i] = _tstar(point.t, value[i], se[i], replicates[name][i], theory[j], name, point.P,
+                                            threshold, nsigma)
+            if name in extr:
+                e = extr[name]
+                inf[:, j] = _tstar(point.t, e.value, e.se, e.apply(replicates[name]), theory[j], name, point.P,
+                                   threshold, nsigma)
+        for k, suffix in enumerate(("", "_lo", "_hi")):
+            out[f"tstar_{name}{suffix}"] = inf[k]
+            out[f"tstar_{name}_width{suffix}"] = per_width[k]
+    return out
+
+
+def fluctuation_ratio(point, est) -> dict:
+    """r(t) = max over entries |V4_MC[ab,cd]| / (n sqrt(K0_aa K0_bb K0_cc K0_dd)) per width, and the first t
+    where it exceeds R_LIMIT (inf: never)."""
+    a, b = pair_indices(point.P)
+    K0 = point.K0_discrete
+    s = np.sqrt(np.abs(K0[:, a, a] * K0[:, b, b]))  # (R, p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.abs(est.V4) / (point.widths[:, None, None, None] * s[None, :, :, None] * s[None, :, None, :])
+    r_max = np.nanmax(r.reshape(r.shape[:2] + (-1,)), axis=-1)  # (W, R)
+    over = r_max > R_LIMIT
+    t_limit = np.where(over.any(axis=1), point.t[np.argmax(over, axis=1)], math.inf)
+    return {"r_max": r_max, "t_r_limit": t_limit}
