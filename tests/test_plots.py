@@ -68,7 +68,12 @@ def test_figures_render_everything_and_collate_grid(tmp_path):
         assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
         diags.append(str(out))
     outdir = tmp_path / "figs"
+    from kernel_eft.figures import common
+
+    common.RENDERED.clear()
     assert main(["figures", "--diagnostics", *diags, "--outdir", str(outdir)]) == 0
+    for stem, labels, _ in common.RENDERED:  # a shared legend, colour = width, line style = closure
+        assert len(labels) <= common.MAX_LEGEND_ENTRIES, (stem, labels)
     files = os.listdir(outdir)
     for stem in ("fig1_mean_kernel", "fig2_kernel_covariance", "fig3_residual", "fig4_k1_source"):
         for ext in ("pdf", "png"):

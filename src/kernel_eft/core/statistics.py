@@ -269,12 +269,17 @@ def extrapolate_inverse_width(widths, values, errors, degree: int = EXTRAPOLATIO
                          weights.reshape((nw,) + shape))
 
 
-def bootstrap_pooled(batches: BatchMoments, replicates: int, rng: np.random.Generator) -> Moments:
-    """Pooled moments of `replicates` bootstrap resamplings of the seed batches (drawn with replacement), as one
+def bootstrap_weights(batches: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
+    """Multiplicities (replicates, batches) of a bootstrap over batches: each row draws `batches` batches with
+    replacement."""
+    return rng.multinomial(batches, np.full(batches, 1.0 / batches), size=replicates).astype(np.float64)
+
+
+def bootstrap_pooled(batches: BatchMoments, weights: np.ndarray) -> Moments:
+    """Pooled moments of bootstrap resamplings of the seed batches (multiplicities `weights`, (K, B)), as one
     Moments whose arrays carry a leading replicate axis.  Pooling with multiplicities w_b is exact:
     count = sum w_b c_b, mean = sum w_b c_b mu_b / count, m2 = sum w_b [m2_b + c_b (mu_b - mean)(mu_b - mean)^T]."""
-    B = len(batches)
-    w = rng.multinomial(B, np.full(B, 1.0 / B), size=replicates).astype(np.float64)  # (K, B)
+    w = np.asarray(weights, dtype=np.float64)
     c = batches.counts.astype(np.float64)
     wc = w * c[None]
     count = wc.sum(axis=1)  # (K,)
@@ -291,6 +296,53 @@ def bootstrap_pooled(batches: BatchMoments, replicates: int, rng: np.random.Gene
 
     return Moments(count, mean_G, mean_S, m2(batches.m2_GG, dG, dG), m2(batches.m2_GS, dG, dS),
                    m2(batches.m2_SS, dS, dS))
+
+
+@dataclass
+class ControlVariate:
+    """Batch means q_b (B, R, ...) of a quantity whose pooled mean is the estimate, adjusted by a control x_b
+    (B, k) of exactly known mean zero: q - beta x, with beta = Cov(q, x) Cov(x, x)^-1 fitted over the batches
+    (weights: the batch counts).  The adjustment removes the part of q's statistical error that is correlated
+    with x; E[q - beta x] = E[q] up to O(1/batches) from fitting beta (the jackknife corrects that order)."""
+
+    counts: np.ndarray  # (B,)
+    q: np.ndarray  # (B, R, ...)
+    x: np.ndarray  # (B, k)
+
+    def _beta(self, w: np.ndarray) -> np.ndarray:
+        wc = w * self.counts
+        total = wc.sum()
+        qm = np.einsum("b,b...->...", wc, self.q) / total
+        xm = wc @ self.x / total
+        dq, dx = self.q - qm[None], self.x - xm[None]
+        cxx = np.einsum("b,bi,bj->ij", wc, dx, dx)
+        cqx = np.einsum("b,b...,bj->...j", wc, dq, dx)
+        return np.einsum("...j,ji->...i", cqx, np.linalg.pinv(cxx))
+
+    def _estimate(self, wc: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """Estimates for multiplicity-weighted counts wc (K, B) and a fixed beta."""
+        total = wc.sum(axis=1)
+        qm = np.einsum("kb,b...->k...", wc, self.q) / total.reshape((-1,) + (1,) * (self.q.ndim - 1))
+        xm = wc @ self.x / total[:, None]
+        return qm - np.einsum("...i,ki->k...", beta, xm)
+
+    def estimate(self) -> tuple[np.ndarray, np.ndarray]:
+        """(adjusted estimate, its delete-one-batch jackknife standard error, beta refitted per replicate)."""
+        B = self.counts.size
+        ones = np.ones(B)
+        full = self._estimate((ones * self.counts)[None], self._beta(ones))[0]
+        reps = []
+        for b in range(B):
+            w = ones.copy()
+            w[b] = 0.0
+            reps.append(self._estimate((w * self.counts)[None], self._beta(w))[0])
+        reps = np.stack(reps)
+        se = np.sqrt((B - 1) / B * np.sum((reps - reps.mean(axis=0)) ** 2, axis=0))
+        return full, se
+
+    def bootstrap(self, weights: np.ndarray) -> np.ndarray:
+        """Replicates (K, R, ...) for bootstrap multiplicities (K, B), with beta fixed at its full-sample fit."""
+        return self._estimate(np.asarray(weights) * self.counts[None], self._beta(np.ones(self.counts.size)))
 
 
 def first_crossing(times, deviation, scale, threshold: float, se=None, nsigma: float = 3.0) -> float:

@@ -236,8 +236,10 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
     k0 = mean_kernel_errors(point, th, est)
     v4 = covariance_errors(point, th, est)
     src = source_closure(th, est)
+    corrections = validity.mean_corrections(point)
+    validity.apply_mean_corrections(est, corrections)
     extr = validity.extrapolations(point, est)
-    replicates = validity.bootstrap_estimates(point, bootstrap_replicates)
+    replicates = validity.bootstrap_estimates(point, corrections, bootstrap_replicates)
     windows = validity.validity_windows(point, th, est, extr, replicates, threshold, nsigma)
     fit_attrs = {"fit_dof": next(iter(extr.values())).dof if extr else 0}
     values = {

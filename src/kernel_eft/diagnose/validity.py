@@ -7,8 +7,9 @@ Definitions (docs/diagnostics.md):
   pull           (X_inf - X_theory) / se(X_inf), per entry and depth; a theory within its error bars has
                  |pull| < 3 everywhere.
   t*             the first recorded depth at which |X_MC - X_theory| > threshold * scale in any entry, where
-                 scale = sqrt(|X_mm X_m'm'|) of the Monte Carlo estimate itself (so every closure is measured
-                 with one ruler), counting only deviations larger than nsigma standard errors (early depths,
+                 scale = the larger of sqrt(|X_mm X_m'm'|) of the Monte Carlo estimate and of the theory (a
+                 theory that predicts zero where Monte Carlo is not is 100% off; a Monte Carlo value that is
+                 small by a fluctuation does not inflate the error), counting only deviations larger than nsigma standard errors (early depths,
                  where K1 and its source start from zero, are otherwise noise).  inf: never up to T; NaN: never,
                  but at T no entry resolves the threshold (nsigma se > threshold scale), so the Monte Carlo could
                  not have seen it.  68% interval: 16th and 84th percentile of t* over bootstrap resamplings of
@@ -26,10 +27,11 @@ import zlib
 
 import numpy as np
 
-from kernel_eft.core.expectations import F_matrix
+from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.core.pairs import from_pairs, pair_indices, to_pairs
-from kernel_eft.core.statistics import (MIN_EXTRAPOLATION_WIDTHS, BatchMoments, bootstrap_pooled,
-                                        extrapolate_inverse_width, first_crossing, percentile_interval)
+from kernel_eft.core.statistics import (MIN_EXTRAPOLATION_WIDTHS, BatchMoments, ControlVariate, bootstrap_pooled,
+                                        bootstrap_weights, extrapolate_inverse_width, first_crossing,
+                                        percentile_interval)
 from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs
 
 QUANTITIES = ("V4", "K1", "K1_source")
@@ -42,22 +44,56 @@ def entry_scale(name: str, values: np.ndarray, P: int) -> np.ndarray:
     return covariance_scale(values) if name == "V4" else kernel_scale_pairs(values, P)
 
 
-def bootstrap_estimates(point, replicates: int = BOOTSTRAP_REPLICATES) -> dict:
+def mean_corrections(point) -> list:
+    """Per width, control-variate forms (kernel_eft.core.statistics.ControlVariate) of K1 = n (mean G - K0) and
+    the K1 source n sw2 (mean S - F(mean G)), with the control x = n (mean G^0 - K_in), whose mean is exactly
+    zero (h^0 is Gaussian with covariance K_in).  Every layer inherits the statistical fluctuation of the
+    input layer's mean; subtracting its fitted multiple removes it (at t = 0 K1 becomes exactly 0, and a
+    2-3 sigma fluctuation at t = 0 no longer runs through every depth).  The source's batch values are
+    linearised in mean G about the pooled mean (F(G_b) = F(G) + DF (G_b - G)), exact for its pooled value.
+    Without enough batches to fit the regression (fewer than 2 p + 8) no control is used."""
+    K0 = to_pairs(point.K0_discrete)  # (R, p); K0[0] = K_in
+    out = []
+    for (_, ds), n in zip(point.mc, point.widths):
+        n = float(n)
+        counts = ds["batch_count"].values.astype(np.float64)
+        G_b, S_b = ds["batch_mean_G"].values, ds["batch_mean_S"].values  # (B, R, p)
+        G = np.einsum("b,brp->rp", counts, G_b) / counts.sum()
+        F = np.empty_like(G)
+        DF = np.empty(G.shape + (G.shape[-1],))
+        for r in range(G.shape[0]):
+            deriv = kernel_derivatives(point.activation, from_pairs(G[r], point.P), order=1)
+            F[r], DF[r] = deriv.F, deriv.jacobian()
+        q_k1 = n * (G_b - K0[None])
+        q_src = n * point.sw2 * (S_b - F[None] - np.einsum("rij,brj->bri", DF, G_b - G[None]))
+        use_control = counts.size >= 2 * point.p + 8
+        x = n * (G_b[:, 0] - K0[0][None]) if use_control else np.zeros((counts.size, 0))
+        out.append({"K1": ControlVariate(counts, q_k1, x), "K1_source": ControlVariate(counts, q_src, x)})
+    return out
+
+
+def apply_mean_corrections(est, corrections: list) -> None:
+    """Replace the per-width K1 and K1 source estimates (and errors) by their control-variate forms."""
+    for i, cv in enumerate(corrections):
+        est.K1[i], est.K1_se[i] = cv["K1"].estimate()
+        est.src[i], est.src_se[i] = cv["K1_source"].estimate()
+
+
+def bootstrap_estimates(point, corrections: list, replicates: int = BOOTSTRAP_REPLICATES) -> dict:
     """Per width, `replicates` bootstrap replicates of V4, K1 and the K1 source (pair coordinates), drawn from
-    the batch-resolved moments.  {name: (W, K, R, ...)}.  The streams are keyed by the point's parameters and
-    the width, so a diagnostics file is reproducible bitwise."""
+    the batch-resolved moments (K1 and its source in their control-variate forms).  {name: (W, K, R, ...)}.
+    The streams are keyed by the point's parameters and the width, so a diagnostics file is reproducible
+    bitwise."""
     out = {name: [] for name in QUANTITIES}
-    K0 = to_pairs(point.K0_discrete)
     key = zlib.crc32(f"{point.activation}|{point.sw2!r}|{point.sb2!r}|{point.T!r}|{point.depth}|"
                      f"{point.kin.tolist()!r}".encode())
-    for (_, ds), n in zip(point.mc, point.widths):
-        rng = np.random.default_rng([key, int(n)])
-        m = bootstrap_pooled(BatchMoments.from_dataset(ds), replicates, rng)
-        n = float(n)
-        out["V4"].append(n * m.m2_GG / (m.count - 1)[:, None, None, None])
-        out["K1"].append(n * (m.mean_G - K0[None]))
-        G, S = from_pairs(m.mean_G, point.P), from_pairs(m.mean_S, point.P)
-        out["K1_source"].append(to_pairs(n * point.sw2 * (S - F_matrix(point.activation, G))))
+    for (_, ds), n, cv in zip(point.mc, point.widths, corrections):
+        batches = BatchMoments.from_dataset(ds)
+        weights = bootstrap_weights(len(batches), replicates, np.random.default_rng([key, int(n)]))
+        m = bootstrap_pooled(batches, weights)
+        out["V4"].append(float(n) * m.m2_GG / (m.count - 1)[:, None, None, None])
+        out["K1"].append(cv["K1"].bootstrap(weights))
+        out["K1_source"].append(cv["K1_source"].bootstrap(weights))
     return {name: np.stack(v) for name, v in out.items()}
 
 
@@ -96,7 +132,7 @@ def _tstar(t, value, se, replicates, theory, name, P, threshold, nsigma):
     """(estimate, lo, hi) of t* for one Monte Carlo estimate against one theory."""
     if not np.all(np.isfinite(theory)):
         return math.nan, math.nan, math.nan
-    scale = entry_scale(name, value, P)
+    scale = np.maximum(entry_scale(name, value, P), entry_scale(name, theory, P))
     estimate = first_crossing(t, value - theory, scale, threshold, se, nsigma)
     reps = first_crossing(t, replicates - theory[None], scale, threshold, se, nsigma)
     return (estimate, *percentile_interval(estimate, reps))

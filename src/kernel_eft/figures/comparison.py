@@ -60,8 +60,8 @@ def value_panel(ax, ds, q: str, entry: tuple, colors: dict, theories=None):
 
 
 def _relative(q: str, values: np.ndarray, theory: np.ndarray, se: np.ndarray, P: int, entry: tuple):
-    """(MC - theory) / scale and se / scale, scale = the entry scale of the Monte Carlo estimate (as for t*)."""
-    scale = _entry(entry_scale(q, values, P), entry)
+    """(MC - theory) / scale and se / scale, scale = the larger entry scale of Monte Carlo and theory (as for t*)."""
+    scale = _entry(np.maximum(entry_scale(q, values, P), entry_scale(q, theory, P)), entry)
     with np.errstate(invalid="ignore", divide="ignore"):
         good = scale > 0
         safe = np.where(good, scale, 1.0)

@@ -38,7 +38,7 @@ def render(ds, outdir: str) -> list[str]:
         "diag-diag, diag-off, off-off). Top: Monte Carlo per width (blue, light to dark as n grows; bands ±1 "
         "standard error), Monte Carlo extrapolated to n → ∞ by a weighted linear fit in 1/n (black squares) and "
         "every theory at the Monte Carlo depth (line style = closure). Middle: relative error "
-        "(V4_MC − V4_theory) / √|V4_MC[m,m] V4_MC[m',m']| of each width (thin, blue) and of the extrapolation "
+        "(V4_MC − V4_theory) / scale, scale = the larger of √|V4[m,m] V4[m',m']| of Monte Carlo and theory, of each width (thin, blue) and of the extrapolation "
         f"(black) against each closure (line style); dotted: the validity threshold ±{thr:g}. Bottom: pulls "
         "(V4_MC∞ − V4_theory)/σ against each closure, |pull| ≤ 3 shaded grey, clipped at ±10. "
         + pull_summary(ds, "V4", compared)

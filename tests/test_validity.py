@@ -1,0 +1,235 @@
+"""Where a theory holds (kernel_eft.diagnose.validity, docs/diagnostics.md): the 1/n extrapolation, the bootstrap
+over seed batches, t* with its interval, the fluctuation ratio r, and the study figures built on them.
+
+Each statistical claim is checked against an exact identity or a simulation with known truth, and the physics
+validation is shown to fail for a wrong theory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from kernel_eft.core.statistics import (BatchMoments, ControlVariate, Moments, bootstrap_pooled, bootstrap_weights,
+                                        extrapolate_inverse_width, first_crossing, fit_inverse_width, jackknife,
+                                        percentile_interval)
+from kernel_eft.diagnose.point import diagnose_point
+from test_diagnostics import KIN, linear_point, theory_dataset
+
+# ----------------------------------------------------------------------------------------------
+# The weighted 1/n extrapolation
+# ----------------------------------------------------------------------------------------------
+
+
+def test_extrapolation_is_the_weighted_least_squares_fit_and_its_errors_are_right():
+    """Same numbers as the general WLS fit (a separate loop implementation); on 4000 noisy entries with a
+    known intercept the pulls are standard normal and chi^2/dof averages 1."""
+    rng = np.random.default_rng(3)
+    widths = np.array([64.0, 128.0, 256.0])
+    truth = rng.normal(size=(40, 100))
+    slope = rng.normal(scale=20.0, size=truth.shape)
+    sigma = np.array([0.03, 0.02, 0.015])[:, None, None] * (1 + rng.random(truth.shape))
+    values = truth + slope / widths[:, None, None] + sigma * rng.standard_normal(sigma.shape)
+    e = extrapolate_inverse_width(widths, values, sigma)
+    coef, se, chi2, dof = fit_inverse_width(widths, values, sigma, order=2)
+    np.testing.assert_allclose(e.value, coef[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(e.se, se[0], rtol=1e-12)
+    np.testing.assert_allclose(e.chi2, chi2, rtol=1e-9, atol=1e-12)
+    assert e.dof == dof == 1
+    np.testing.assert_allclose(np.einsum("w...,w...->...", e.weights, values), e.value, atol=1e-12)
+    pulls = ((e.value - truth) / e.se).ravel()
+    N = pulls.size  # 4000: the mean pull's standard error is 1/sqrt(N), the variance's sqrt(2/N)
+    assert abs(pulls.mean()) < 5 / math.sqrt(N)
+    assert abs(pulls.var() - 1) < 5 * math.sqrt(2 / N)
+    assert abs(e.chi2.mean() - 1) < 5 * math.sqrt(2 / N)
+
+
+@pytest.mark.parametrize("n_widths", [1, 2])
+def test_extrapolation_refuses_a_fit_without_a_degree_of_freedom(n_widths):
+    widths = np.array([64.0, 128.0])[:n_widths]
+    with pytest.raises(ValueError, match="degree of freedom"):
+        extrapolate_inverse_width(widths, np.ones((n_widths, 3)), np.ones((n_widths, 3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# The bootstrap over seed batches
+# ----------------------------------------------------------------------------------------------
+
+
+def _batches(rng, B=6, R=3, p=3):
+    return BatchMoments.stack([Moments.from_samples(rng.standard_normal((9 + b, R, p)),
+                                                    rng.standard_normal((9 + b, R, p))) for b in range(B)])
+
+
+def test_bootstrap_pooling_is_the_exact_merge_of_the_drawn_batches():
+    rng = np.random.default_rng(0)
+    bm = _batches(rng)
+    m = bootstrap_pooled(bm, np.array([[1] * 6, [3, 0, 1, 0, 2, 0]]))
+    pooled = bm.pooled()
+    drawn = bm.batch(0).merge(bm.batch(0)).merge(bm.batch(0)).merge(bm.batch(2)).merge(bm.batch(4)).merge(
+        bm.batch(4))
+    for field in ("mean_G", "mean_S", "m2_GG", "m2_GS", "m2_SS"):
+        np.testing.assert_allclose(getattr(m, field)[0], getattr(pooled, field), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(getattr(m, field)[1], getattr(drawn, field), rtol=1e-12, atol=1e-12)
+    assert list(m.count) == [pooled.count, drawn.count]
+    w = bootstrap_weights(6, 50, np.random.default_rng(2))
+    assert w.shape == (50, 6) and np.all(w.sum(axis=1) == 6)
+
+
+def test_control_variate_is_unbiased_and_removes_the_correlated_error():
+    """q = truth + a x + independent noise, with E[x] = 0 exactly: over 400 repetitions the adjusted estimate
+    scatters around the truth with the jackknife error it reports, which is the independent noise's alone
+    (much below the plain mean's error); with q = x it is exactly zero."""
+    rng = np.random.default_rng(7)
+    B, reps = 32, 400
+    counts = np.full(B, 50.0)
+    pulls, ratio = [], []
+    for _ in range(reps):
+        x = rng.standard_normal((B, 2)) / np.sqrt(50)
+        noise = 0.2 * rng.standard_normal((B, 3)) / np.sqrt(50)
+        q = 1.5 + x @ np.array([[2.0, 0.5, 0.0], [1.0, -1.0, 3.0]]) + noise
+        est, se = ControlVariate(counts, q, x).estimate()
+        pulls.append((est - 1.5) / se)
+        ratio.append(se / (np.std(q, axis=0, ddof=1) / np.sqrt(B)))
+    pulls = np.concatenate(pulls)
+    assert abs(pulls.mean()) < 5 / np.sqrt(pulls.size)
+    assert abs(pulls.std() - 1) < 0.1  # the jackknife error of a fitted-beta estimate, 1200 pulls
+    assert np.mean(ratio) < 0.15  # the correlated part (errors 5-15 times the noise) is gone
+    x = rng.standard_normal((B, 2))
+    est, se = ControlVariate(counts, x[:, :, None] * np.ones((1, 1, 4)), x).estimate()
+    np.testing.assert_allclose(est, 0, atol=1e-12)
+
+
+def test_bootstrap_and_jackknife_agree_on_the_standard_error_of_v4():
+    """Two estimators of one standard error (of n Cov(G) from simulated kernels): within their own
+    statistical scatter (the bootstrap's relative error is 1/sqrt(2K), the jackknife's 1/sqrt(2(B-1)))."""
+    rng = np.random.default_rng(5)
+    B, K = 64, 400
+    samples = rng.standard_normal((B, 50, 2, 3)) ** 2  # non-Gaussian kernels, 50 seeds per batch
+    bm = BatchMoments.stack([Moments.from_samples(s, s) for s in samples])
+    _, se_jk = jackknife(bm, lambda m: m.m2_GG / (m.count - 1))
+    boot = bootstrap_pooled(bm, bootstrap_weights(B, K, np.random.default_rng(1)))
+    se_bs = np.std(boot.m2_GG / (boot.count - 1)[:, None, None, None], axis=0, ddof=1)
+    ratio = se_bs / se_jk
+    tolerance = 5 * math.sqrt(1 / (2 * K) + 1 / (2 * (B - 1)))
+    assert np.all(np.abs(ratio - 1) < tolerance), ratio
+
+
+# ----------------------------------------------------------------------------------------------
+# t* as an estimate and its interval
+# ----------------------------------------------------------------------------------------------
+
+
+def test_first_crossing_counts_only_significant_exceedances_and_says_when_nothing_is_resolved():
+    t = np.linspace(0.0, 1.0, 11)
+    scale = np.ones((11, 2))
+    dev = np.zeros((11, 2))
+    dev[6:, 1] = 0.2
+    assert first_crossing(t, dev, scale, 0.1) == t[6]
+    se = np.full((11, 2), 0.01)
+    se[:3] = 1.0  # early times: an exceedance there is noise
+    noisy = dev.copy()
+    noisy[1, 0] = 0.5
+    assert first_crossing(t, noisy, scale, 0.1, se, 3.0) == t[6]
+    assert first_crossing(t, 0 * dev, scale, 0.1, se, 3.0) == math.inf  # resolved at T, never exceeded
+    assert math.isnan(first_crossing(t, 0 * dev, scale, 0.1, 0 * se + 0.05, 3.0))  # 3 se > 0.1: not resolved
+    reps = np.stack([dev, 0 * dev, np.roll(dev, -2, axis=0)])
+    np.testing.assert_array_equal(first_crossing(t, reps, scale, 0.1, se, 3.0), [t[6], math.inf, t[4]])
+
+
+def test_percentile_interval_is_the_central_68_percent_and_contains_the_estimate():
+    reps = np.concatenate([np.full(15, 0.25), np.full(70, 0.5), np.full(15, 0.75)])
+    assert percentile_interval(0.5, reps) == (0.5, 0.5)
+    assert percentile_interval(0.5, np.linspace(0, 1, 1001)) == pytest.approx((0.16, 0.84), abs=2e-3)
+    assert percentile_interval(0.9, [0.1, 0.2, 0.3]) == (0.1, 0.9)  # widened to contain the estimate
+    assert percentile_interval(0.5, [0.4, math.inf, math.inf, math.inf])[1] == math.inf
+    assert all(math.isnan(v) for v in percentile_interval(math.nan, [0.1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole point: synthetic files with known answers, and real linear-phi Monte Carlo
+# ----------------------------------------------------------------------------------------------
+
+
+def test_fluctuation_ratio_is_two_over_n_at_initialisation():
+    """At t = 0 the kernel is Wishart: V4[aa,aa] = 2 K_aa^2 is the largest entry, so r = 2/n exactly."""
+    mc, th = linear_point(widths=(64, 128, 256))
+    d = diagnose_point(mc, th)
+    np.testing.assert_allclose(d["r_max"].values[:, 0], 2.0 / d["width"].values, rtol=1e-12)
+
+
+def test_extrapolated_tstar_finds_an_injected_error_and_the_exact_answer_has_no_window():
+    mc, th = linear_point(widths=(64, 128, 256), V4_factor=lambda t: np.where(t >= 0.5, 1.25, 1.0))
+    d = diagnose_point(mc, th)
+    assert d.attrs["fit_dof"] == 1
+    assert float(d["tstar_V4"].values[0]) == 0.5
+    mc, th = linear_point(widths=(64, 128, 256))
+    assert float(diagnose_point(mc, th)["tstar_V4"].values[0]) == math.inf
+
+
+@pytest.fixture(scope="module")
+def linear_three_widths():
+    """Real linear-phi Monte Carlo at three widths: for linear phi the G-only V4 is the exact n -> infinity V4
+    (tests/test_exact.py checks it against the exact theory to 5e-14)."""
+    from kernel_eft.simulate.dataset import mc_dataset
+    from kernel_eft.simulate.estimates import summarize
+    from kernel_eft.simulate.params import SimulationParams
+    from kernel_eft.simulate.samplers import simulate
+
+    T, L, sw2, sb2 = 1.0, 8, 1.0, 0.2
+    mc = []
+    for n in (16, 32, 64):
+        prm = SimulationParams("linear", n, L, T, sw2, sb2, KIN, 6000, seed=101 + n, batches=24)
+        b, _ = simulate(prm)
+        mc.append((f"mc_{n}.nc", mc_dataset(prm, summarize(prm, b), b)))
+    return mc, (T, L, sw2, sb2)
+
+
+def test_pulls_accept_the_exact_theory_and_reject_a_wrong_one(linear_three_widths):
+    """Extrapolated Monte Carlo against the exact V4: every pull within 4.5 sigma; the same test on a theory 20%
+    off (the size of the errors the diagnostics are built to find) fails, with a finite t*."""
+    mc, (T, L, sw2, sb2) = linear_three_widths
+    right = diagnose_point(mc, [("th.nc", theory_dataset("linear", KIN, sw2, sb2, T, L))])
+    assert float(right["worst_pull_V4"].values[0]) < 4.5
+    assert not math.isfinite(float(right["tstar_V4"].values[0]))
+    wrong = diagnose_point(mc, [("th.nc", theory_dataset("linear", KIN, sw2, sb2, T, L, V4_scale=1.2))])
+    assert float(wrong["worst_pull_V4"].values[0]) > 4.5
+    est, lo, hi = (float(wrong[f"tstar_V4{s}"].values[0]) for s in ("", "_lo", "_hi"))
+    assert est == 0.0 and lo <= est <= hi  # 20% off from the start
+
+
+# ----------------------------------------------------------------------------------------------
+# Study figures from synthetic inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_validity_map_over_two_varying_axes(tmp_path):
+    """Four synthetic points (sw2 x sb2), each with its own injected V4 error: the map is drawn over both axes
+    with at most 6 legend entries per study figure, and the summary holds the points' t* with attributes."""
+    from kernel_eft.figures import common
+    from kernel_eft.figures.registry import FIGURES, write_summary
+    from kernel_eft.figures.summary import collate
+
+    points = []
+    for k, (sw2, sb2) in enumerate([(1.0, 0.1), (1.0, 0.2), (1.5, 0.1), (1.5, 0.2)]):
+        onset = 0.25 * (k + 1)
+        mc, th = linear_point(widths=(64, 128, 256), sw2=sw2, sb2=sb2,
+                              V4_factor=lambda t, s=onset: np.where(t >= s, 1.3, 1.0))
+        points.append((f"p{k}.nc", diagnose_point(mc, th)))
+    combined = collate([d for _, d in points])
+    common.RENDERED.clear()
+    for name in ("fig5_validity_map", "fig6_collapse"):
+        FIGURES[name].render(combined, str(tmp_path), 0.1, 3.0, [d for _, d in points])
+    assert (tmp_path / "fig5_validity_map.png").is_file() and (tmp_path / "fig6_collapse.png").is_file()
+    for stem, labels, _ in common.RENDERED:
+        assert len(labels) <= common.MAX_LEGEND_ENTRIES, (stem, labels)
+    caption = next(c for stem, _, c in common.RENDERED if stem == "fig5_validity_map")
+    assert "grid axes that vary (sb2, sw2)" in caption
+    table = write_summary(points, combined, str(tmp_path), 0.1, 3.0)
+    assert sorted(table.drop_duplicates("point")["tstar_V4_gonly"]) == [0.25, 0.5, 0.75, 1.0]
+    with xr.open_dataset(tmp_path / "summary.nc") as summary:
+        for name in ("tstar_V4", "tstar_V4_lo", "tstar_V4_hi", "tstar_K1", "worst_pull_V4"):
+            assert {"long_name", "units"} <= set(summary[name].attrs), name
+        assert summary["tstar_V4"].attrs["threshold"] == 0.1
