@@ -292,8 +292,8 @@ def test_job_logs_show_parameters_progress_and_the_file_written(finished_study):
 def test_run_ends_with_the_summary_table(finished_study):
     workdir, proc, _ = finished_study
     tail = proc.stdout[proc.stdout.index("Study 'test'"):]
-    assert "point" in tail and "theory" in tail and "tstar_V4" in tail
-    assert "relu_L8_T1_sw1_sb0_rho0.6  gonly_discrete" in tail
+    assert "point" in tail and "closure" in tail and "t* V4 [68%]" in tail and "worst pull V4" in tail
+    assert re.search(r"relu_L8_T1_sw1_sb0_rho0.6\s+gonly\s", tail), tail
     assert "results/test/report.html" in tail
 
 
