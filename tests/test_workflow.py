@@ -76,7 +76,7 @@ def expected_counts(config_path: Path) -> dict[str, int]:
     return {job: count for job, count in counts.items() if count}
 
 
-@pytest.mark.parametrize("study", ["config.yaml", "paper.yaml", "test.yaml"])
+@pytest.mark.parametrize("study", ["config.yaml", "paper.yaml", "test.yaml", "workstation.yaml"])
 def test_dry_run_lists_every_grid_job(tmp_path, study):
     config_path = ROOT / "config" / study
     proc = snakemake(tmp_path, "-n", "--configfile", str(config_path))
