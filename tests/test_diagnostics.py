@@ -15,7 +15,7 @@ import xarray as xr
 
 from kernel_eft.core.expectations import f_matrix
 from kernel_eft.core.meanfield import mean_field_jacobian, source_s2, source_s4
-from kernel_eft.core.statistics import first_exceedance, fit_inverse_width
+from kernel_eft.core.statistics import fit_inverse_width
 from kernel_eft.diagnose.compare import entry_classes, interpolate_in_time
 from kernel_eft.diagnose.inputs import check_point_files, theory_kind
 from kernel_eft.diagnose.point import diagnose_point
@@ -222,23 +222,6 @@ def test_inverse_width_fit_recovers_known_coefficients_within_errors():
     np.testing.assert_allclose(chi20, 0.0, atol=1e-10)
     with pytest.raises(ValueError):
         fit_inverse_width(widths[:2], truth[:2], sigma[:2], order=3)
-
-
-def test_first_exceedance():
-    t = np.linspace(0, 2, 9)
-    th = np.ones((9, 3))
-    se = np.full((9, 3), 0.01)
-    assert first_exceedance(t, th - th, se, th, 0.1) == math.inf
-    mc = th.copy()
-    mc[5:, 1] *= 1.2  # 20% error from t[5]
-    assert first_exceedance(t, mc - th, se, th, 0.1) == t[5]
-    # 20% error but sigma 0.04: 0.2 - 0.1 < 3 x 0.04, not significant
-    assert first_exceedance(t, mc - th, 4 * se, th, 0.1) == math.inf
-    # the threshold itself: 12% error with sigma 0.1% triggers, 8% does not
-    assert first_exceedance(t, 0.12 * th, 0.1 * se, th, 0.1) == t[0]
-    assert first_exceedance(t, 0.08 * th, 0.1 * se, th, 0.1) == math.inf
-    # vanishing theory scale: a pure 3-sigma significance test
-    assert first_exceedance(t, np.where(t[:, None] > 1.2, 0.05, 0.0), se, 0 * th, 0.1) == t[5]
 
 
 def test_interpolation_onto_mc_times():

@@ -1,5 +1,6 @@
-"""Statistics of the Monte Carlo: mergeable moments, the delete-one-batch jackknife, the weighted 1/n fit
-and the validity-window test t*.
+"""Statistics of the Monte Carlo: mergeable moments, the delete-one-batch jackknife, the bootstrap over batches,
+control variates, the weighted 1/n fit and extrapolation, and t* as an estimate with its interval
+(definitions: docs/diagnostics.md).
 
 Moments are kept per seed batch as means and centred co-moment sums (pair coordinates) that merge exactly
 (Chan et al.), so files of one grid point pool without re-running, and any estimator, however nonlinear,
@@ -193,20 +194,6 @@ def fit_inverse_width(widths, values, errors, order: int | None = None):
         chi2[j] = np.sum(w * (y[:, j] - X @ c) ** 2)
     return (coef.reshape((order,) + shape), np.sqrt(cov_diag).reshape((order,) + shape),
             chi2.reshape(shape), nw - order)
-
-
-def first_exceedance(times, deviation, se, scale, threshold: float, nsigma: float = 3.0) -> float:
-    """t* = first time at which |deviation| > threshold * scale + nsigma * se for any entry; inf if never.
-
-    deviation, se, scale: (R, ...) with time first.  In normalised units this is
-    |relative error| - threshold > nsigma * sigma, i.e. the threshold is exceeded by more than nsigma."""
-    dev = np.abs(np.asarray(deviation, dtype=np.float64))
-    bound = threshold * np.abs(np.asarray(scale, dtype=np.float64)) + nsigma * np.asarray(se, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        hit = dev > bound
-    hit = hit.reshape(hit.shape[0], -1).any(axis=1)
-    idx = np.flatnonzero(hit)
-    return float(times[idx[0]]) if idx.size else math.inf
 
 
 # ----------------------------------------------------------------------------------------------
