@@ -221,13 +221,13 @@ def test_validity_map_over_two_varying_axes(tmp_path):
     combined = collate([d for _, d in points])
     common.RENDERED.clear()
     for name in ("fig5_validity_map", "fig6_collapse"):
-        FIGURES[name].render(combined, str(tmp_path), 0.1, 3.0, [d for _, d in points])
+        FIGURES[name].render(combined, str(tmp_path), 0.1, 4.0, [d for _, d in points])
     assert (tmp_path / "fig5_validity_map.png").is_file() and (tmp_path / "fig6_collapse.png").is_file()
     for stem, labels, _ in common.RENDERED:
         assert len(labels) <= common.MAX_LEGEND_ENTRIES, (stem, labels)
     caption = next(c for stem, _, c in common.RENDERED if stem == "fig5_validity_map")
     assert "grid axes that vary (sb2, sw2)" in caption
-    table = write_summary(points, combined, str(tmp_path), 0.1, 3.0)
+    table = write_summary(points, combined, str(tmp_path), 0.1, 4.0)
     assert sorted(table.drop_duplicates("point")["tstar_V4_gonly"]) == [0.25, 0.5, 0.75, 1.0]
     with xr.open_dataset(tmp_path / "summary.nc") as summary:
         for name in ("tstar_V4", "tstar_V4_lo", "tstar_V4_hi", "tstar_K1", "worst_pull_V4"):

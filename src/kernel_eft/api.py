@@ -170,7 +170,7 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
 # ----------------------------------------------------------------------------------------------
 
 
-def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 3.0, tag: str | None = None, out=None,
+def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 4.0, tag: str | None = None, out=None,
              log=None):
     """Diagnostics of one grid point: Monte Carlo runs of several widths (paths or Datasets) against theories
     of that point (at most one per closure and depth form).  tag: the point's name in figure files (default:

@@ -211,9 +211,9 @@ def add_diagnose_parser(sub) -> None:
                         "gonly/exact x discrete/continuum")
     p.add_argument("--threshold", default=0.1, type=_argtype(check_float, "--threshold", positive=True),
                    help="relative-error threshold of the validity window t* (default 0.1)")
-    p.add_argument("--nsigma", default=3.0, type=_argtype(check_float, "--nsigma", positive=True),
+    p.add_argument("--nsigma", default=4.0, type=_argtype(check_float, "--nsigma", positive=True),
                    help="t* counts a deviation only where it exceeds this many standard errors (noise, such as the "
-                        "first layers where K1 starts from zero, is not a failure; default 3); docs/diagnostics.md")
+                        "first layers where K1 starts from zero, is not a failure; default 4); docs/diagnostics.md")
     p.add_argument("--tag", default=None, type=_tag_type,
                    help="name of the grid point in figure names and the summary table (the workflow passes the "
                         "point's file-name tag; default: derived from activation, L, T, sw2, sb2 and K_in)")

@@ -332,7 +332,7 @@ class ControlVariate:
         return self._estimate(np.asarray(weights) * self.counts[None], self._beta(np.ones(self.counts.size)))
 
 
-def first_crossing(times, deviation, scale, threshold: float, se=None, nsigma: float = 3.0) -> float:
+def first_crossing(times, deviation, scale, threshold: float, se=None, nsigma: float = 4.0) -> float:
     """t* as an estimate: the first time at which |deviation| > threshold * scale in any entry, counting only
     deviations that are significant (|deviation| > nsigma * se, when se is given: early depths where a quantity
     starts from zero are otherwise noise); inf if never.  NaN where it never happens but the Monte Carlo could

@@ -222,7 +222,7 @@ def residual_variables(est: Estimates) -> dict:
     return out
 
 
-def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: float = 3.0,
+def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: float = 4.0,
                    jackknife=None, batch_moments=None, bootstrap_replicates: int = validity.BOOTSTRAP_REPLICATES):
     """All per-point diagnostics as an xarray Dataset.  mc, theories: lists of (path, xarray.Dataset).
     threshold: the relative error that ends a validity window; nsigma: the resolution an entry needs to count
