@@ -87,7 +87,14 @@ def diagnosed(tmp_path_factory):
     mc_files, theory_files = write_point(directory, "p", widths=(64, 128, 256))
     out = directory / "diag.nc"
     assert main(["diagnose", "--mc", *mc_files, "--theory", *theory_files, "--out", str(out)]) == 0
-    assert main(["figures", "--diagnostics", str(out), "--outdir", str(directory / "figs")]) == 0
+    # the summary files exactly as `kernel-eft figures` writes them, without drawing (tests/test_plots.py draws)
+    from kernel_eft.figures.registry import write_summary
+    from kernel_eft.figures.summary import collate
+
+    d = xr.load_dataset(out)
+    (directory / "figs").mkdir()
+    write_summary([(str(out), d)], collate([d]), str(directory / "figs"), float(d.attrs["threshold"]),
+                  float(d.attrs["nsigma"]))
     return out, directory / "figs"
 
 

@@ -150,10 +150,13 @@ def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
     wrapped = "\n".join(textwrap.wrap(caption, width=int(width_in * 15.5)))
     fig.text(0.01, -0.01, wrapped, ha="left", va="top", fontsize=7.5, wrap=False)
     RENDERED.append((stem, legend_labels(fig), caption))
+    # the tight bounding box once (nothing clipped), for both formats: bbox_inches="tight" would lay the whole
+    # figure out again for each file
+    box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.08)
     paths = []
     for ext in ("pdf", "png"):
         path = os.path.join(outdir, f"{stem}.{ext}")
-        fig.savefig(path, dpi=150 if ext == "png" else None, bbox_inches="tight", pad_inches=0.08)
+        fig.savefig(path, dpi=150 if ext == "png" else None, bbox_inches=box)
         paths.append(path)
     with open(os.path.join(outdir, f"{stem}.caption.txt"), "w") as fh:
         fh.write(caption + "\n")
