@@ -148,8 +148,7 @@ VARIABLES: dict[str, dict[str, Variable]] = {
         "V4_MC_norm_T": Variable(("width",), "Frobenius norm of V4_MC at t = T (scale of the residual)"),
         "K1_MC": Variable(W_T_P, "n (G_mean - K0_discrete), with the control variate n (G_mean(t=0) - K_in) (mean "
                                  "exactly 0) subtracted in its fitted multiple", se=True),
-        "K1_source_MC": Variable(W_T_P, "exact K1 source n sw2 (mean S - F(mean G)), with the control variate "
-                                        "n (G_mean(t=0) - K_in) subtracted in its fitted multiple", se=True),
+        "K1_source_MC": Variable(W_T_P, "exact K1 source n sw2 (mean S - F(mean G))", se=True),
         "K1_source_t0_sigma": Variable(("width", "pair"), "K1_source_MC(t=0) / its standard error (exactly 0 "
                                                           "expected)"),
         "K1_source_mismatch_t0_sigma": Variable(("width", "pair"), "(K1_source_MC - the {reference} closure's "

@@ -45,13 +45,18 @@ def entry_scale(name: str, values: np.ndarray, P: int) -> np.ndarray:
 
 
 def mean_corrections(point) -> list:
-    """Per width, control-variate forms (kernel_eft.core.statistics.ControlVariate) of K1 = n (mean G - K0) and
-    the K1 source n sw2 (mean S - F(mean G)), with the control x = n (mean G^0 - K_in), whose mean is exactly
-    zero (h^0 is Gaussian with covariance K_in).  Every layer inherits the statistical fluctuation of the
-    input layer's mean; subtracting its fitted multiple removes it (at t = 0 K1 becomes exactly 0, and a
-    2-3 sigma fluctuation at t = 0 no longer runs through every depth).  The source's batch values are
-    linearised in mean G about the pooled mean (F(G_b) = F(G) + DF (G_b - G)), exact for its pooled value.
-    Without enough batches to fit the regression (fewer than 2 p + 8) no control is used."""
+    """Per width, K1 = n (mean G - K0) with the control x = n (mean G^0 - K_in), whose mean is exactly zero
+    (h^0 is Gaussian with covariance K_in), and the K1 source n sw2 (mean S - F(mean G)) without a control,
+    both as kernel_eft.core.statistics.ControlVariate (batch values, for the jackknife and the bootstrap).
+    Every layer inherits the statistical fluctuation of the input layer's mean; subtracting its fitted
+    multiple removes it: at t = 0 K1 becomes exactly 0, and a 2-3 sigma fluctuation there no longer runs
+    through every depth.  Measured on the default study (relu, n = 128, 32 batches): the K1 error drops to
+    0.26-0.28 of the plain one at the first layer and 0.7-0.9 at t = 0.5, and grows by up to 10% at late
+    depths, where the input layer no longer matters and fitting beta costs a little.  The source is hardly
+    correlated with the input layer (the control gave 1.0-1.2 times its plain error), so it has none.  The
+    source's batch values are linearised in mean G about the pooled mean (F(G_b) = F(G) + DF (G_b - G)),
+    exact for its pooled value.  Without enough batches to fit the regression (fewer than 2 p + 8) K1 has no
+    control either."""
     K0 = to_pairs(point.K0_discrete)  # (R, p); K0[0] = K_in
     out = []
     for (_, ds), n in zip(point.mc, point.widths):
@@ -68,7 +73,8 @@ def mean_corrections(point) -> list:
         q_src = n * point.sw2 * (S_b - F[None] - np.einsum("rij,brj->bri", DF, G_b - G[None]))
         use_control = counts.size >= 2 * point.p + 8
         x = n * (G_b[:, 0] - K0[0][None]) if use_control else np.zeros((counts.size, 0))
-        out.append({"K1": ControlVariate(counts, q_k1, x), "K1_source": ControlVariate(counts, q_src, x)})
+        none = np.zeros((counts.size, 0))  # the source is hardly correlated with the input layer: no control
+        out.append({"K1": ControlVariate(counts, q_k1, x), "K1_source": ControlVariate(counts, q_src, none)})
     return out
 
 
