@@ -103,12 +103,16 @@ def width_handle(colors: dict):
 
 
 def shared_legend(fig, entries: list, ncol: int | None = None):
-    """The figure's one legend above the axes, from (handle, label) pairs; at most MAX_LEGEND_ENTRIES (a
-    figure that needs more is a figure to redesign, not a legend to grow)."""
+    """The figure's one legend above the axes, from (handle, label) pairs; at most MAX_LEGEND_ENTRIES (the built-in
+    figures need at most 6; beyond, the last entry says how many more there are)."""
     from matplotlib.legend_handler import HandlerTuple
 
-    if len(entries) > MAX_LEGEND_ENTRIES:
-        raise ValueError(f"{len(entries)} legend entries: at most {MAX_LEGEND_ENTRIES}")
+    if len(entries) > MAX_LEGEND_ENTRIES:  # many closures registered: never fail a study over its legend
+        from matplotlib.lines import Line2D
+
+        more = len(entries) - MAX_LEGEND_ENTRIES + 1
+        entries = list(entries[:MAX_LEGEND_ENTRIES - 1]) + [(Line2D([], [], ls="none"),
+                                                             f"... {more} more (line styles: see the caption)")]
     handles, labels = zip(*entries) if entries else ((), ())
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol or min(3, len(entries)),
                frameon=False, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.0)}, handlelength=3.2)
