@@ -7,8 +7,6 @@ einsums, independently of the pair-coordinate code under test, so every residual
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import xarray as xr

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from kernel_eft.core import activations, expectations
+from kernel_eft.core import expectations
 from kernel_eft.core.meanfield import mean_kernel_discrete, source_s2, source_s4
 from kernel_eft.core.pairs import four_index_to_pairs, from_pairs, pairs_to_four_index, wishart_v4
 from kernel_eft.theory import gonly

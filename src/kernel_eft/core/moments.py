@@ -109,7 +109,7 @@ class TabulatedMoments(MomentProvider):
     DS = 0.03  # grid step in s (the grid is mirrored to s < 0: Phi is even in s)
     PAIR_NODES = 7  # Gauss-Legendre nodes per piece of the X1 rule of a bivariate moment (8 pieces)
 
-    def __init__(self, act: Activation, mu_max: float, s_max: float):
+    def __init__(self, act, mu_max: float, s_max: float):  # act: kernel_eft.core.activations.Activation
         if act.kinks:
             raise UnsupportedActivation(f"activation {act.name!r} has kinks but no closed-form moments; the exact "
                                         "theory integrates kinked activations only through closed forms (relu)")

@@ -314,7 +314,8 @@ class ControlVariate:
         return qm - np.einsum("...i,ki->k...", beta, xm)
 
     def estimate(self) -> tuple[np.ndarray, np.ndarray]:
-        """(adjusted estimate, its delete-one-batch jackknife standard error, beta refitted per replicate)."""
+        """(adjusted estimate, its delete-one-batch jackknife standard error); beta is refitted in every
+        jackknife replicate, so the error includes its fit."""
         B = self.counts.size
         ones = np.ones(B)
         full = self._estimate((ones * self.counts)[None], self._beta(ones))[0]

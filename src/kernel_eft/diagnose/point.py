@@ -19,8 +19,7 @@ import numpy as np
 
 from kernel_eft import schema
 from kernel_eft.core.pairs import four_index_to_pairs, n_pairs, pair_indices, to_pairs
-from kernel_eft.core.statistics import BatchMoments
-from kernel_eft.core.statistics import jackknife as default_jackknife
+from kernel_eft.core.statistics import BatchMoments, jackknife
 from kernel_eft.diagnose import validity
 from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs, normalised_error
 from kernel_eft.diagnose.inputs import check_point_files, se_or_nan, theory_curves
@@ -47,6 +46,7 @@ class Point:
     t: np.ndarray
     layers: np.ndarray
     K0_discrete: np.ndarray  # (R, P, P)
+    batches: list  # BatchMoments of each Monte Carlo file, read once (jackknife, control variates, bootstrap)
 
     @property
     def P(self) -> int:
@@ -107,7 +107,8 @@ def read_point(mc: list, theories: list) -> Point:
         raise InputError("record_every", "the Monte Carlo files record fewer than two times")
     return Point(mc, params, str(params["activation"]), float(params["sw2"]), float(params["sb2"]), T, depth,
                  parse_kin(str(params["kin"]), "kin"), np.array([int(ds.attrs["width"]) for _, ds in mc]), t,
-                 layers, ref["K0_discrete"].values)  # K0_discrete: identical in every file of the point
+                 layers, ref["K0_discrete"].values,  # K0_discrete: identical in every file of the point
+                 [BatchMoments.from_dataset(ds) for _, ds in mc])
 
 
 def stack_theories(point: Point, theories: list) -> Theories:
@@ -124,7 +125,7 @@ def stack_theories(point: Point, theories: list) -> Theories:
     return Theories(labels, stack("K0", (p,)), stack("V4", (p, p)), stack("K1", (p,)), stack("K1_source", (p,)))
 
 
-def mc_estimates(point: Point, jackknife, batch_moments) -> Estimates:
+def mc_estimates(point: Point) -> Estimates:
     """The Monte Carlo estimates of every width, and the V4 equation residual by the jackknife over its batches."""
     nw, R, p = point.widths.size, point.R, point.p
     setup = make_residual_setup(point.activation, point.t, 1, point.sw2, point.sb2, point.dt, point.K0_discrete)
@@ -146,7 +147,7 @@ def mc_estimates(point: Point, jackknife, batch_moments) -> Estimates:
         est.batches.append(int(ds["batch_count"].size))
         width_setup = ResidualSetup(setup.times, int(point.widths[i]), point.sw2, point.sb2, point.dt, setup.K0,
                                     setup.W, setup.J)
-        value, se = jackknife(batch_moments(ds), residual_estimator(width_setup))
+        value, se = jackknife(point.batches[i], residual_estimator(width_setup))
         for store, flat in ((resid, value), (resid_se, se)):
             for name, (rate, acc, norm) in unpack_residual(np.asarray(flat), R, p).items():
                 store[name]["rate"][i], store[name]["acc"][i], store[name]["norm"][i] = rate, acc, norm
@@ -223,16 +224,13 @@ def residual_variables(est: Estimates) -> dict:
 
 
 def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: float = 4.0,
-                   jackknife=None, batch_moments=None, bootstrap_replicates: int = validity.BOOTSTRAP_REPLICATES):
+                   bootstrap_replicates: int = validity.BOOTSTRAP_REPLICATES):
     """All per-point diagnostics as an xarray Dataset.  mc, theories: lists of (path, xarray.Dataset).
-    threshold: the relative error that ends a validity window; nsigma: the resolution an entry needs to count
-    (kernel_eft.diagnose.validity).  jackknife / batch_moments default to kernel_eft.core.statistics'
-    (injectable for tests)."""
-    jackknife = jackknife or default_jackknife
-    batch_moments = batch_moments or BatchMoments.from_dataset
+    threshold: the relative error that ends a validity window; nsigma: the size, in standard errors, a
+    deviation needs to count (kernel_eft.diagnose.validity)."""
     point = read_point(mc, theories)
     th = stack_theories(point, theories)
-    est = mc_estimates(point, jackknife, batch_moments)
+    est = mc_estimates(point)
     k0 = mean_kernel_errors(point, th, est)
     v4 = covariance_errors(point, th, est)
     src = source_closure(th, est)

@@ -29,7 +29,7 @@ import numpy as np
 
 from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.core.pairs import from_pairs, pair_indices, to_pairs
-from kernel_eft.core.statistics import (MIN_EXTRAPOLATION_WIDTHS, BatchMoments, ControlVariate, bootstrap_pooled,
+from kernel_eft.core.statistics import (MIN_EXTRAPOLATION_WIDTHS, ControlVariate, bootstrap_pooled,
                                         bootstrap_weights, extrapolate_inverse_width, first_crossing,
                                         percentile_interval)
 from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs
@@ -59,10 +59,10 @@ def mean_corrections(point) -> list:
     control either."""
     K0 = to_pairs(point.K0_discrete)  # (R, p); K0[0] = K_in
     out = []
-    for (_, ds), n in zip(point.mc, point.widths):
+    for batches, n in zip(point.batches, point.widths):
         n = float(n)
-        counts = ds["batch_count"].values.astype(np.float64)
-        G_b, S_b = ds["batch_mean_G"].values, ds["batch_mean_S"].values  # (B, R, p)
+        counts = batches.counts.astype(np.float64)
+        G_b, S_b = batches.mean_G, batches.mean_S  # (B, R, p)
         G = np.einsum("b,brp->rp", counts, G_b) / counts.sum()
         F = np.empty_like(G)
         DF = np.empty(G.shape + (G.shape[-1],))
@@ -93,8 +93,7 @@ def bootstrap_estimates(point, corrections: list, replicates: int = BOOTSTRAP_RE
     out = {name: [] for name in QUANTITIES}
     key = zlib.crc32(f"{point.activation}|{point.sw2!r}|{point.sb2!r}|{point.T!r}|{point.depth}|"
                      f"{point.kin.tolist()!r}".encode())
-    for (_, ds), n, cv in zip(point.mc, point.widths, corrections):
-        batches = BatchMoments.from_dataset(ds)
+    for batches, n, cv in zip(point.batches, point.widths, corrections):
         weights = bootstrap_weights(len(batches), replicates, np.random.default_rng([key, int(n)]))
         m = bootstrap_pooled(batches, weights)
         out["V4"].append(float(n) * m.m2_GG / (m.count - 1)[:, None, None, None])

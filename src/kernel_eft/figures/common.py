@@ -103,7 +103,7 @@ def width_handle(colors: dict):
 
 
 def shared_legend(fig, entries: list, ncol: int | None = None):
-    """The figure's one legend above the axes, from (handle, label) pairs; at most MAX_LEGEND_ENTRIES (the built-in
+    """The figure's one legend above the axes (the caption goes below them), from (handle, label) pairs; at most MAX_LEGEND_ENTRIES (the built-in
     figures need at most 6; beyond, the last entry says how many more there are)."""
     from matplotlib.legend_handler import HandlerTuple
 
@@ -180,14 +180,14 @@ def legend_labels(fig) -> list[str]:
 
 
 def legend_above(fig, axes, ncol=4):
-    handles, labels = [], []
+    """The shared legend from the labelled artists of the axes (each label once)."""
+    entries, labels = [], set()
     for ax in np.ravel(axes):
         for h, lab in zip(*ax.get_legend_handles_labels()):
             if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    # Above the axes: the caption goes below them, so the two never overlap.
-    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=ncol, frameon=False)
+                entries.append((h, lab))
+                labels.add(lab)
+    shared_legend(fig, entries, ncol)
 
 
 def entry_grid(n_entries: int, blocks: int = 1, panel=(3.7, 3.0)):

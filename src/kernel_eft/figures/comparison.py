@@ -12,9 +12,9 @@ import math
 import numpy as np
 from matplotlib.lines import Line2D
 
-from kernel_eft.diagnose.validity import entry_scale
-from kernel_eft.figures.common import (DIMLESS, INFINITE_WIDTH_COLOR, closure_line, first_of_each_closure, fmt_tstar,
-                                       theory_style, width_handle)
+from kernel_eft.diagnose.validity import R_LIMIT, entry_scale
+from kernel_eft.figures.common import (INFINITE_WIDTH_COLOR, closure_line, first_of_each_closure, fmt_tstar,
+                                       theory_style, width_colors, width_handle)
 
 MC_VARIABLE = {"V4": "V4_MC", "K1": "K1_MC", "K1_source": "K1_source_MC"}
 PULL_LIMIT = 3.0
@@ -44,7 +44,7 @@ def value_panel(ax, ds, q: str, entry: tuple, colors: dict, theories=None):
         ax.fill_between(t, y - se, y + se, color=INFINITE_WIDTH_COLOR, alpha=0.12, lw=0)
         ax.errorbar(t[::every], y[::every], yerr=se[::every], color=INFINITE_WIDTH_COLOR, ls="none", marker="s",
                     ms=2.8, capsize=1.5, lw=0.8)
-    theory_values = ds[f"{q}_theory"] if q != "K1_source" else ds["K1_source_theory"]
+    theory_values = ds[f"{q}_theory"]
     for th in theories if theories is not None else ds["theory"].values:
         y = _entry(theory_values.sel(theory=th).values, entry)
         if np.any(np.isfinite(y)):
@@ -122,10 +122,8 @@ def shade_r_limit(ax, ds):
 
 def legend_entries(ds, theories: list, q: str) -> list:
     """Shared legend: the widths (one entry), the extrapolation, one entry per theory solution drawn."""
-    colors_widths = ", ".join(str(int(w)) for w in ds["width"].values)
-    from kernel_eft.figures.common import width_colors
-
-    entries = [(width_handle(width_colors(ds["width"].values)), f"Monte Carlo, n = {colors_widths}")]
+    widths = ", ".join(str(int(w)) for w in ds["width"].values)
+    entries = [(width_handle(width_colors(ds["width"].values)), f"Monte Carlo, n = {widths}")]
     if has_extrapolation(ds, q):
         entries.append((Line2D([], [], color=INFINITE_WIDTH_COLOR, marker="s", ms=3, lw=1.5),
                         f"MC extrapolated to n → ∞ ({int(ds.attrs['fit_dof'])} dof)"))
@@ -178,7 +176,7 @@ def width_tstar_text(ds, q: str, compared: list) -> str:
 
 
 def r_limit_text(ds) -> str:
-    limit = float(ds.attrs.get("r_limit", 0.15))
+    limit = float(ds.attrs.get("r_limit", R_LIMIT))
     if not np.any(np.isfinite(ds["t_r_limit"].values)):
         return f"r = V4/(n K0²) stays below {limit:g} (the O(1/n) theory's own limit) at every width and depth."
     return (f"Hatched: depths where r = V4/(n K0²) > {limit:g} at n = {int(ds['width'].values[0])}, beyond the O(1/n) "

@@ -31,11 +31,9 @@ CLOSURE_VARIABLES.update({f"worst_pull_{q}": () for q in QUANTITIES})
 def column_name(variable: str, closure: str) -> str:
     """summary.csv column of a per-closure variable: the closure after the quantity (tstar_V4_lo ->
     tstar_V4_gonly_lo, worst_pull_K1 -> worst_pull_K1_exact)."""
-    for q in sorted(QUANTITIES, key=len, reverse=True):
+    for q in sorted(QUANTITIES, key=len, reverse=True):  # K1_source before K1
         for prefix in ("tstar_", "worst_pull_"):
             if variable.startswith(prefix + q) and variable[len(prefix + q):][:1] in ("", "_"):
-                if variable[len(prefix + q):].startswith("_source"):
-                    continue
                 return f"{prefix}{q}_{closure}{variable[len(prefix + q):]}"
     raise KeyError(variable)
 

@@ -8,6 +8,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
+from kernel_eft.diagnose.validity import BOOTSTRAP_REPLICATES, R_LIMIT
 from kernel_eft.figures.common import DIMLESS, Figure, finish, fmt_tstar
 from kernel_eft.figures.summary import summary_table
 from kernel_eft.theory.registry import closure_names, get_closure
@@ -84,7 +85,7 @@ def render(combined, outdir: str, threshold: float, nsigma: float, points=()) ->
                 text = ("not\nresolved" if math.isnan(est) else
                         f"{fmt_tstar(est)}\n[{fmt_tstar(lo)}, {fmt_tstar(hi)}]").replace("never (∞)", "never")
                 if math.isfinite(t_r):
-                    text += f"\nr>0.15: {t_r:.3g}"
+                    text += f"\nr>{R_LIMIT:g}: {t_r:.3g}"
                 dark = not math.isnan(est) and not math.isinf(est) and est < 0.55 * tmax
                 ax.text(j, i, text, ha="center", va="center", fontsize=6.3, color="white" if dark else "black")
                 if math.isfinite(t_r) and not math.isnan(est) and t_r < est:
@@ -113,9 +114,9 @@ def render(combined, outdir: str, threshold: float, nsigma: float, points=()) ->
         f"Figure 5. Validity map: t*, the first depth at which the relative error of V4 or K1 against Monte Carlo "
         f"extrapolated to n → ∞ (weighted linear fit in 1/n over the widths {widths}) exceeds {threshold:g} in any "
         f"entry (deviations counted where they exceed {nsigma:g}σ), for each closure at the Monte Carlo depth, "
-        f"over the grid axes that vary ({varying}). Each cell: t* and its 68% interval from {int(200)} bootstrap "
+        f"over the grid axes that vary ({varying}). Each cell: t* and its 68% interval from {BOOTSTRAP_REPLICATES} bootstrap "
         "resamplings of the seed batches; green: never up to T; grey, 'not resolved': the Monte Carlo cannot "
-        f"resolve a {threshold:g} error at T. Last line and hatching: the depth from which r = V4/(n K0²) > 0.15 at "
+        f"resolve a {threshold:g} error at T. Last line and hatching: the depth from which r = V4/(n K0²) > {R_LIMIT:g} at "
         "the smallest width, where the exact O(1/n) theory itself is no longer expected to hold (hatched where this "
         "comes before t*). " + ("Cells with fewer than 3 widths use the largest width instead of the "
                                "extrapolation. " if any(s != "n → ∞" for s in sources) else "")

@@ -62,7 +62,7 @@ def _erf_diag_derivatives(k):
     return (2.0 / np.pi) * np.arcsin(u), dFdu * du, d2Fdu2 * du * du + dFdu * d2u
 
 
-def erf_pair_mean(m1, m2, s11, s22, s12) -> Array:
+def erf_pair_mean(m1, m2, s11, s22, s12) -> np.ndarray:
     """E[erf(x1) erf(x2)]: erf(x) = 2 Phi(sqrt2 x) - 1 turns it into bivariate normal orthants.
     (An independent closed form used to test the tabulated route.)"""
     d1 = np.sqrt(1.0 + 2.0 * s11)
