@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from kernel_eft.core.pairs import four_index_to_pairs, pair_lookup, to_pairs
+from kernel_eft.core.pairs import pair_lookup, to_pairs
 from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.simulate.samplers import simulate
@@ -45,8 +45,7 @@ def compare(activation: str, width: int, depth: int, T: float, samples: int, see
         G = to_pairs(est["G_mean"][layer])
         K0 = theory.K0[layer]
         rel = np.max(np.abs(G - K0) / np.abs(K0))
-        V_mc = four_index_to_pairs(np.asarray(est["V4"][layer])) if est["V4"].ndim == 5 else est["V4"][layer]
-        V_se = four_index_to_pairs(np.asarray(est["V4_se"][layer])) if est["V4_se"].ndim == 5 else est["V4_se"][layer]
+        V_mc, V_se = est["V4"][layer], est["V4_se"][layer]
         cells = []
         for key, (m1, m2) in entries.items():
             th = theory.V4[layer][m1, m2]

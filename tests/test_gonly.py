@@ -12,6 +12,7 @@ from kernel_eft.core import expectations
 from kernel_eft.core.meanfield import mean_kernel_discrete, source_s2, source_s4
 from kernel_eft.core.pairs import four_index_to_pairs, from_pairs, pairs_to_four_index, wishart_v4
 from kernel_eft.theory import gonly
+from test_diagnostics import s4_four
 
 KIN2 = np.array([[1.0, 0.6], [0.6, 1.0]])
 KIN3 = np.array([[1.0, 0.3, -0.2], [0.3, 1.5, 0.5], [-0.2, 0.5, 0.8]])
@@ -74,8 +75,7 @@ def test_sources_match_four_index_formulas():
     K = X @ X.T
     Y = rng.standard_normal((4, 6))
     W = Y @ Y.T
-    S4 = (np.einsum("ac,bd->abcd", K, W) + np.einsum("ad,bc->abcd", K, W)
-          + np.einsum("bc,ad->abcd", K, W) + np.einsum("bd,ac->abcd", K, W))
+    S4 = s4_four(K, W)
     np.testing.assert_allclose(source_s4(K, W), four_index_to_pairs(S4), rtol=1e-14)
     np.testing.assert_allclose(source_s2(W), four_index_to_pairs(wishart_v4(W)), rtol=1e-14)
     np.testing.assert_allclose(source_s4(W, W), 2 * source_s2(W), rtol=1e-14)

@@ -14,7 +14,7 @@ import pytest
 from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.simulate.samplers import simulate
-from kernel_eft.core.pairs import four_index_to_pairs, pair_lookup, to_pairs
+from kernel_eft.core.pairs import pair_lookup, to_pairs
 from kernel_eft.theory import gonly
 
 KIN = np.array([[1.0, 0.6], [0.6, 1.0]])
@@ -31,10 +31,6 @@ def run(request):
     return request.param, est, theory
 
 
-def pairs4(x):
-    return x if x.ndim == 3 else four_index_to_pairs(x)
-
-
 @pytest.mark.slow
 def test_mean_kernel_within_one_percent(run):
     name, est, theory = run
@@ -47,7 +43,7 @@ def test_mean_kernel_within_one_percent(run):
 @pytest.mark.slow
 def test_initial_covariance_is_wishart(run):
     _, est, theory = run
-    V, V_se = pairs4(est["V4"])[0], pairs4(est["V4_se"])[0]
+    V, V_se = est["V4"][0], est["V4_se"][0]
     assert np.all(np.abs(V - theory.V4[0]) < 5 * V_se)
 
 
@@ -59,7 +55,7 @@ def test_recorded_gonly_failures(run):
     lut = pair_lookup(2)
     m = lut[0, 1]
     if name == "relu":
-        V, V_se = pairs4(est["V4"])[-1], pairs4(est["V4_se"])[-1]
+        V, V_se = est["V4"][-1], est["V4_se"][-1]
         assert V[m, m] - theory.V4[-1][m, m] > 5 * V_se[m, m]
     else:
         source, source_se = to_pairs(est["K1_source"][0]), to_pairs(est["K1_source_se"][0])
@@ -78,6 +74,6 @@ def test_linear_activation_is_exact_against_monte_carlo():
     batches, _ = simulate(params)
     est = summarize(params, batches)
     theory = gonly.solve_gonly_discrete("linear", kin, 1.0, 0.3, 1.5, 16)
-    assert np.all(np.abs(pairs4(est["V4"]) - theory.V4) < 5 * pairs4(est["V4_se"]))
+    assert np.all(np.abs(est["V4"] - theory.V4) < 5 * est["V4_se"])
     assert np.all(np.abs(to_pairs(est["K1"])) < 5 * to_pairs(est["K1_se"]))
     assert np.all(theory.K1 == 0.0)

@@ -217,8 +217,8 @@ def figures(diagnostics, outdir, *, summary_dir=None, print_summary: bool = Fals
 
 
 def summary(path) -> str:
-    """A study's summary table (summary.csv written by `figures`) as terminal text: point, closure, width and
-    every t* column."""
+    """A study's summary table (summary.csv written by `figures`) as terminal text: point, closure, t* with its
+    68% interval, worst pulls and the r limit."""
     from kernel_eft.figures.summary import format_summary_table, read_summary
 
     return format_summary_table(read_summary(path))

@@ -234,7 +234,7 @@ def add_figures_parser(sub) -> None:
         description=(
             "Render figures 1-4 (mean kernel, V4, residual decomposition, K1 and its source) for every "
             "diagnostics file, collate the grid points on their parameter coordinates (activation, sw2, sb2, "
-            "K_in, depth, T, width) and render figure 5 (validity window t*) and the summary table "
+            "K_in, depth, T, width) and render figures 5 and 6 (validity map, collapse) and the summary table "
             "(summary.csv, summary.nc, summary.html; printed at the end). Every figure is written as PDF and PNG "
             "with a caption file, named by the point's tag (diagnose --tag); two points with one tag are an error. "
             "Everything is rendered in a staging folder and moved into --outdir only when complete."
@@ -253,8 +253,8 @@ def add_summary_parser(sub) -> None:
     p = sub.add_parser(
         "summary",
         help="print a study's summary table (summary.csv) as a terminal table",
-        description="Print point, closure, width and every t* (and pull) column of a summary.csv written by "
-                    "kernel-eft figures.",
+        description="Print point, closure, t* with its 68% interval, worst pulls and the r limit from a summary.csv "
+                    "written by kernel-eft figures.",
     )
     p.add_argument("summary", metavar="SUMMARY.csv", help="summary.csv written by kernel-eft figures")
     p.set_defaults(func=_command("summary_command", ("summary",)))

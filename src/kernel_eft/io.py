@@ -25,15 +25,16 @@ REFERENCES = (
 def provenance_attrs(title: str, params: dict) -> dict:
     """CF global attributes plus every parameter (numpy arrays and bools rendered as netCDF-safe values)."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    commit = git_commit()  # two git subprocesses: once per file
     attrs = {
         "Conventions": CONVENTIONS,
         "title": title,
         "institution": "kernel-eft",
-        "source": f"kernel-eft {__version__} (git {git_commit()})",
+        "source": f"kernel-eft {__version__} (git {commit})",
         "history": f"{now}: {' '.join(sys.argv) or 'python API'}",
         "references": REFERENCES,
         "kernel_eft_version": __version__,
-        "git_commit": git_commit(),
+        "git_commit": commit,
     }
     for key, value in params.items():
         if isinstance(value, np.ndarray) and value.ndim == 2:

@@ -36,6 +36,16 @@ PAIR_FAMILY = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2))
 _TABLE_RULE = NormalRule(panels=4, nodes=12)  # direct quadrature of the table columns at small s
 
 
+def check_tabulable(act) -> None:
+    """UnsupportedActivation unless the tables can integrate phi: smooth, with phi' and phi''."""
+    if act.kinks:
+        raise UnsupportedActivation(f"activation {act.name!r} has kinks but no closed-form moments; the exact "
+                                    "theory integrates kinked activations only through closed forms (relu)")
+    if act.dphi is None or act.d2phi is None:
+        raise UnsupportedActivation(f"activation {act.name!r} needs phi' and phi'' (dphi=, d2phi=) for the "
+                                    "exact theory")
+
+
 class UnsupportedActivation(ValueError):
     """The exact theory cannot integrate this activation (missing derivatives, or a kink away from 0)."""
 
@@ -110,12 +120,7 @@ class TabulatedMoments(MomentProvider):
     PAIR_NODES = 7  # Gauss-Legendre nodes per piece of the X1 rule of a bivariate moment (8 pieces)
 
     def __init__(self, act, mu_max: float, s_max: float):  # act: kernel_eft.core.activations.Activation
-        if act.kinks:
-            raise UnsupportedActivation(f"activation {act.name!r} has kinks but no closed-form moments; the exact "
-                                        "theory integrates kinked activations only through closed forms (relu)")
-        if act.dphi is None or act.d2phi is None:
-            raise UnsupportedActivation(f"activation {act.name!r} needs phi' and phi'' (dphi=, d2phi=) for the "
-                                        "exact theory")
+        check_tabulable(act)
         super().__init__(act)
         self.name = act.name
         self.mu_max = float(mu_max)

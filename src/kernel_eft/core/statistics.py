@@ -149,9 +149,13 @@ def jackknife(batches: BatchMoments, estimator) -> tuple[np.ndarray, np.ndarray]
     """Delete-one-batch jackknife: estimator(Moments) -> array; returns (estimate on all seeds, standard error)."""
     full = np.asarray(estimator(batches.pooled()))
     reps = np.stack([np.asarray(estimator(m)) for m in batches.leave_one_out()])
-    B = reps.shape[0]
-    se = np.sqrt((B - 1) / B * np.sum((reps - reps.mean(axis=0)) ** 2, axis=0))
-    return full, se
+    return full, jackknife_se(reps)
+
+
+def jackknife_se(replicates: np.ndarray) -> np.ndarray:
+    """The delete-one jackknife standard error from the B leave-one-out replicates (replicate axis first)."""
+    B = replicates.shape[0]
+    return np.sqrt((B - 1) / B * np.sum((replicates - replicates.mean(axis=0)) ** 2, axis=0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,9 +328,7 @@ class ControlVariate:
             w = ones.copy()
             w[b] = 0.0
             reps.append(self._estimate((w * self.counts)[None], self._beta(w))[0])
-        reps = np.stack(reps)
-        se = np.sqrt((B - 1) / B * np.sum((reps - reps.mean(axis=0)) ** 2, axis=0))
-        return full, se
+        return full, jackknife_se(np.stack(reps))
 
     def bootstrap(self, weights: np.ndarray) -> np.ndarray:
         """Replicates (K, R, ...) for bootstrap multiplicities (K, B), with beta fixed at its full-sample fit."""

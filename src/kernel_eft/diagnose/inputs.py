@@ -9,7 +9,7 @@ import numpy as np
 
 from kernel_eft.core.pairs import four_index_to_pairs, to_pairs
 from kernel_eft.diagnose.compare import interpolate_in_time
-from kernel_eft.theory.registry import closure_names, get_closure
+from kernel_eft.theory.registry import closure_names, get_closure, theory_labels
 from kernel_eft.theory.closure import STANDARD_FIELDS
 from kernel_eft.validation import InputError, parse_kin
 
@@ -126,5 +126,4 @@ def theory_curves(theories: list, t, layers) -> tuple[list[str], dict]:
             curves[label] = {name: theory_on_mc_times(ds, depth, t, layers, name) for name in STANDARD_FIELDS}
         except (ValueError, KeyError) as exc:
             raise InputError("theories", f"{path}: {exc}") from None
-    order = [get_closure(name).theory_label(depth) for name in closure_names() for depth in (1, None)]
-    return [label for label in order if label in labels], curves
+    return [label for label in theory_labels() if label in labels], curves

@@ -67,7 +67,3 @@ def params_from_dataset(ds, **overrides) -> SimulationParams:
     kw.update(overrides)
     return SimulationParams(**kw)
 
-
-def batch_moments(ds) -> BatchMoments:
-    """The batch-resolved raw moments of a Monte Carlo file."""
-    return BatchMoments.from_dataset(ds)

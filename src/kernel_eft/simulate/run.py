@@ -13,9 +13,9 @@ import time
 import numpy as np
 
 from kernel_eft.core.statistics import BatchMoments
-from kernel_eft.io import check_writable, write_dataset_atomic, write_result
+from kernel_eft.io import check_writable, write_result
 from kernel_eft.progress import Progress, format_params
-from kernel_eft.simulate.dataset import MATCHING_ATTRS, batch_moments, mc_dataset, params_from_dataset
+from kernel_eft.simulate.dataset import MATCHING_ATTRS, mc_dataset, params_from_dataset
 from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.parallel import SerialComm, mpi_library_version, run_batches
 from kernel_eft.simulate.params import SimulationParams
@@ -86,10 +86,8 @@ def run(params: SimulationParams, comm=None, keep_samples: bool = False, out=Non
             })
             if out is not None:
                 try:
-                    write_dataset_atomic(ds, out, field="out")
-                    if log is not None:
-                        log(f"wrote {out} in {time.monotonic() - started:.1f} s "
-                            f"({params.samples} seeds on {comm.size} MPI rank{'s' if comm.size > 1 else ''})")
+                    write_result(ds, out, log, started, detail=f" ({params.samples} seeds on {comm.size} MPI "
+                                                               f"rank{'s' if comm.size > 1 else ''})")
                 except InputError as exc:
                     outcome = ("input", exc.field, exc.message)
     outcome = comm.bcast(outcome, root=0)
@@ -116,9 +114,9 @@ def merge(inputs: list, out=None, log=None):
     flat = [s for group in seeds for s in group.split(",")]
     if len(set(flat)) != len(flat):
         raise InputError("inputs", f"seeds {flat} repeat: merging a seed twice would double-count samples")
-    batches = batch_moments(first)
+    batches = BatchMoments.from_dataset(first)
     for ds in datasets[1:]:
-        batches = batches.concat(batch_moments(ds))
+        batches = batches.concat(BatchMoments.from_dataset(ds))
     total = int(batches.counts.sum())
     params = params_from_dataset(first, samples=total, batches=len(batches))
     summary = summarize(params, batches)

@@ -29,7 +29,7 @@ import numpy as np
 from kernel_eft.core.activations import get_activation, moments_for
 from kernel_eft.core.expectations import f_matrix, kernel_derivatives
 from kernel_eft.core.meanfield import mean_kernel_discrete
-from kernel_eft.core.moments import UnsupportedActivation
+from kernel_eft.core.moments import UnsupportedActivation, check_tabulable
 from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_lookup, pair_multiplicity,
                                    pairs_to_four_index, to_pairs, wishart_v4)
 from kernel_eft.core.quadrature import BlockRule
@@ -298,12 +298,8 @@ def check_exact_inputs(activation, kin) -> None:
     if any(c != 0.0 for c, _ in act.kinks):
         raise UnsupportedActivation(f"activation {act.name!r} has a kink away from 0; the exact theory's "
                                     "quadratures split at 0 only")
-    if act.moments is None and act.kinks:
-        raise UnsupportedActivation(f"activation {act.name!r} has kinks but no closed-form moments; the exact "
-                                    "theory integrates kinked activations only through closed forms (relu)")
-    if act.moments is None and (act.dphi is None or act.d2phi is None):
-        raise UnsupportedActivation(f"activation {act.name!r} needs phi' and phi'' (dphi=, d2phi=) for the "
-                                    "exact theory")
+    if act.moments is None:
+        check_tabulable(act)  # the tables' own check, before any compute
     kin = np.asarray(kin, float)
     if np.linalg.eigvalsh(kin)[0] <= 1e-10 * np.max(np.abs(kin)):
         raise ValueError("the exact theory conditions on pairs of inputs and needs a positive definite K_in "

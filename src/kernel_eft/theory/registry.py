@@ -45,7 +45,7 @@ def get_closure(name: str | Closure) -> Closure:
 
 def theory_labels() -> list[str]:
     """Every theory a diagnostics file can hold, in order: gonly_discrete, gonly_continuum, exact_discrete, ..."""
-    return [f"{name}_{form}" for name in CLOSURES for form in DEPTH_FORMS]
+    return [closure.theory_label(depth) for closure in CLOSURES.values() for depth in (1, None)]
 
 
 def _discover() -> None:
