@@ -27,6 +27,7 @@ import numpy as np
 from kernel_eft.core.activations import get_activation
 from kernel_eft.core.expectations import f_matrix
 from kernel_eft.core.pairs import n_pairs, pair_indices
+from kernel_eft.core.statistics import fit_inverse_width
 from kernel_eft.diagnose.identity import identity_decomposition
 from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.params import SimulationParams
@@ -52,14 +53,15 @@ def decompose(activation, kin, time, sw2, sb2, depth, widths, samples, seed=1):
     a, b = pair_indices(P)
     names = [f"{a[m]}{b[m]}" for m in range(n_pairs(P))]
     known_V4_1 = known.known_V4_1()
-    rows, X1 = [], []
+    rows, X1, V41 = [], [], []
     for n in widths:
         params = SimulationParams(activation=activation, width=n, depth=depth, time=time, sw2=sw2, sb2=sb2,
                                   kin=kin, samples=samples, seed=seed + n, record_every=1, batches=32)
         batches, _ = simulate(params)
         s = summarize(params, batches)
         d = identity_decomposition(s, theory, width=n, sw2=sw2, sb2=sb2, dt=time / depth)
-        X1.append((n, d["X_1_measured"][-2], n * sw2 * s["cov_GS_se"][-2]))
+        X1.append((d["X_1_measured"][-2], n * sw2 * s["cov_GS_se"][-2]))
+        V41.append((d["measured_V4_1"][-1], n * s["V4_se"][-1]))
         last = -1
         for i in range(len(names)):
             for j in range(i, len(names)):
@@ -70,7 +72,13 @@ def decompose(activation, kin, time, sw2, sb2, depth, widths, samples, seed=1):
                        "known": known_V4_1[last, i, j], "share_known": known_V4_1[last, i, j] / meas,
                        "identity_max_pull": float(np.max(np.abs(d["identity_pull"])))}
                 rows.append(row)
-    return rows, X1
+    fits = {}
+    for name, series in (("V4_1", V41), ("X_1", X1)):
+        coef, coef_se, chi2, dof = fit_inverse_width(widths, [v for v, _ in series], [e for _, e in series], order=2)
+        fits[name] = {"value": coef[0], "se": coef_se[0], "chi2": chi2, "dof": dof}
+    fits["V4_1"]["known"] = known_V4_1[-1]
+    fits["X_1"]["X_0"] = theory["X0"][-2]
+    return rows, fits
 
 
 def main(argv=None):
@@ -87,7 +95,7 @@ def main(argv=None):
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]
-    rows, X1 = decompose(args.activation, parse_kin(args.kin), args.time, args.sw2, args.sb2, args.depth, widths,
+    rows, fits = decompose(args.activation, parse_kin(args.kin), args.time, args.sw2, args.sb2, args.depth, widths,
                          args.samples, args.seed)
     print(f"{args.activation} L={args.depth} T={args.time} sw2={args.sw2} sb2={args.sb2}: last layer, n (V4(n) - V4)")
     print(f"{'n':>5} {'entry':>7} {'measured':>10} {'±':>8} {'mean':>9} {'contr':>9} {'transp':>9} {'known':>9}"
@@ -96,9 +104,22 @@ def main(argv=None):
         print(f"{r['n']:5d} {r['entry']:>7} {r['measured']:10.4f} {r['measured_se']:8.4f} {r['mean']:9.4f} "
               f"{r['contraction']:9.4f} {r['transport']:9.4f} {r['known']:9.4f} {r['share_known']:10.3f} "
               f"{r['identity_max_pull']:8.2f}")
+    f = fits["V4_1"]
+    print(f"V4_1 at the last layer, extrapolated over the widths (n (V4(n) - V4) = V4_1 + c/n, chi2/dof):")
+    for i in range(f["value"].shape[0]):
+        for j in range(i, f["value"].shape[1]):
+            print(f"  [{i},{j}] V4_1 = {f['value'][i, j]:10.4f} ± {f['se'][i, j]:8.4f}  known part "
+                  f"{f['known'][i, j]:10.4f}  share {f['known'][i, j] / f['value'][i, j]:6.3f}  "
+                  f"chi2 {f['chi2'][i, j]:.2f}/{f['dof']}")
+    f = fits["X_1"]
+    print("X_1 = 1/n coefficient of n Cov(G, Om) at layer L-1 (rows G pair, columns Om pair), and X_0:")
+    for i in range(f["value"].shape[0]):
+        print("  " + "  ".join(f"{f['value'][i, j]:9.3f}±{f['se'][i, j]:7.3f} (X_0 {f['X_0'][i, j]:8.3f})"
+                               for j in range(f["value"].shape[1])))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows}, fh, indent=1, default=float)
+            json.dump({"rows": rows, "fits": {k: {q: np.asarray(v).tolist() for q, v in f.items()}
+                                              for k, f in fits.items()}}, fh, indent=1, default=float)
 
 
 if __name__ == "__main__":
