@@ -60,3 +60,23 @@ def identity_decomposition(mc: dict, theory: dict, *, width: int, sw2: float, sb
     if "V4_se" in mc:
         out["identity_pull"] = (V4_mc - rebuilt) / np.where(mc["V4_se"] > 0, mc["V4_se"], np.inf)
     return out
+
+
+def decomposition_with_errors(batches, theory: dict, *, width: int, sw2: float, sb2: float, dt: float) -> dict:
+    """`identity_decomposition` of the batch-resolved moments (every layer recorded), each output with its
+    delete-one-batch jackknife error: {name: (value, se)} for measured_V4_1, X_1_measured and every part."""
+    from kernel_eft.core.pairs import from_pairs
+    from kernel_eft.core.statistics import jackknife
+
+    names = ["measured_V4_1", "X_1_measured", *PARTS]
+
+    def estimator(m):
+        cov_GG, cov_GS, cov_SS = m.covariances()
+        P = theory["K0"].shape[-1]
+        mc = {"V4": width * cov_GG, "cov_GS": width * cov_GS, "cov_SS": width * cov_SS,
+              "G_mean": from_pairs(m.mean_G, P), "S_mean": from_pairs(m.mean_S, P)}
+        d = identity_decomposition(mc, theory, width=width, sw2=sw2, sb2=sb2, dt=dt)
+        return np.stack([d[k] for k in names[:2]] + [d["parts"][k] for k in PARTS])
+
+    value, se = jackknife(batches, estimator)
+    return {name: (value[i], se[i]) for i, name in enumerate(names)}
