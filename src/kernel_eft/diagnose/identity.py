@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from kernel_eft.core.block_identity import identity_terms
+from kernel_eft.core.pairs import from_pairs
+from kernel_eft.core.statistics import jackknife
 
 PARTS = ("transport", "mean", "contraction")
 
@@ -65,9 +67,6 @@ def identity_decomposition(mc: dict, theory: dict, *, width: int, sw2: float, sb
 def decomposition_with_errors(batches, theory: dict, *, width: int, sw2: float, sb2: float, dt: float) -> dict:
     """`identity_decomposition` of the batch-resolved moments (every layer recorded), each output with its
     delete-one-batch jackknife error: {name: (value, se)} for measured_V4_1, X_1_measured and every part."""
-    from kernel_eft.core.pairs import from_pairs
-    from kernel_eft.core.statistics import jackknife
-
     names = ["measured_V4_1", "X_1_measured", *PARTS]
 
     def estimator(m):
