@@ -138,6 +138,8 @@ class ExactResult:
     K1: Array  # (N, p)
     layers: Array | None = None
     info: dict = field(default_factory=dict)
+    cov_gs: Array | None = None  # (N, p, p) discrete only: lim n Cov(G, S), [(ab), m] (the next order's X_0 / sw2)
+    cov_ss: Array | None = None  # (N, p, p) discrete only: lim n Cov(S, S)
 
     @property
     def V4(self) -> Array:
@@ -184,11 +186,16 @@ def assemble_discrete(path: MeanPath, kernels: TwoTimeKernels, sw2: float, dt: f
     EyA = np.zeros((N, p, p))  # running E[y^l A_psi^t^T] over later t (index t), at the current l
     EyQ = np.zeros((N, p, nk))  # running E[y^l A_{d d psi}^t] (index t, combo k), at the current l
     M_acc = np.zeros((N, p, p))  # sum_{l' < l} (E[s y^T] + (dt/2) sw2 Cov(s)) at layer l'
+    cov_gs = np.zeros((N, p, p))  # Cov(g^l, s^l), g = A_hh + y, s = A_psi + DF y (the next order needs it)
+    cov_ss = np.zeros((N, p, p))
     B13 = np.zeros((N, p))  # sum_{l < t} term13[l, t]
     Msum = np.zeros((p, p))
     for layer in range(N):
         EyA_ll = EyA[layer]
         Esy = EyA_ll.T + DF[layer] @ Y[layer]
+        cov_gs[layer] = Cst[layer].T + X[layer].T @ DF[layer].T + EyA_ll + Y[layer] @ DF[layer].T
+        cov_ss[layer] = (Cpp[layer, layer] + DF[layer] @ EyA_ll + EyA_ll.T @ DF[layer].T
+                         + DF[layer] @ Y[layer] @ DF[layer].T)
         if same_layer:
             cov_s = (Cpp[layer, layer] + DF[layer] @ EyA_ll + EyA_ll.T @ DF[layer].T
                      + DF[layer] @ Y[layer] @ DF[layer].T)
@@ -218,7 +225,8 @@ def assemble_discrete(path: MeanPath, kernels: TwoTimeKernels, sw2: float, dt: f
     for layer in range(N - 1):
         K1[layer + 1] = step[layer] @ K1[layer] + dt * sw2 * B[layer]
     V4_cross = X + np.swapaxes(X, 1, 2)
-    return ExactResult(path.times, K0, V4_free, V4_cross, Y, B, K1, layers=path.layers)
+    return ExactResult(path.times, K0, V4_free, V4_cross, Y, B, K1, layers=path.layers, cov_gs=cov_gs,
+                       cov_ss=cov_ss)
 
 
 def _scatter_add(target: Array, rows: slice, cols: Array, values: Array) -> None:

@@ -80,7 +80,7 @@ class _BlockAtTime:
     def __init__(self, moments, K: Array, coords: list[int], P: int, rule: BlockRule):
         self.moments = moments
         self.coords = coords
-        self.K = K
+        self.P = P
         Kc = K[np.ix_(coords, coords)]
         self.Kc = Kc
         self.Kc_inv = np.linalg.inv(Kc)
@@ -100,7 +100,8 @@ class _BlockAtTime:
                              for i2, o2 in enumerate(others)}
 
     def derivatives(self, e: int, f: int, x: Array):
-        """g = E[phi(z_e) phi(z_f) | z_c = x] at nodes x (M, k): (g, grad (k, M), hess (k, k, M))."""
+        """g = E[phi(z_e) phi(z_f) | z_c = x] at nodes x (M, k): (g, grad (k, M), hess (k, k, M)), for e or f in
+        the block or e == f; all_derivatives handles the pairs with two different inputs outside the block."""
         mom = self.moments
         c = self.coords
         k = len(c)
@@ -148,15 +149,7 @@ class _BlockAtTime:
             grad += S[1] * Ae[:, None]
             hess += S[2] * Ae[:, None, None] * Ae[None, :, None]
             return g, grad, hess
-        cov = (self.cond_cov[(e, e)], self.cond_cov[(f, f)], self.cond_cov[(e, f)])
-        g = mom.pair(0, 0, mue, muf, *cov)
-        p10, p01 = mom.pair(1, 0, mue, muf, *cov), mom.pair(0, 1, mue, muf, *cov)
-        p20, p11, p02 = (mom.pair(2, 0, mue, muf, *cov), mom.pair(1, 1, mue, muf, *cov),
-                         mom.pair(0, 2, mue, muf, *cov))
-        grad += p10 * Ae[:, None] + p01 * Af[:, None]
-        hess += (p20 * Ae[:, None, None] * Ae[None, :, None] + p02 * Af[:, None, None] * Af[None, :, None]
-                 + p11 * (Ae[:, None, None] * Af[None, :, None] + Af[:, None, None] * Ae[None, :, None]))
-        return g, grad, hess
+        raise ValueError("pairs with both inputs outside the block go through all_derivatives (pair_family)")
 
     def all_derivatives(self, x: Array, pairs: list[tuple[int, int]]):
         """derivatives() for every pair (e, f) at once: (g (p, M), grad (p, k, M), hess (p, k, k, M)).  The
@@ -222,82 +215,99 @@ def _blocks(P: int) -> list[tuple[list[int], list[int]]]:
     return [([int(a[ab])] if a[ab] == b[ab] else [int(a[ab]), int(b[ab])], [ab]) for ab in range(n_pairs(P))]
 
 
+def _earlier_rows(block: _BlockAtTime, F_q: Array, pairs: list[tuple[int, int]], combos: list,
+                  block_combos: list[int]) -> tuple[Array, dict[int, Array]]:
+    """The functions of the earlier time q on the block's nodes, one row each, in the order (for every m)
+    g~_m, then D_cd g~_m for every combo k of the block (module docstring), already multiplied by the node weights.
+
+    Returns (rows on the area nodes (rows, M), {kink line i: rows on its line nodes}); only d_c d_c with c the kink's
+    coordinate carries a line term, the other rows are zero there."""
+    a_idx, b_idx = pair_indices(block.P)
+    position = {o: i for i, o in enumerate(block.coords)}
+    Kinv = block.Kc_inv
+    white = Kinv @ block.x.T  # (k, M): w = K^-1 x at the nodes
+    value, grad, hess = block.all_derivatives(block.x, pairs)
+    area_rows = []
+    line_rows = {i: [] for i, _, _ in block.lines}
+    kink_terms = {}
+    for m, (e, f) in enumerate(pairs):
+        centred = value[m] - F_q[m]
+        area_rows.append(centred)
+        for i, line_x, _ in block.lines:
+            line_rows[i].append(np.zeros(line_x.shape[0]))
+        for k in block_combos:
+            cd = combos[k][0]
+            c, d = position[int(a_idx[cd])], position[int(b_idx[cd])]
+            area_rows.append(hess[m, c, d] - white[c] * grad[m, d] - white[d] * grad[m, c]
+                             + (white[c] * white[d] - Kinv[c, d]) * centred)
+            for i, line_x, _ in block.lines:
+                if c == d == i:
+                    if (e, f, i) not in kink_terms:
+                        kink_terms[(e, f, i)] = block.kink_coefficient(e, f, i, line_x)
+                    line_rows[i].append(kink_terms[(e, f, i)])
+                else:
+                    line_rows[i].append(np.zeros(line_x.shape[0]))
+    weighted_area = np.array(area_rows) * block.w
+    weighted_lines = {i: np.array(line_rows[i]) * line_w for i, _, line_w in block.lines}
+    return weighted_area, weighted_lines
+
+
+def _later_smoothed_psi(moments, nodes: Array, block: _BlockAtTime, ab_list: list[int], increments: Array,
+                        P: int) -> Array:
+    """(T_{q,t} psi_ab)(x) on the nodes x of the earlier time, for t = q (no smoothing) and every later time:
+    (M, number of times, len(ab_list)); increments: K0[t] - K0[q] for the later times (nt - 1, P, P)."""
+    a_idx, b_idx = pair_indices(P)
+    position = {o: i for i, o in enumerate(block.coords)}
+    out = np.empty((nodes.shape[0], increments.shape[0] + 1, len(ab_list)))
+    for col, ab in enumerate(ab_list):
+        a, b = int(a_idx[ab]), int(b_idx[ab])
+        xa, xb = nodes[:, position[a]], nodes[:, position[b]]
+        out[:, 0, col] = moments.pointwise(0, xa) * moments.pointwise(0, xb)
+        if increments.shape[0]:
+            if a == b:
+                out[:, 1:, col] = moments.later_square(xa, np.sqrt(np.maximum(increments[:, a, a], 0.0)))
+            else:
+                out[:, 1:, col] = moments.later_pair(xa, xb, increments[:, a, a], increments[:, b, b],
+                                                     increments[:, a, b])
+    return out
+
+
 def two_time_kernels(moments, K0: Array, rule: BlockRule = BlockRule(), progress=None) -> TwoTimeKernels:
     """Cpp and Q (module docstring) on the time grid of K0 (N, P, P); q <= t filled, q > t zero.
 
-    moments: a provider from kernel_eft.core.moments.moments_for.  progress(done, total) is called after
+    For each earlier time q and conditioning block: the earlier-time rows (g~_m and D_cd g~_m, weighted) times
+    the later-time functions T_{q,t} psi_ab at every t >= q, one matrix product over the nodes (plus the kink
+    lines).  moments: a provider from kernel_eft.core.moments.moments_for.  progress(done, total) is called after
     every earlier time q."""
     K0 = np.asarray(K0, float)
     N, P, _ = K0.shape
     p = n_pairs(P)
     a_idx, b_idx = pair_indices(P)
+    pairs = [(int(a_idx[m]), int(b_idx[m])) for m in range(p)]
     combos = q_combos(P)
-    nk = len(combos)
     Cpp = np.zeros((N, N, p, p))
-    Q = np.zeros((N, N, p, nk))
+    Q = np.zeros((N, N, p, len(combos)))
     F = to_pairs(F_matrix(moments.act, K0))  # (N, p): E psi_m(z(q)), exact closed form or quadrature
-    blocks = _blocks(P)
     for q in range(N):
-        for coords, abs_in_block in blocks:
+        increments = K0[q + 1:] - K0[q]  # to every later time
+        n_times = N - q
+        for coords, ab_list in _blocks(P):
             block = _BlockAtTime(moments, K0[q], coords, P, rule)
-            cpos = {o: i for i, o in enumerate(coords)}
-            # Rows of the earlier-time functions: g~_m for every m, then D_cd g~_m for every combo of the block.
-            my_combos = [k for k, (cd, ab) in enumerate(combos) if ab in abs_in_block]
-            w = block.Kc_inv @ block.x.T  # (k, M): K^-1 x at the nodes
-            rows_main = []
-            rows_line = {i: [] for i, _, _ in block.lines}
-            line_cache = {}
-            pairs = [(int(a_idx[m]), int(b_idx[m])) for m in range(p)]
-            G_all, grad_all, hess_all = block.all_derivatives(block.x, pairs)
-            for m in range(p):
-                e, f = pairs[m]
-                g, grad, hess = G_all[m], grad_all[m], hess_all[m]
-                gt = g - F[q, m]
-                rows_main.append(gt)
-                for i, xl, _ in block.lines:
-                    rows_line[i].append(np.zeros(xl.shape[0]))
-                for k in my_combos:
-                    cd, _ = combos[k]
-                    ic, id_ = cpos[int(a_idx[cd])], cpos[int(b_idx[cd])]
-                    D = (hess[ic, id_] - w[ic] * grad[id_] - w[id_] * grad[ic]
-                         + (w[ic] * w[id_] - block.Kc_inv[ic, id_]) * gt)
-                    rows_main.append(D)
-                    for i, xl, _ in block.lines:
-                        if ic == id_ == i:
-                            key = (e, f, i)
-                            if key not in line_cache:
-                                line_cache[key] = block.kink_coefficient(e, f, i, xl)
-                            rows_line[i].append(line_cache[key])
-                        else:
-                            rows_line[i].append(np.zeros(xl.shape[0]))
-            G = np.array(rows_main) * block.w  # (rows, M)
-            nt = N - q
-            H = np.empty((block.x.shape[0], nt, len(abs_in_block)))
-            Hl = {i: np.empty((xl.shape[0], nt, len(abs_in_block))) for i, xl, _ in block.lines}
-            Delta = (K0[q + 1:] - K0[q])  # (nt - 1, P, P): increments to every later time
-            for col, ab in enumerate(abs_in_block):
-                aa, bb = int(a_idx[ab]), int(b_idx[ab])
-                ia, ib = cpos[aa], cpos[bb]
-                for xs, target in [(block.x, H)] + [(xl, Hl[i]) for i, xl, _ in block.lines]:
-                    target[:, 0, col] = moments.pointwise(0, xs[:, ia]) * moments.pointwise(0, xs[:, ib])
-                    if nt > 1:
-                        if aa == bb:
-                            target[:, 1:, col] = moments.later_square(xs[:, ia], np.sqrt(np.maximum(
-                                Delta[:, aa, aa], 0.0)))
-                        else:
-                            target[:, 1:, col] = moments.later_pair(xs[:, ia], xs[:, ib], Delta[:, aa, aa],
-                                                                    Delta[:, bb, bb], Delta[:, aa, bb])
-            R = G @ H.reshape(H.shape[0], -1)
-            for i, xl, wl in block.lines:
-                Lrows = np.array(rows_line[i]) * wl
-                R += Lrows @ Hl[i].reshape(xl.shape[0], -1)
-            R = R.reshape(len(rows_main), nt, len(abs_in_block))
-            stride = 1 + len(my_combos)
-            for col, ab in enumerate(abs_in_block):
-                Cpp[q, q:, :, ab] = R[0::stride, :, col].T
-            for slot, k in enumerate(my_combos):
-                col = abs_in_block.index(combos[k][1])
-                Q[q, q:, :, k] = R[1 + slot::stride, :, col].T
+            block_combos = [k for k, (_, ab) in enumerate(combos) if ab in ab_list]
+            area_rows, line_rows = _earlier_rows(block, F[q], pairs, combos, block_combos)
+            later = _later_smoothed_psi(moments, block.x, block, ab_list, increments, P)
+            product = area_rows @ later.reshape(later.shape[0], -1)
+            for i, line_x, _ in block.lines:
+                on_line = _later_smoothed_psi(moments, line_x, block, ab_list, increments, P)
+                product += line_rows[i] @ on_line.reshape(line_x.shape[0], -1)
+            product = product.reshape(area_rows.shape[0], n_times, len(ab_list))
+            # Rows come in groups of (1 + len(block_combos)) per m: g~_m first, then the D_cd rows.
+            stride = 1 + len(block_combos)
+            for col, ab in enumerate(ab_list):
+                Cpp[q, q:, :, ab] = product[0::stride, :, col].T
+            for slot, k in enumerate(block_combos):
+                col = ab_list.index(combos[k][1])
+                Q[q, q:, :, k] = product[1 + slot::stride, :, col].T
         if progress is not None:
             progress(q + 1, N)
     return TwoTimeKernels(Cpp, Q, combos)
