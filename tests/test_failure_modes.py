@@ -7,6 +7,7 @@ Each test is one failure mode; the workflow's (config) failure modes are at the 
 from __future__ import annotations
 
 import errno
+import signal
 import os
 import subprocess
 import sys
@@ -400,3 +401,95 @@ def test_config_relations_are_checked_at_load(tmp_path, config, message):
     assert proc.returncode != 0
     assert "invalid config: " + message in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupts: SIGINT (Ctrl-C) and SIGTERM end any command within seconds, exit 130 / 143, one line,
+# nothing left behind
+# ---------------------------------------------------------------------------------------------
+
+LONG_WRITE_ARGS = ["--activation", "relu", "--width", "2", "--depth", "100", "--time", "1", "--kin", "1,0.6;0.6,1",
+                   "--samples", "30000", "--batches", "4", "--keep-samples", "--no-progress"]  # ~200 MB, seconds
+
+
+def start_cli(cli_env, *args):
+    cmd = [sys.executable, "-m", "kernel_eft", *args]
+    return subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float, proc) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the condition never held (exit {proc.returncode}): {err}")
+        time.sleep(0.05)
+
+
+def interrupt_and_wait(proc, signum, limit: float = 10.0) -> tuple[float, str]:
+    """Send signum; (seconds until the process ended, stderr).  A process still alive after `limit` is killed
+    and the test fails: it must not hang the suite."""
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    try:
+        _, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"still running {limit:g} s after {signal.Signals(signum).name}: {err}")
+    return time.monotonic() - sent, err
+
+
+def assert_one_interrupt_line(err: str, signame: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    for needle in (signame, "nothing written", *needles):
+        assert needle in lines[0], (needle, err)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_large_netcdf_write_ends_within_seconds_and_leaves_nothing(cli_env, tmp_path):
+    """The hang of issue 20: SIGINT inside to_netcdf left xarray's HDF5 lock held."""
+    out = tmp_path / "mc.nc"
+    proc = start_cli(cli_env, "simulate", *LONG_WRITE_ARGS, "--out", str(out))
+    wait_for(lambda: any(p.name.endswith(".tmp") and p.stat().st_size > 1 << 20 for p in tmp_path.iterdir()),
+             120, proc)  # the write is under way: its temporary file has grown past 1 MiB
+    seconds, err = interrupt_and_wait(proc, signal.SIGINT)
+    assert proc.returncode == 130, err
+    assert seconds < 10
+    assert_one_interrupt_line(err, "SIGINT", str(out))
+    assert files_in(tmp_path) == []
+
+
+def test_sigterm_during_the_compute_exits_143_with_one_line(cli_env, tmp_path):
+    out = tmp_path / "mc.nc"
+    args = list(MC_ARGS)
+    args[args.index("--samples") + 1] = "2000000"  # minutes of Monte Carlo
+    args.remove("--no-progress")
+    proc = start_cli(cli_env, "simulate", *args, "--out", str(out))
+    wait_for(lambda: out.parent.exists() and time.sleep(1.5) is None, 30, proc)  # imports done, computing
+    seconds, err = interrupt_and_wait(proc, signal.SIGTERM)
+    assert proc.returncode == 143, err
+    assert seconds < 10
+    assert_one_interrupt_line(err, "SIGTERM", "while computing")
+    assert files_in(tmp_path) == []
+
+
+def test_a_temporary_file_left_by_sigkill_is_removed_by_the_next_write(tmp_path, capsys):
+    """SIGKILL cannot be handled: its PATH.HOST-PID.XXXX.tmp stays, and the next write to PATH removes it
+    (a live writer's is left alone)."""
+    out = tmp_path / "th.nc"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"th.nc.{io._HOST}-{dead.pid}.abcd1234.tmp"
+    live = tmp_path / f"th.nc.{io._HOST}-{proc.pid}.efgh5678.tmp"
+    try:
+        stale.write_bytes(b"\x89HDF half")
+        live.write_bytes(b"\x89HDF writing")
+        assert main(["theory", *THEORY_ARGS, "--out", str(out)]) == 0
+    finally:
+        proc.kill()
+    assert files_in(tmp_path) == sorted([live.name, out.name])

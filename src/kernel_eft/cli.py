@@ -384,10 +384,26 @@ def summary_command(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kernel_eft import interrupts
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    interrupts.install(args.command, print_line=_mpi_rank() == 0)
     try:
         code = int(args.func(args) or 0)
+    except interrupts.Interrupted as exc:  # SIGINT/SIGTERM outside a write: staging was removed on the way out
+        if _mpi_rank() == 0:
+            print(interrupts.message(exc.name, "while computing"), file=sys.stderr, flush=True)
+        if "mpi4py.MPI" in sys.modules:  # the other ranks may never reach MPI_Finalize: end now, without MPI_Abort
+            interrupts.exit_now(exc.exit_code)
+        return exc.exit_code
+    except MemoryError as exc:
+        if _mpi_rank() == 0:
+            print(f"kernel-eft {args.command}: error: out of memory{': ' + str(exc) if str(exc) else ''} (the "
+                  "estimate before the run did not foresee it: reduce --width, --samples or --keep-samples, or "
+                  "ask for more memory); nothing written", file=sys.stderr, flush=True)
+        _end_mpi_cleanly()
+        raise SystemExit(EXIT_INPUT) from None
     except InputError as exc:
         if _mpi_rank() == 0:  # every rank has the same error: print it once
             print(f"kernel-eft {args.command}: error: {exc}", file=sys.stderr, flush=True)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import os
+import re
+import socket
 import sys
 import tempfile
 
 import numpy as np
 import xarray as xr
 
+from kernel_eft import interrupts
 from kernel_eft.validation import InputError, format_kin
 from kernel_eft.version import __version__, git_commit
 
@@ -117,23 +120,63 @@ def write_netcdf(ds: xr.Dataset, path: str, compress: bool = True) -> None:
 def write_dataset_atomic(ds: xr.Dataset, path: str | os.PathLike, compress: bool = True,
                          field: str = "--out") -> None:
     """Write to a temporary file in the target directory, then rename: readers never see a partial file.
-    A failed write (disk full, I/O error) removes the temporary file and raises InputError naming `path`."""
+    A failed write (disk full, I/O error) removes the temporary file and raises InputError naming `path`;
+    a SIGINT or SIGTERM during the write removes it and ends the process (kernel_eft.interrupts).  The
+    temporary file is named PATH.HOST-PID.XXXX.tmp, so that one left by a killed process (SIGKILL) is
+    recognised and removed by the next write to PATH."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.{_HOST}-{os.getpid()}.", suffix=".tmp",
+                                   dir=directory)
         os.close(fd)
-        write_netcdf(ds, tmp, compress)
-        usual_permissions(tmp, 0o666)  # mkstemp creates 0600
-        os.replace(tmp, path)
+        with interrupts.abort_on_signal(tmp, f"while writing {path}"):
+            write_netcdf(ds, tmp, compress)
+            usual_permissions(tmp, 0o666)  # mkstemp creates 0600
+            os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # netCDF4 raises RuntimeError('NetCDF: HDF error') for I/O failures
         _remove_quietly(tmp)
         raise write_failure(exc, path, field, int(ds.nbytes)) from None
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def remove_stale_temporaries(path: str) -> list[str]:
+    """Remove PATH.HOST-PID.XXXX.tmp files of this host whose process no longer exists (a write killed by
+    SIGKILL, which no handler sees); a live writer's temporary file is left alone.  Returns the removed."""
+    directory = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(re.escape(os.path.basename(path)) + r"\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.[^.]+\.tmp")
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or match["host"] != _HOST or _alive(int(match["pid"])):
+            continue
+        _remove_quietly(os.path.join(directory, name))
+        removed.append(os.path.join(directory, name))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def write_result(ds: xr.Dataset, out, log=None, started: float | None = None, prefix: str = "",
