@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from kernel_eft import interrupts
+from kernel_eft.resources import format_bytes, free_disk
 from kernel_eft.validation import InputError, format_kin
 from kernel_eft.version import __version__, git_commit
 
@@ -51,11 +52,12 @@ def provenance_attrs(title: str, params: dict) -> dict:
     return attrs
 
 
-def check_writable(path: str | os.PathLike, field: str, *, directory: bool = False) -> None:
+def check_writable(path: str | os.PathLike, field: str, *, directory: bool = False, needed_bytes: int = 0) -> None:
     """Before any compute: the output can be created where it is asked for.  Creates and removes a probe
     file in the target directory (or, when that does not exist yet, in its nearest existing ancestor,
     where the missing directories will be made), so a read-only or missing location fails in a second,
-    not after the run."""
+    not after the run; and that filesystem has `needed_bytes` free (statvfs: creating an empty probe
+    succeeds on a full disk)."""
     path = os.path.abspath(os.fspath(path))
     if directory:
         if os.path.exists(path) and not os.path.isdir(path):
@@ -75,6 +77,10 @@ def check_writable(path: str | os.PathLike, field: str, *, directory: bool = Fal
         os.unlink(probe)
     except OSError as exc:
         raise InputError(field, f"cannot write to {target}: {exc.strerror or exc}") from None
+    free = free_disk(target)
+    if free is not None and free < needed_bytes:
+        raise InputError(field, f"cannot write {path}: no space left on device ({format_bytes(free)} free in "
+                                f"{target}, the output needs about {format_bytes(needed_bytes)}); nothing computed")
 
 
 def refuse_overwriting_inputs(out, inputs, field: str) -> None:
