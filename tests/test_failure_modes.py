@@ -493,3 +493,120 @@ def test_a_temporary_file_left_by_sigkill_is_removed_by_the_next_write(tmp_path,
     finally:
         proc.kill()
     assert files_in(tmp_path) == sorted([live.name, out.name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory and CPU time known before compute
+# ---------------------------------------------------------------------------------------------
+
+
+def limited(address_space: int):
+    """preexec_fn: the child may map at most `address_space` bytes (ulimit -v)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+
+@pytest.mark.parametrize("sampler, flag", [("block", "--width"), ("weights", "--sampler")])
+def test_a_network_too_wide_for_memory_is_refused_before_allocating(cli_env, tmp_path, sampler, flag):
+    """At 470e067 --width 1000000000 grew to 24 GB (OOM killer); under a limit, a MemoryError traceback."""
+    args = list(MC_ARGS)
+    args[args.index("--width") + 1] = "1000000000"
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "kernel_eft", "simulate", *args, "--sampler", sampler,
+                          "--out", str(tmp_path / "mc.nc")], env=cli_env, capture_output=True, text=True,
+                         timeout=60, preexec_fn=limited(4 << 30))
+    assert res.returncode == 2, res.stderr
+    assert time.monotonic() - started < 10
+    assert_one_line_error(res.stderr, flag, "memory", "GB", "the address-space limit (ulimit -v)", "nothing computed")
+    assert files_in(tmp_path) == []
+
+
+def test_kept_samples_too_large_for_memory_are_refused_naming_keep_samples(capsys, tmp_path):
+    """--keep-samples of 10^8 seeds x 9 layers: 58 GB on rank 0, refused before the first batch."""
+    args = list(MC_ARGS)
+    args[args.index("--samples") + 1] = "100000000"
+    code, err = run_main(capsys, "simulate", *args, "--keep-samples", "--out", str(tmp_path / "mc.nc"))
+    assert code == 2
+    assert_one_line_error(err, "--keep-samples", "memory")
+    assert files_in(tmp_path) == []
+
+
+def test_running_out_of_memory_anywhere_is_a_one_line_exit_2(capsys, tmp_path, monkeypatch):
+    from kernel_eft.simulate import run as mc_run
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 8.00 GiB for an array with shape (1, 2, 536870912)")
+
+    monkeypatch.setattr(mc_run, "simulate_batch", no_memory)
+    code, err = run_main(capsys, "simulate", *MC_ARGS, "--out", str(tmp_path / "mc.nc"))
+    assert code == 2
+    assert_one_line_error(err, "out of memory", "8.00 GiB", "nothing written")
+    assert files_in(tmp_path) == []
+
+
+def mc_args(*extra: str, **values) -> list[str]:
+    """MC_ARGS with values replaced (width=..., samples=...) and flags added."""
+    args = list(MC_ARGS)
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if flag in args:
+            args[args.index(flag) + 1] = str(value)
+        else:
+            args += [flag, str(value)]
+    return args + list(extra)
+
+
+@pytest.mark.parametrize("args", [mc_args("--keep-samples", width=2, depth=100, samples=30000),
+                                  mc_args(width=2000000, depth=2, samples=4, batches=2),
+                                  mc_args(width=384, depth=4, samples=64, sampler="weights")],
+                         ids=["keep-samples", "wide", "weights"])
+def test_the_stated_peak_memory_bounds_the_measured_one(cli_env, tmp_path, args):
+    """The start line's estimate against the peak resident memory the kernel measured (ru_maxrss): never
+    below it, and not so far above that it would refuse runs that fit (within 2.5x)."""
+    code = ("import resource, sys\nfrom kernel_eft.cli import main\ncode = main(sys.argv[1:])\n"
+            "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\nsys.exit(code)")
+    res = subprocess.run([sys.executable, "-c", code, "simulate", *args, "--out", str(tmp_path / "mc.nc")],
+                         env=cli_env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    measured = int(res.stdout.split()[-1])
+    import re
+
+    value, unit = re.search(r"estimated peak memory ([0-9.]+) (kB|MB|GB)", res.stderr).groups()
+    estimate = float(value) * {"kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    assert measured <= estimate <= 2.5 * measured, (measured, estimate)
+
+
+def test_the_start_line_states_the_cpu_time_of_a_58_day_request(capsys, tmp_path, monkeypatch):
+    """--width 100000 --depth 1000 --samples 1000000: the cost model's 58 days are stated, not started
+    silently (the run is stopped here before its first batch)."""
+    from kernel_eft.simulate import run as mc_run
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mc_run, "run_batches", stop)
+    args = list(MC_ARGS)
+    for flag, value in (("--width", "100000"), ("--depth", "1000"), ("--samples", "1000000")):
+        args[args.index(flag) + 1] = value
+    with pytest.raises(KeyboardInterrupt):
+        main(["simulate", *args, "--out", str(tmp_path / "mc.nc")])
+    err = capsys.readouterr().err
+    assert "CPU time 57.9 days" in err, err  # 1e6 x 1000 x (50 ns x 1e5 + 1.4 us) + start-up
+
+
+def test_a_long_batch_logs_progress_inside_the_batch(capsys, monkeypatch):
+    """Progress lines come at least every PROGRESS_SECONDS even within one batch (here shortened to 0.2 s;
+    one batch of this run takes seconds)."""
+    import kernel_eft
+    from kernel_eft import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_SECONDS", 0.2)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    started = time.monotonic()
+    kernel_eft.simulate(activation="relu", width=4096, depth=64, time=1.0, kin=[[1, 0.6], [0.6, 1]], samples=128,
+                        batches=2, progress=True)
+    seconds = time.monotonic() - started
+    lines = [line for line in capsys.readouterr().err.splitlines() if "inside batch 0" in line]
+    assert len(lines) >= min(3, int(seconds / 2 / 0.2) - 1), (seconds, lines)
+    assert "layer" in lines[0] and "seeds done" in lines[0]
