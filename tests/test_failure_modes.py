@@ -103,6 +103,42 @@ def tiny_filesystem(tmp_path):
 
 
 @pytest.fixture
+def mount_tmpfs(tmp_path):
+    """mount_tmpfs(name, size) -> a fresh tmpfs of `size` (root only; skipped where mounting is refused)."""
+    mounted = []
+
+    def mount(name: str, size: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "--lazy", str(point)], check=True)  # lazy: xarray may still hold a failed write open
+
+
+def fill(directory: Path, leave: int = 32 << 10) -> Path:
+    """Fill the filesystem of `directory` up to `leave` bytes: enough that an empty probe file can still be
+    created (as on an ext4 disk with no blocks left), far too little for any output."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(bytes(1 << 12))
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    os.truncate(filler, max(filler.stat().st_size - leave, 0))
+    assert os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize <= 2 * leave
+    return filler
+
+
+@pytest.fixture
 def read_only_dir(tmp_path):
     """A directory nobody can write: chmod for ordinary users; for root (who ignores permissions) a
     read-only tmpfs, skipped where mounting is not permitted."""
@@ -610,3 +646,116 @@ def test_a_long_batch_logs_progress_inside_the_batch(capsys, monkeypatch):
     lines = [line for line in capsys.readouterr().err.splitlines() if "inside batch 0" in line]
     assert len(lines) >= min(3, int(seconds / 2 / 0.2) - 1), (seconds, lines)
     assert "layer" in lines[0] and "seeds done" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Full disks and other filesystems: known before compute; staged on the destination's filesystem
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_is_exit_2_before_any_compute(cli_env, mount_tmpfs):
+    """At 470e067 the empty probe file succeeded on a full disk and the run computed to the end first."""
+    disk = mount_tmpfs("full", "1M")
+    fill(disk)
+    before = files_in(disk)
+    started = time.monotonic()
+    res = run_cli(cli_env, "simulate", *mc_args(samples=2000000), "--out", str(disk / "mc.nc"))  # minutes if run
+    assert res.returncode == 2, res.stderr
+    assert time.monotonic() - started < 3
+    assert_one_line_error(res.stderr, "--out", str(disk / "mc.nc"), "no space left on device", "nothing computed")
+    assert files_in(disk) == before
+
+
+@pytest.mark.parametrize("command", ["theory", "diagnose", "merge"])
+def test_every_netcdf_writer_refuses_a_full_disk_naming_the_path(capsys, mount_tmpfs, mc_file, command):
+    disk = mount_tmpfs("full", "1M")
+    fill(disk)
+    before = files_in(disk)
+    out = disk / "out.nc"
+    argv = {"theory": ["theory", *THEORY_ARGS], "diagnose": ["diagnose", "--mc", str(mc_file), "--theory",
+                                                              str(mc_file)], "merge": ["merge", str(mc_file)]}[command]
+    code, err = run_main(capsys, *argv, "--out", str(out))
+    assert code == 2
+    assert_one_line_error(err, "--out", str(out), "no space left on device")
+    assert files_in(disk) == before
+
+
+@pytest.fixture
+def diagnosed(tmp_path):
+    from test_plots import write_point
+
+    mc, th = write_point(tmp_path, "p", continuum=False)
+    diag = tmp_path / "diag.nc"
+    assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(diag)]) == 0
+    return diag
+
+
+def test_figures_on_a_full_disk_exit_2_naming_the_path(capsys, mount_tmpfs, diagnosed):
+    disk = mount_tmpfs("full", "1M")
+    fill(disk)
+    outdir = disk / "figs"
+    capsys.readouterr()
+    code, err = run_main(capsys, "figures", "--diagnostics", str(diagnosed), "--outdir", str(outdir))
+    assert code == 2
+    assert_one_line_error(err, "--outdir", str(outdir), "no space left on device")
+    assert files_in(disk) == ["filler"]
+
+
+def test_figures_whose_writers_hit_a_real_full_disk_exit_2_and_leave_nothing(capsys, mount_tmpfs, diagnosed,
+                                                                            monkeypatch):
+    """The free-space check switched off, so the PDF and PNG writers themselves meet ENOSPC on a 128 KiB
+    tmpfs (at 470e067: a zlib.error traceback, exit 1)."""
+    from kernel_eft.figures import registry
+
+    monkeypatch.setattr(registry, "NEEDED_BYTES", 0)
+    disk = mount_tmpfs("tiny", "128k")
+    outdir = disk / "figs"
+    capsys.readouterr()
+    code, err = run_main(capsys, "figures", "--diagnostics", str(diagnosed), "--outdir", str(outdir))
+    assert code == 2
+    assert_one_line_error(err, "--outdir", str(outdir), "nothing written")
+    assert files_in(disk) == []
+
+
+def test_zlib_error_from_the_pdf_writer_is_one_line(capsys, tmp_path, diagnosed, monkeypatch):
+    import zlib
+
+    import matplotlib.figure
+
+    def pdf_full(self, path, *args, **kwargs):
+        raise zlib.error("Error -2 while flushing: inconsistent stream state")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", pdf_full)
+    outdir = tmp_path / "figs"
+    capsys.readouterr()
+    code, err = run_main(capsys, "figures", "--diagnostics", str(diagnosed), "--outdir", str(outdir))
+    assert code == 2
+    assert_one_line_error(err, "--outdir", str(outdir), "inconsistent stream state", "nothing written")
+    assert not outdir.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_summary_dir_on_another_filesystem_than_outdir(capsys, tmp_path, mount_tmpfs, diagnosed):
+    """At 470e067: 'Invalid cross-device link' naming --outdir, an empty summary folder left behind."""
+    other = mount_tmpfs("other", "16M")
+    outdir, summary_dir = tmp_path / "figs", other / "study" / "summary"
+    assert os.stat(other).st_dev != os.stat(tmp_path).st_dev
+    capsys.readouterr()
+    code, err = run_main(capsys, "figures", "--diagnostics", str(diagnosed), "--outdir", str(outdir),
+                         "--summary-dir", str(summary_dir))
+    assert code == 0, err
+    assert files_in(other) == ["study", "study/summary", "study/summary/summary.csv", "study/summary/summary.html",
+                               "study/summary/summary.nc"]
+    assert any(name.endswith(".pdf") for name in files_in(outdir))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_failing_summary_dir_names_summary_dir_and_leaves_both_folders_untouched(capsys, tmp_path,
+                                                                                   mount_tmpfs, diagnosed):
+    other = mount_tmpfs("full", "1M")
+    fill(other)
+    outdir = tmp_path / "figs"
+    code, err = run_main(capsys, "figures", "--diagnostics", str(diagnosed), "--outdir", str(outdir),
+                         "--summary-dir", str(other / "summary"))
+    assert code == 2
+    assert_one_line_error(err, "--summary-dir", str(other / "summary"), "no space left on device")
+    assert not outdir.exists() and files_in(other) == ["filler"]

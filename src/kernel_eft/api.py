@@ -25,6 +25,7 @@ import xarray as xr
 from kernel_eft.core.activations import ACTIVATIONS, get_activation
 from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
+from kernel_eft.resources import FILE_OVERHEAD
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.theory.registry import CLOSURES, Closure, get_closure
@@ -105,7 +106,8 @@ def merge(inputs, *, out=None, log=None):
     are concatenated and every estimate and error recomputed."""
     if out is not None:
         refuse_overwriting_inputs(out, _paths(inputs), "out")
-        check_writable(out, "out")
+        check_writable(out, "out", needed_bytes=FILE_OVERHEAD + sum(os.path.getsize(p) for p in _paths(inputs)
+                                                                     if os.path.isfile(p)))
     return mc_run.merge(_inputs(inputs, "inputs"), out=out, log=log)
 
 
@@ -142,8 +144,8 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
                                        "writes every layer 0..L")
     else:
         points = chosen.default_points if points is None else check_int(points, "points", 2)
-    if out is not None:
-        check_writable(out, "out")
+    if out is not None:  # an upper bound of the file: ~30 fields of up to P^4 entries at every output time
+        check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * (depth + 1 if depth else points))
     chosen.check(name, kin, depth, points)
     started = _time.monotonic()
     form = f"discrete L={depth}" if depth is not None else f"continuous, {points} points"
@@ -182,7 +184,7 @@ def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 4.0, tag: 
     started = _time.monotonic()
     if out is not None:
         refuse_overwriting_inputs(out, [*_paths(mc), *_paths(theories)], "out")
-        check_writable(out, "out")
+        check_writable(out, "out", needed_bytes=FILE_OVERHEAD)
     from kernel_eft.diagnose.point import diagnose_point
 
     ds = diagnose_point(_inputs(mc, "mc"), _inputs(theories, "theories"), threshold=threshold, nsigma=nsigma)
@@ -200,14 +202,16 @@ def figures(diagnostics, outdir, *, summary_dir=None, print_summary: bool = Fals
     summary.nc, summary.html (in summary_dir, default outdir).  diagnostics: paths or Datasets.  Returns the
     paths written."""
     # matplotlib loads only when figures are drawn: simulate and theory start faster
+    from kernel_eft.figures.registry import NEEDED_BYTES
     from kernel_eft.figures.registry import render as render_figures
     from kernel_eft.figures.summary import format_summary_table
 
     started = _time.perf_counter()
-    check_writable(outdir, "outdir", directory=True)
+    check_writable(outdir, "outdir", directory=True, needed_bytes=NEEDED_BYTES)
     summary_dir = os.path.abspath(summary_dir or outdir)
-    check_writable(summary_dir, "summary_dir", directory=True)
-    paths, table = render_figures(_inputs(diagnostics, "diagnostics"), outdir, summary_dir)
+    check_writable(summary_dir, "summary_dir", directory=True, needed_bytes=NEEDED_BYTES // 4)
+    with heartbeat(log, "figures"):
+        paths, table = render_figures(_inputs(diagnostics, "diagnostics"), outdir, summary_dir)
     if print_summary:
         print(format_summary_table(table))
     if log is not None:

@@ -3,13 +3,16 @@ only.  What a file holds is kernel_eft.schema; this module only moves Datasets t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import os
 import re
 import socket
 import sys
+import shutil
 import tempfile
+import zlib
 
 import numpy as np
 import xarray as xr
@@ -196,6 +199,83 @@ def write_result(ds: xr.Dataset, out, log=None, started: float | None = None, pr
         import time
 
         log(f"{prefix}wrote {out} in {time.monotonic() - (started or time.monotonic()):.1f} s{detail}")
+
+
+class StagedOutputs:
+    """The staging folders of `staged_outputs`: staged[field] is where that destination's files are written;
+    after publishing, `published` lists the final paths."""
+
+    def __init__(self, destinations: dict):
+        self.destinations = {field: os.path.abspath(os.fspath(path)) for field, path in destinations.items()}
+        self.staging: dict[str, str] = {}  # destination directory -> its staging folder
+        self.created: list[str] = []  # folders made for the stagings (removed again on failure)
+        self.published: list[str] = []
+
+    def __getitem__(self, field: str) -> str:
+        return self.staging[self.destinations[field]]
+
+    def field_of(self, exc: BaseException) -> str:
+        """The destination a failure belongs to: the one whose staging folder the failed file is in."""
+        name = os.path.abspath(str(getattr(exc, "filename", "") or ""))
+        for field, destination in self.destinations.items():
+            staging = self.staging.get(destination)
+            if staging is not None and (name == staging or name.startswith(staging + os.sep)
+                                        or name == destination or name.startswith(destination + os.sep)):
+                return field
+        return next(iter(self.destinations))
+
+
+@contextlib.contextmanager
+def staged_outputs(destinations: dict, needed_bytes: int):
+    """Write several output folders all or nothing.  destinations: {field: directory} (fields may share a
+    directory).  Each destination gets a staging folder beside it, on its own filesystem, so that publishing
+    is renames and never a copy across devices (a --summary-dir on another filesystem than --outdir).
+    When the body has written everything, every staged file is published together (interrupts deferred); a
+    failure (ENOSPC, I/O error, zlib.error from a PDF writer on a full disk) removes every staging folder and
+    every folder made for it, leaves the destinations as they were and raises InputError naming the field
+    and the path (no space left on device when statvfs shows less than needed_bytes free)."""
+    staged = StagedOutputs(destinations)
+    try:
+        for destination in dict.fromkeys(staged.destinations.values()):
+            parent = os.path.dirname(destination)
+            missing = parent
+            while not os.path.exists(missing):
+                staged.created.insert(0, missing)
+                missing = os.path.dirname(missing)
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=os.path.basename(destination) + ".", suffix=".tmp", dir=parent)
+            usual_permissions(staging, 0o777)  # mkdtemp makes 0700; the folder may become the destination itself
+            staged.staging[destination] = staging
+        yield staged
+        with interrupts.deferred():
+            for destination, staging in staged.staging.items():
+                names = sorted(os.listdir(staging))
+                if not os.path.exists(destination):
+                    os.rename(staging, destination)
+                else:
+                    for name in names:
+                        os.replace(os.path.join(staging, name), os.path.join(destination, name))
+                staged.published += [os.path.join(destination, name) for name in names]
+    except (OSError, RuntimeError, zlib.error) as exc:
+        field = staged.field_of(exc)
+        _remove_staging(staged)
+        raise write_failure(exc, staged.destinations[field], field, needed_bytes) from None
+    except BaseException:
+        _remove_staging(staged)
+        raise
+    finally:
+        for staging in staged.staging.values():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_staging(staged: StagedOutputs) -> None:
+    for staging in staged.staging.values():
+        shutil.rmtree(staging, ignore_errors=True)
+    for folder in reversed(staged.created):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass
 
 
 def usual_permissions(path: str, mode: int) -> None:
