@@ -759,3 +759,51 @@ def test_a_failing_summary_dir_names_summary_dir_and_leaves_both_folders_untouch
     assert code == 2
     assert_one_line_error(err, "--summary-dir", str(other / "summary"), "no space left on device")
     assert not outdir.exists() and files_in(other) == ["filler"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs that disagree: exit 2 naming the field and both files, numbers as plain numbers
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mc_variants(tmp_path_factory):
+    """Monte Carlo files of one grid point but for one field each (width 32 unless named)."""
+    import kernel_eft
+
+    directory = tmp_path_factory.mktemp("variants")
+    base = dict(activation="relu", width=32, depth=8, time=1.0, kin=[[1, 0.6], [0.6, 1]], samples=40, batches=4)
+    variants = {"ref": dict(width=16, seed=1), "record_every": dict(record_every=2, seed=2), "depth": dict(depth=4),
+                "seed": dict(width=16, seed=1), "other_seed": dict(seed=5)}
+    paths = {}
+    for name, change in variants.items():
+        paths[name] = str(directory / f"{name}.nc")
+        kernel_eft.simulate(**{**base, **change}, out=paths[name])
+    return paths
+
+
+@pytest.mark.parametrize("field, plain_values", [("record_every", ("record_every=2", "record_every=1")),
+                                                 ("depth", ("depth=4", "depth=8"))])
+def test_diagnose_files_that_disagree_name_the_field_and_both_files(capsys, tmp_path, mc_variants, field,
+                                                                    plain_values):
+    """At 470e067 record_every 1 against 2 was 'operands could not be broadcast', exit 1."""
+    theory = tmp_path / "th.nc"
+    assert main(["theory", *THEORY_ARGS, "--out", str(theory)]) == 0
+    capsys.readouterr()
+    code, err = run_main(capsys, "diagnose", "--mc", mc_variants["ref"], mc_variants[field], "--theory", str(theory),
+                         "--out", str(tmp_path / "diag.nc"))
+    assert code == 2
+    assert_one_line_error(err, field, mc_variants["ref"], mc_variants[field], *plain_values)
+    assert "np." not in err
+    assert not (tmp_path / "diag.nc").exists()
+
+
+@pytest.mark.parametrize("field, needles", [("record_every", ("record_every=2", "record_every=1")),
+                                            ("depth", ("depth=4", "depth=8")), ("seed", ("seed 1",))])
+def test_merge_files_that_disagree_name_the_field_and_both_files(capsys, tmp_path, mc_variants, field, needles):
+    first = mc_variants["ref"] if field == "seed" else mc_variants["other_seed"]
+    code, err = run_main(capsys, "merge", first, mc_variants[field], "--out", str(tmp_path / "merged.nc"))
+    assert code == 2
+    assert_one_line_error(err, first, mc_variants[field], *needles)
+    assert "np." not in err
+    assert files_in(tmp_path) == []

@@ -23,7 +23,7 @@ from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.parallel import SerialComm, mpi_library_version, run_batches
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.simulate.samplers import simulate_batch
-from kernel_eft.validation import InputError, NonFiniteError, format_kin, non_finite_message
+from kernel_eft.validation import InputError, NonFiniteError, format_kin, non_finite_message, plain
 
 
 def on_rank0(comm, action):
@@ -188,12 +188,21 @@ def merge(inputs: list, out=None, log=None):
     for name, ds in inputs[1:]:
         for key in MATCHING_ATTRS:
             if str(ds.attrs.get(key)) != str(first.attrs.get(key)):
-                raise InputError("inputs", f"{name} has {key}={ds.attrs.get(key)!r}, but {names[0]} has "
-                                           f"{first.attrs.get(key)!r}: only runs of one grid point merge")
-    seeds = [str(ds.attrs["seed"]) for ds in datasets]
-    flat = [s for group in seeds for s in group.split(",")]
-    if len(set(flat)) != len(flat):
-        raise InputError("inputs", f"seeds {flat} repeat: merging a seed twice would double-count samples")
+                raise InputError("inputs", f"{name} has {key}={plain(ds.attrs.get(key))}, but {names[0]} has "
+                                           f"{key}={plain(first.attrs.get(key))}: only runs of one grid point merge")
+        for coord in ("layer", "t"):
+            if coord in ds.coords and coord in first.coords and (
+                    ds[coord].shape != first[coord].shape or not np.array_equal(ds[coord].values, first[coord].values)):
+                raise InputError("inputs", f"{name} and {names[0]} record different {coord} values: only runs of "
+                                           "one grid point merge")
+    owner = {}  # seed -> the file that has it
+    for name, ds in inputs:
+        for seed in str(ds.attrs["seed"]).split(","):
+            if seed in owner:
+                raise InputError("inputs", f"{owner[seed]} and {name} both hold seed {seed}: merging a seed twice "
+                                           "would double-count samples")
+            owner[seed] = name
+    flat = list(owner)
     batches = BatchMoments.from_dataset(first)
     for ds in datasets[1:]:
         batches = batches.concat(BatchMoments.from_dataset(ds))
