@@ -807,3 +807,13 @@ def test_merge_files_that_disagree_name_the_field_and_both_files(capsys, tmp_pat
     assert_one_line_error(err, first, mc_variants[field], *needles)
     assert "np." not in err
     assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("text", ["name,value\n", ""], ids=["header-only", "empty"])
+def test_a_foreign_or_empty_csv_given_to_summary_is_exit_2(capsys, tmp_path, text):
+    """At 470e067 a header-only foreign CSV printed '(empty summary)' with exit 0."""
+    path = tmp_path / "other.csv"
+    path.write_text(text)
+    code, err = run_main(capsys, "summary", str(path))
+    assert code == 2
+    assert_one_line_error(err, str(path), "not a kernel-eft summary table")
