@@ -199,8 +199,8 @@ def merge(inputs: list, out=None, log=None):
     for name, ds in inputs:
         for seed in str(ds.attrs["seed"]).split(","):
             if seed in owner:
-                raise InputError("inputs", f"{owner[seed]} and {name} both hold seed {seed}: merging a seed twice "
-                                           "would double-count samples")
+                raise InputError("inputs", f"seed {seed} repeats: {owner[seed]} and {name} both hold it; merging a "
+                                           "seed twice would double-count samples")
             owner[seed] = name
     flat = list(owner)
     batches = BatchMoments.from_dataset(first)
