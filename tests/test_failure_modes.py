@@ -817,3 +817,38 @@ def test_a_foreign_or_empty_csv_given_to_summary_is_exit_2(capsys, tmp_path, tex
     code, err = run_main(capsys, "summary", str(path))
     assert code == 2
     assert_one_line_error(err, str(path), "not a kernel-eft summary table")
+
+
+# ---------------------------------------------------------------------------------------------
+# Under MPI
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.mpi
+def test_kept_samples_sent_batch_by_batch_are_bitwise_those_of_one_rank(cli_env, tmp_path, mpiexec):
+    """--keep-samples on 3 ranks: the samples arrive as raw buffers, one batch at a time, in batch order."""
+    files = []
+    for ranks in (1, 3):
+        out = tmp_path / f"mc{ranks}.nc"
+        res = run_cli(cli_env, "simulate", *mc_args("--keep-samples", batches=5), "--out", str(out),
+                      launcher=(mpiexec, "-n", str(ranks)))
+        assert res.returncode == 0, res.stderr
+        files.append(xr.load_dataset(out))
+    for name in ("sample_G", "sample_S", "G_mean", "V4"):
+        assert np.array_equal(files[0][name].values, files[1][name].values), name
+
+
+@pytest.mark.mpi
+def test_sigterm_under_mpiexec_ends_every_rank_with_one_line(cli_env, tmp_path, mpiexec):
+    out = tmp_path / "mc.nc"
+    cmd = [mpiexec, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "kernel_eft", "simulate",
+           *mc_args(samples=2000000), "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # MPI is up, the ranks are computing
+    seconds, err = interrupt_and_wait(proc, signal.SIGTERM, limit=20)
+    assert proc.returncode != 0, err
+    assert seconds < 10
+    assert "Traceback" not in err, err
+    assert [line for line in err.splitlines() if "interrupted" in line] == [
+        "kernel-eft simulate: interrupted by SIGTERM while computing; nothing written"], err
+    assert files_in(tmp_path) == []
