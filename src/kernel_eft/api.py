@@ -108,7 +108,8 @@ def merge(inputs, *, out=None, log=None):
         refuse_overwriting_inputs(out, _paths(inputs), "out")
         check_writable(out, "out", needed_bytes=FILE_OVERHEAD + sum(os.path.getsize(p) for p in _paths(inputs)
                                                                      if os.path.isfile(p)))
-    return mc_run.merge(_inputs(inputs, "inputs"), out=out, log=log)
+    with heartbeat(log, "merge"):
+        return mc_run.merge(_inputs(inputs, "inputs"), out=out, log=log)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,7 +188,8 @@ def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 4.0, tag: 
         check_writable(out, "out", needed_bytes=FILE_OVERHEAD)
     from kernel_eft.diagnose.point import diagnose_point
 
-    ds = diagnose_point(_inputs(mc, "mc"), _inputs(theories, "theories"), threshold=threshold, nsigma=nsigma)
+    with heartbeat(log, "diagnose"):
+        ds = diagnose_point(_inputs(mc, "mc"), _inputs(theories, "theories"), threshold=threshold, nsigma=nsigma)
     params = dict(ds.attrs)
     if tag is not None:
         params["point"] = tag
