@@ -41,12 +41,18 @@ _state = {"installed": False, "command": "kernel-eft", "defer": 0, "pending": No
           "print": True}
 
 
-def install(command: str, print_line: bool = True) -> None:
+def install(command: str, print_line: bool = True) -> dict:
     """Handle SIGINT and SIGTERM in this process (the CLI's entry point).  print_line: this process reports
-    (rank 0 under MPI)."""
-    _state.update(installed=True, command=f"kernel-eft {command}", print=print_line)
-    for signum in EXIT_CODES:
-        signal.signal(signum, _handler)
+    (rank 0 under MPI).  Returns the previous handlers, for `restore`."""
+    _state.update(installed=True, command=f"kernel-eft {command}", print=print_line, pending=None)
+    return {signum: signal.signal(signum, _handler) for signum in EXIT_CODES}
+
+
+def restore(previous: dict) -> None:
+    """Put back the handlers `install` replaced (main() called from Python: its caller keeps its Ctrl-C)."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    _state.update(installed=False, abort=None, defer=0, pending=None)
 
 
 def installed() -> bool:
@@ -113,4 +119,5 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-__all__ = ["EXIT_CODES", "Interrupted", "abort_on_signal", "deferred", "exit_now", "install", "installed", "message"]
+__all__ = ["EXIT_CODES", "Interrupted", "abort_on_signal", "deferred", "exit_now", "install", "installed", "message",
+           "restore"]
