@@ -610,6 +610,7 @@ def test_the_stated_peak_memory_bounds_the_measured_one(cli_env, tmp_path, args)
 
     value, unit = re.search(r"estimated peak memory ([0-9.]+) (kB|MB|GB)", res.stderr).groups()
     estimate = float(value) * {"kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    print("peak memory measured", measured, "estimated", estimate)
     assert measured <= estimate <= 2.5 * measured, (measured, estimate)
 
 

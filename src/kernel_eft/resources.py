@@ -3,7 +3,7 @@ disk space there are.  A run that cannot fit is refused with one line (InputErro
 what is available and what to change; the estimates are stated in the start line.
 
 Peak memory of a Monte Carlo rank is the working set of one chunk of seeds (kernel_eft.simulate.samplers: the
-block sampler holds about 7 arrays of chunk x P x n float64, the weights sampler also two of chunk x n x n)
+block sampler holds about 7 arrays of chunk x P x n float64, the weights sampler also three of chunk x n x n)
 plus, on rank 0, the batch moments, the kept samples (--keep-samples) and what writing them takes, plus the
 interpreter and its libraries as already counted by the operating system.  CPU time comes from the cost
 model measured by the benchmarks (config/README.md, "Size and cost"): a job takes samples x L x (a n + b) on
@@ -26,7 +26,7 @@ START_SECONDS = 1.2  # interpreter, imports, provenance
 FLOAT = 8
 FILE_OVERHEAD = 1 << 20  # netCDF header, attributes, coordinates: a generous allowance
 WRITE_FACTOR = 0.5  # a further half copy of the kept samples while netCDF4 + zlib write them (measured peak RSS)
-LIBRARIES = 48 << 20  # netCDF4 and HDF5, loaded only when the file is written
+LIBRARIES = 64 << 20  # netCDF4 and HDF5, loaded only when the file is written, and the allocator's slack
 
 
 def format_bytes(n: float) -> str:
@@ -61,7 +61,7 @@ def simulation_memory(params, keep_samples: bool, ranks: int = 1) -> dict:
     chunk = params.chunk_size(biggest_batch)
     working = 7 * chunk * P * n + 2 * chunk * R * P * P + 4 * chunk * R * p * p
     if params.sampler == "weights":
-        working += 2 * chunk * n * n
+        working += 3 * chunk * n * n  # the normals, the scaled weights, matmul's contiguous copy of W^T
     moments = params.batches * R * (2 * p + 3 * p * p)
     estimates = 40 * R * p * p + 20 * R * P * P  # every estimate, its jackknife error and the jackknife's copies
     kept_all = 2 * params.samples * R * P * P if keep_samples else 0
