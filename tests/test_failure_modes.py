@@ -593,6 +593,7 @@ def mc_args(*extra: str, **values) -> list[str]:
     return args + list(extra)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [mc_args("--keep-samples", width=2, depth=100, samples=30000),
                                   mc_args(width=2000000, depth=2, samples=4, batches=2),
                                   mc_args(width=384, depth=4, samples=64, sampler="weights")],
@@ -853,3 +854,15 @@ def test_sigterm_under_mpiexec_ends_every_rank_with_one_line(cli_env, tmp_path, 
     assert [line for line in err.splitlines() if "interrupted" in line] == [
         "kernel-eft simulate: interrupted by SIGTERM while computing; nothing written"], err
     assert files_in(tmp_path) == []
+
+
+def test_ctrl_c_while_figures_render_removes_the_staging_folder(cli_env, tmp_path, diagnosed):
+    outdir = tmp_path / "figs"
+    proc = start_cli(cli_env, "figures", "--diagnostics", str(diagnosed), "--outdir", str(outdir))
+    staging = lambda: [p for p in tmp_path.iterdir() if p.name.startswith("figs.") and p.name.endswith(".tmp")]
+    wait_for(lambda: any(any(folder.iterdir()) for folder in staging()), 120, proc)  # the first figure is written
+    seconds, err = interrupt_and_wait(proc, signal.SIGINT)
+    assert proc.returncode == 130, err
+    assert seconds < 10
+    assert_one_interrupt_line(err, "SIGINT", "while computing")
+    assert not outdir.exists() and staging() == []
