@@ -474,7 +474,9 @@ def interrupt_and_wait(proc, signum, limit: float = 10.0) -> tuple[float, str]:
         proc.kill()
         _, err = proc.communicate()
         pytest.fail(f"still running {limit:g} s after {signal.Signals(signum).name}: {err}")
-    return time.monotonic() - sent, err
+    seconds = time.monotonic() - sent
+    print(f"ended {seconds:.2f} s after {signal.Signals(signum).name}")
+    return seconds, err
 
 
 def assert_one_interrupt_line(err: str, signame: str, *needles: str) -> None:
@@ -553,6 +555,7 @@ def test_a_network_too_wide_for_memory_is_refused_before_allocating(cli_env, tmp
                           "--out", str(tmp_path / "mc.nc")], env=cli_env, capture_output=True, text=True,
                          timeout=60, preexec_fn=limited(4 << 30))
     assert res.returncode == 2, res.stderr
+    print(f"refused in {time.monotonic() - started:.2f} s")
     assert time.monotonic() - started < 10
     assert_one_line_error(res.stderr, flag, "memory", "GB", "the address-space limit (ulimit -v)", "nothing computed")
     assert files_in(tmp_path) == []
@@ -663,6 +666,7 @@ def test_a_full_disk_is_exit_2_before_any_compute(cli_env, mount_tmpfs):
     started = time.monotonic()
     res = run_cli(cli_env, "simulate", *mc_args(samples=2000000), "--out", str(disk / "mc.nc"))  # minutes if run
     assert res.returncode == 2, res.stderr
+    print(f"full disk refused in {time.monotonic() - started:.2f} s")
     assert time.monotonic() - started < 3
     assert_one_line_error(res.stderr, "--out", str(disk / "mc.nc"), "no space left on device", "nothing computed")
     assert files_in(disk) == before
