@@ -1,7 +1,9 @@
-"""Every way a run can fail, and what the user sees: exit 2 for bad input (3 for overflow), one line
-that names the file, field or entry, and no output file left behind.
+"""Every way a run can fail, and what the user sees: exit 2 for bad input, a full disk or too little memory
+(3 for overflow, 130/143 for SIGINT/SIGTERM), one line that names the file, field or entry, and no output
+file or temporary file left behind.
 
-Each test is one failure mode; the workflow's (config) failure modes are at the end.
+Each test is one failure mode; the workflow's (config) failure modes come after the output ones, then
+interrupts, memory and CPU time, full disks and other filesystems, inputs that disagree, and MPI.
 """
 
 from __future__ import annotations
