@@ -665,11 +665,15 @@ def test_a_full_disk_is_exit_2_before_any_compute(cli_env, mount_tmpfs):
     disk = mount_tmpfs("full", "1M")
     fill(disk)
     before = files_in(disk)
+    started = time.monotonic()  # what starting the CLI takes here: the imports, under this machine's load
+    subprocess.run([sys.executable, "-c", "import kernel_eft.api, mpi4py.MPI"], env=cli_env, check=True)
+    start_up = time.monotonic() - started
     started = time.monotonic()
-    res = run_cli(cli_env, "simulate", *mc_args(samples=2000000), "--out", str(disk / "mc.nc"))  # minutes if run
+    res = run_cli(cli_env, "simulate", *mc_args(samples=2000000), "--out", str(disk / "mc.nc"))  # 36 s if run
+    seconds = time.monotonic() - started
     assert res.returncode == 2, res.stderr
-    print(f"full disk refused in {time.monotonic() - started:.2f} s")
-    assert time.monotonic() - started < 3
+    print(f"full disk refused in {seconds:.2f} s (start-up alone {start_up:.2f} s)")
+    assert seconds < max(3.0, 2 * start_up)  # 3 s, unless a loaded machine takes over 1.5 s to import
     assert_one_line_error(res.stderr, "--out", str(disk / "mc.nc"), "no space left on device", "nothing computed")
     assert files_in(disk) == before
 
