@@ -146,7 +146,8 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
     else:
         points = chosen.default_points if points is None else check_int(points, "points", 2)
     if out is not None:  # an upper bound of the file: ~30 fields of up to P^4 entries at every output time
-        check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * (depth + 1 if depth else points))
+        outputs = depth + 1 if depth else points
+        check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * outputs)
     chosen.check(name, kin, depth, points)
     started = _time.monotonic()
     form = f"discrete L={depth}" if depth is not None else f"continuous, {points} points"
