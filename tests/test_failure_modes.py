@@ -876,3 +876,17 @@ def test_ctrl_c_while_figures_render_removes_the_staging_folder(cli_env, tmp_pat
     assert seconds < 10
     assert_one_interrupt_line(err, "SIGINT", "while computing")
     assert not outdir.exists() and staging() == []
+
+
+def test_an_exact_theory_too_deep_for_memory_is_refused_before_allocating(cli_env, tmp_path):
+    """--closure exact --depth 100000: its N x N two-time kernels would take terabytes (np.zeros would map
+    them lazily and grow until the OOM killer)."""
+    started = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "kernel_eft", "theory", "--activation", "relu", "--time", "1",
+                          "--kin", "1,0.6;0.6,1", "--closure", "exact", "--depth", "100000",
+                          "--out", str(tmp_path / "th.nc")], env=cli_env, capture_output=True, text=True,
+                         timeout=60, preexec_fn=limited(4 << 30))
+    assert res.returncode == 2, res.stderr
+    assert time.monotonic() - started < 10
+    assert_one_line_error(res.stderr, "--depth", "memory", "TB", "two-time kernels", "nothing computed")
+    assert files_in(tmp_path) == []

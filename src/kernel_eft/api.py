@@ -25,7 +25,7 @@ import xarray as xr
 from kernel_eft.core.activations import ACTIVATIONS, get_activation
 from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
-from kernel_eft.resources import FILE_OVERHEAD
+from kernel_eft.resources import FILE_OVERHEAD, check_memory, theory_memory
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.theory.registry import CLOSURES, Closure, get_closure
@@ -149,6 +149,11 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
         outputs = depth + 1 if depth else points
         check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * outputs)
     chosen.check(name, kin, depth, points)
+    needed = theory_memory(chosen.name, len(kin), depth + 1 if depth else points)
+    if needed is not None:
+        check_memory(needed, "depth" if depth else "points", f"the {chosen.name} closure's two-time kernels on "
+                     f"{depth + 1 if depth else points} x {depth + 1 if depth else points} times",
+                     "reduce --depth" if depth else "reduce --points")
     started = _time.monotonic()
     form = f"discrete L={depth}" if depth is not None else f"continuous, {points} points"
     if log is not None:

@@ -95,6 +95,17 @@ def simulation_output_bytes(params, keep_samples: bool) -> int:
     return FLOAT * (estimates + moments + kept) + FILE_OVERHEAD
 
 
+def theory_memory(closure: str, P: int, times: int) -> int | None:
+    """Peak bytes of a closure's solve beyond the process, where it is known: the exact closure holds its
+    two-time kernels on the N x N grid of times (kernel_eft.theory.two_time: Cpp (N, N, p, p), Q (N, N, p, nk)
+    with nk = P + 3 P(P-1)/2, and the Volterra sums' (N, N) and (N, N, p) arrays), with half again for
+    temporaries; the G-only closure's O(N p^2) is negligible (None: not estimated)."""
+    if closure != "exact":
+        return None
+    p, nk = _pairs(P), P + 3 * P * (P - 1) // 2
+    return int(1.5 * FLOAT * times * times * (p * p + p * nk + p + 1)) + LIBRARIES
+
+
 # ---------------------------------------------------------------------------------------------
 # What there is
 # ---------------------------------------------------------------------------------------------
@@ -205,5 +216,5 @@ def free_disk(directory: str) -> int | None:
 
 
 __all__ = ["available_memory", "check_memory", "format_bytes", "format_seconds", "free_disk", "local_ranks",
-           "resident_bytes",
+           "resident_bytes", "theory_memory",
            "simulation_memory", "simulation_output_bytes", "simulation_seconds"]
