@@ -25,7 +25,8 @@ import xarray as xr
 from kernel_eft.core.activations import ACTIVATIONS, get_activation
 from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
-from kernel_eft.resources import FILE_OVERHEAD, check_memory, theory_memory
+from kernel_eft.resources import (FILE_OVERHEAD, check_memory, format_bytes, format_seconds, resident_bytes,
+                                  theory_memory, theory_seconds)
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.theory.registry import CLOSURES, Closure, get_closure
@@ -149,16 +150,21 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
         outputs = depth + 1 if depth else points
         check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * outputs)
     chosen.check(name, kin, depth, points)
-    needed = theory_memory(chosen.name, len(kin), depth + 1 if depth else points)
+    times = depth + 1 if depth else points
+    needed = theory_memory(chosen.name, len(kin), times)
     if needed is not None:
         check_memory(needed, "depth" if depth else "points", f"the {chosen.name} closure's two-time kernels on "
-                     f"{depth + 1 if depth else points} x {depth + 1 if depth else points} times",
-                     "reduce --depth" if depth else "reduce --points")
+                     f"{times} x {times} times", "reduce --depth" if depth else "reduce --points")
+    seconds = theory_seconds(chosen.name, name, times, depth is None)
+    estimate = "; estimated " + ", ".join(
+        part for part in (f"peak memory {format_bytes(needed + resident_bytes())}" if needed is not None else "",
+                          f"CPU time {format_seconds(seconds)}" if seconds is not None else "") if part)
     started = _time.monotonic()
     form = f"discrete L={depth}" if depth is not None else f"continuous, {points} points"
     if log is not None:
         log(format_params(closure=chosen.name, activation=name, T=f"{time:g}", sw2=f"{sw2:g}", sb2=f"{sb2:g}",
-                          K_in=f"[{format_kin(kin)}]") + f", {form}" + (f" -> {out}" if out is not None else ""))
+                          K_in=f"[{format_kin(kin)}]") + f", {form}" + (f" -> {out}" if out is not None else "")
+            + (estimate if needed is not None or seconds is not None else ""))
     # the exact closure's two-time kernels dominate its cost: one progress step per earlier time of the grid
     reporter = Progress(f"kernel-eft theory: {chosen.name} {name} "
                         + (f"L={depth}" if depth is not None else "continuum"), enabled=progress, unit="times")
