@@ -25,6 +25,8 @@ import xarray as xr
 from kernel_eft.core.activations import ACTIVATIONS, get_activation
 from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
+from kernel_eft.resources import (FILE_OVERHEAD, check_memory, format_bytes, format_seconds, resident_bytes,
+                                  theory_memory, theory_seconds)
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.theory.registry import CLOSURES, Closure, get_closure
@@ -105,8 +107,10 @@ def merge(inputs, *, out=None, log=None):
     are concatenated and every estimate and error recomputed."""
     if out is not None:
         refuse_overwriting_inputs(out, _paths(inputs), "out")
-        check_writable(out, "out")
-    return mc_run.merge(_inputs(inputs, "inputs"), out=out, log=log)
+        check_writable(out, "out", needed_bytes=FILE_OVERHEAD + sum(os.path.getsize(p) for p in _paths(inputs)
+                                                                     if os.path.isfile(p)))
+    with heartbeat(log, "merge"):
+        return mc_run.merge(_inputs(inputs, "inputs"), out=out, log=log)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,14 +146,25 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
                                        "writes every layer 0..L")
     else:
         points = chosen.default_points if points is None else check_int(points, "points", 2)
-    if out is not None:
-        check_writable(out, "out")
+    if out is not None:  # an upper bound of the file: ~30 fields of up to P^4 entries at every output time
+        outputs = depth + 1 if depth else points
+        check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * outputs)
     chosen.check(name, kin, depth, points)
+    times = depth + 1 if depth else points
+    needed = theory_memory(chosen.name, len(kin), times)
+    if needed is not None:
+        check_memory(needed, "depth" if depth else "points", f"the {chosen.name} closure's two-time kernels on "
+                     f"{times} x {times} times", "reduce --depth" if depth else "reduce --points")
+    seconds = theory_seconds(chosen.name, name, times, depth is None)
+    estimate = "; estimated " + ", ".join(
+        part for part in (f"peak memory {format_bytes(needed + resident_bytes())}" if needed is not None else "",
+                          f"CPU time {format_seconds(seconds)}" if seconds is not None else "") if part)
     started = _time.monotonic()
     form = f"discrete L={depth}" if depth is not None else f"continuous, {points} points"
     if log is not None:
         log(format_params(closure=chosen.name, activation=name, T=f"{time:g}", sw2=f"{sw2:g}", sb2=f"{sb2:g}",
-                          K_in=f"[{format_kin(kin)}]") + f", {form}" + (f" -> {out}" if out is not None else ""))
+                          K_in=f"[{format_kin(kin)}]") + f", {form}" + (f" -> {out}" if out is not None else "")
+            + (estimate if needed is not None or seconds is not None else ""))
     # the exact closure's two-time kernels dominate its cost: one progress step per earlier time of the grid
     reporter = Progress(f"kernel-eft theory: {chosen.name} {name} "
                         + (f"L={depth}" if depth is not None else "continuum"), enabled=progress, unit="times")
@@ -182,10 +197,11 @@ def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 4.0, tag: 
     started = _time.monotonic()
     if out is not None:
         refuse_overwriting_inputs(out, [*_paths(mc), *_paths(theories)], "out")
-        check_writable(out, "out")
+        check_writable(out, "out", needed_bytes=FILE_OVERHEAD)
     from kernel_eft.diagnose.point import diagnose_point
 
-    ds = diagnose_point(_inputs(mc, "mc"), _inputs(theories, "theories"), threshold=threshold, nsigma=nsigma)
+    with heartbeat(log, "diagnose"):
+        ds = diagnose_point(_inputs(mc, "mc"), _inputs(theories, "theories"), threshold=threshold, nsigma=nsigma)
     params = dict(ds.attrs)
     if tag is not None:
         params["point"] = tag
@@ -200,14 +216,16 @@ def figures(diagnostics, outdir, *, summary_dir=None, print_summary: bool = Fals
     summary.nc, summary.html (in summary_dir, default outdir).  diagnostics: paths or Datasets.  Returns the
     paths written."""
     # matplotlib loads only when figures are drawn: simulate and theory start faster
+    from kernel_eft.figures.registry import NEEDED_BYTES
     from kernel_eft.figures.registry import render as render_figures
     from kernel_eft.figures.summary import format_summary_table
 
     started = _time.perf_counter()
-    check_writable(outdir, "outdir", directory=True)
+    check_writable(outdir, "outdir", directory=True, needed_bytes=NEEDED_BYTES)
     summary_dir = os.path.abspath(summary_dir or outdir)
-    check_writable(summary_dir, "summary_dir", directory=True)
-    paths, table = render_figures(_inputs(diagnostics, "diagnostics"), outdir, summary_dir)
+    check_writable(summary_dir, "summary_dir", directory=True, needed_bytes=NEEDED_BYTES // 4)
+    with heartbeat(log, "figures"):
+        paths, table = render_figures(_inputs(diagnostics, "diagnostics"), outdir, summary_dir)
     if print_summary:
         print(format_summary_table(table))
     if log is not None:

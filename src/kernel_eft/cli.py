@@ -105,7 +105,9 @@ def add_simulate_parser(sub) -> None:
             "recorded layer, the mean empirical kernel G, the sigma-kernel S, V4 = n Cov(G), n Cov(G,S), n Cov(S,S) "
             "and K1 = n (mean G - K0_discrete), each with a jackknife standard error over seed batches. "
             "Runs under MPI: mpiexec -n N python -m mpi4py -m kernel_eft simulate ...; results are bitwise "
-            "identical for any rank count."
+            "identical for any rank count. Before computing it states its estimated peak memory and CPU time, "
+            "and exits 2 if the memory or the output's disk space is not there. SIGINT/SIGTERM: exit 130/143, "
+            "nothing written."
         ),
     )
     add_network_arguments(p, depth_required=True)
@@ -237,7 +239,8 @@ def add_figures_parser(sub) -> None:
             "K_in, depth, T, width) and render figures 5 and 6 (validity map, collapse) and the summary table "
             "(summary.csv, summary.nc, summary.html; printed at the end). Every figure is written as PDF and PNG "
             "with a caption file, named by the point's tag (diagnose --tag); two points with one tag are an error. "
-            "Everything is rendered in a staging folder and moved into --outdir only when complete."
+            "Everything is rendered in staging folders beside --outdir and --summary-dir (each on its own "
+            "filesystem) and published together only when complete."
         ),
     )
     p.add_argument("--diagnostics", required=True, nargs="+", metavar="DIAG.nc",
@@ -298,16 +301,21 @@ def _mpi_rank() -> int:
     return 0
 
 
+def _under_mpi_job() -> bool:
+    """MPI is running and this process is one rank of a job (mpi4py's runner or several ranks)."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
+        return False
+    return "mpi4py.run" in sys.modules or mpi.COMM_WORLD.Get_size() > 1
+
+
 def _end_mpi_cleanly() -> None:
     """Under `python -m mpi4py` a non-zero exit calls MPI_Abort, which buries the one-line error under
     abort messages.  Every rank reaches a failure together (commands decide failures collectively), so
     finalising MPI first lets the job end with the plain exit code.  (Only under MPI's runner or several
     ranks: a Python session that called main() keeps its MPI.)"""
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized():
-        return
-    if "mpi4py.run" in sys.modules or mpi.COMM_WORLD.Get_size() > 1:
-        mpi.Finalize()
+    if _under_mpi_job():
+        sys.modules["mpi4py.MPI"].Finalize()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,10 +392,35 @@ def summary_command(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kernel_eft import interrupts
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = interrupts.install(args.command, print_line=_mpi_rank() == 0)
+    try:
+        return _run(args)
+    finally:
+        interrupts.restore(previous)
+
+
+def _run(args) -> int:
+    from kernel_eft import interrupts
+
     try:
         code = int(args.func(args) or 0)
+    except interrupts.Interrupted as exc:  # SIGINT/SIGTERM outside a write: staging was removed on the way out
+        if _mpi_rank() == 0:
+            print(interrupts.message(exc.name, "while computing"), file=sys.stderr, flush=True)
+        if _under_mpi_job():  # the other ranks may never reach MPI_Finalize: end now, without MPI_Abort
+            interrupts.exit_now(exc.exit_code)
+        return exc.exit_code
+    except MemoryError as exc:
+        if _mpi_rank() == 0:
+            print(f"kernel-eft {args.command}: error: out of memory{': ' + str(exc) if str(exc) else ''} (the "
+                  "estimate before the run did not foresee it: reduce --width, --samples or --keep-samples, or "
+                  "ask for more memory); nothing written", file=sys.stderr, flush=True)
+        _end_mpi_cleanly()
+        raise SystemExit(EXIT_INPUT) from None
     except InputError as exc:
         if _mpi_rank() == 0:  # every rank has the same error: print it once
             print(f"kernel-eft {args.command}: error: {exc}", file=sys.stderr, flush=True)

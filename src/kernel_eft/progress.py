@@ -67,6 +67,22 @@ class Progress:
                   f"elapsed {elapsed:.1f} s, eta {eta:.1f} s", file=sys.stderr, flush=True)
 
 
+    def pulse(self, describe) -> None:
+        """Inside one long step (a batch): a line when PROGRESS_SECONDS have passed since the last one.
+        describe() -> the text; called only then, so a pulse costs one clock reading."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last_line < PROGRESS_SECONDS:
+            return
+        self.last_line = now
+        line = f"{self.label}: {describe()}, elapsed {now - self.start:.1f} s"
+        if self.bar is not None:
+            self.bar.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def heartbeat(log, what: str, interval: float = PROGRESS_SECONDS):
     """log(...) every `interval` seconds while a step without progress callbacks runs (the ODE solvers)."""

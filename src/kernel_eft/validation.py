@@ -113,3 +113,12 @@ def check_float(value, field: str, *, positive: bool = False, nonnegative: bool 
 def format_kin(K: np.ndarray) -> str:
     """Inverse of parse_kin, for provenance attributes."""
     return ";".join(",".join(repr(float(x)) for x in row) for row in np.asarray(K))
+
+
+def plain(value) -> str:
+    """A value as a user reads it in an error message: 8, 0.5, relu (not np.int64(8) or 'relu')."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        return str(value.tolist())
+    return str(value)

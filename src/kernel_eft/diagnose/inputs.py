@@ -11,7 +11,7 @@ from kernel_eft.core.pairs import four_index_to_pairs, to_pairs
 from kernel_eft.diagnose.compare import interpolate_in_time
 from kernel_eft.theory.registry import closure_names, get_closure, theory_labels
 from kernel_eft.theory.closure import STANDARD_FIELDS
-from kernel_eft.validation import InputError, parse_kin
+from kernel_eft.validation import InputError, parse_kin, plain
 
 
 GRID_ATTRS = ("activation", "time", "sw2", "sb2", "kin")
@@ -54,13 +54,17 @@ def check_point_files(mc: list, theories: list) -> dict:
     ref_path, ref = mc[0]
     params = {name: attribute(ref, name, ref_path) for name in GRID_ATTRS + ("depth", "width")}
     for path, ds in mc[1:]:
-        for name in GRID_ATTRS + ("depth",):
+        for name in GRID_ATTRS + ("depth", "record_every"):
             value = attribute(ds, name, path)
-            if not same_value(name, value, params[name]):
-                raise InputError(name, f"{path} has {name}={value!r} but {ref_path} has {name}={params[name]!r}; "
-                                       "all files of one grid point must agree")
-        if not np.allclose(ds["t"].values, ref["t"].values, rtol=0, atol=1e-12):
-            raise InputError("record_every", f"{path} records different times than {ref_path}")
+            ref_value = attribute(ref, name, ref_path)
+            if not same_value(name, value, ref_value):
+                raise InputError(name, f"{path} has {name}={plain(value)} but {ref_path} has {name}="
+                                       f"{plain(ref_value)}; all files of one grid point must agree")
+        for coord, field in (("layer", "layers"), ("t", "times")):
+            mine, theirs = ds[coord].values, ref[coord].values
+            if mine.shape != theirs.shape or not np.allclose(mine, theirs, rtol=0, atol=1e-12):
+                raise InputError(field, f"{path} records {coord} = {_span(mine)} but {ref_path} records "
+                                        f"{_span(theirs)}; all files of one grid point must agree")
     widths = [int(attribute(ds, "width", path)) for path, ds in mc]
     if len(set(widths)) != len(widths):
         raise InputError("width", f"two Monte Carlo files have the same width: {sorted(widths)}")
@@ -68,13 +72,21 @@ def check_point_files(mc: list, theories: list) -> dict:
         for name in GRID_ATTRS:
             value = attribute(ds, name, path)
             if not same_value(name, value, params[name]):
-                raise InputError(name, f"{path} has {name}={value!r} but {ref_path} has {name}={params[name]!r}; "
-                                       "the theory must be solved at the Monte Carlo grid point")
+                raise InputError(name, f"{path} has {name}={plain(value)} but {ref_path} has {name}="
+                                       f"{plain(params[name])}; the theory must be solved at the Monte Carlo "
+                                       "grid point")
         closure, depth = theory_kind(ds, path)
         if depth is not None and depth != int(params["depth"]):
             raise InputError("depth", f"{path} is a discrete theory with depth={depth} but the Monte Carlo "
-                                      f"({ref_path}) has depth={params['depth']}")
+                                      f"({ref_path}) has depth={plain(params['depth'])}")
     return params
+
+
+def _span(values) -> str:
+    """[0, 1, 2, ..., 8] (9 values): a recorded axis in a message."""
+    values = [plain(v) for v in np.asarray(values)[:]]
+    shown = values if len(values) <= 6 else values[:3] + ["..."] + values[-1:]
+    return f"[{', '.join(shown)}] ({len(values)} values)"
 
 
 def theory_on_mc_times(ds, depth, t_mc, layers_mc, name):

@@ -9,8 +9,6 @@ and moves them into place only when all are written.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import matplotlib.pyplot as plt
 
@@ -19,7 +17,7 @@ from kernel_eft.discovery import declared_in, folder_of
 from kernel_eft.figures.common import STYLE, Figure, point_tag
 from kernel_eft.figures.summary import NEEDS as SUMMARY_NEEDS
 from kernel_eft.figures.summary import collate, summary_html, summary_table
-from kernel_eft.io import provenance_attrs, usual_permissions, write_failure, write_netcdf
+from kernel_eft.io import provenance_attrs, staged_outputs, write_netcdf
 from kernel_eft.validation import InputError
 
 FIGURES: dict[str, Figure] = {}
@@ -76,38 +74,21 @@ def check_diagnostics(points: list) -> tuple[float, float]:
 
 def render(points: list, outdir, summary_dir=None):
     """Every figure of every point, the study figures and the summary table.  points: [(path, Dataset)].
-    Written in a staging folder beside outdir and moved in when complete: a failure leaves outdir as it was.
+    Written in staging folders beside outdir and summary_dir (kernel_eft.io.staged_outputs) and published
+    together when complete: a failure leaves both as they were.
     Returns (paths written, summary table)."""
     threshold, nsigma = check_diagnostics(points)
-    outdir = os.path.abspath(outdir)
-    summary_dir = os.path.abspath(summary_dir or outdir)
-    staging = None
-    try:
-        os.makedirs(os.path.dirname(outdir), exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=os.path.basename(outdir) + ".", suffix=".tmp", dir=os.path.dirname(outdir))
-        usual_permissions(staging, 0o777)  # mkdtemp makes 0700; the folder may become outdir itself
+    summary_dir = summary_dir or outdir
+    with staged_outputs({"outdir": outdir, "summary_dir": summary_dir}, NEEDED_BYTES) as staged:
         combined = collate([ds for _, ds in points])
         with plt.rc_context(STYLE):
             for _, ds in points:
                 for figure in figures_of("point"):
-                    figure.render(ds, staging)
+                    figure.render(ds, staged["outdir"])
             for figure in figures_of("study"):
-                figure.render(combined, staging, threshold, nsigma, [ds for _, ds in points])
-        table = write_summary(points, combined, staging, threshold, nsigma)
-        names = sorted(os.listdir(staging))
-        os.makedirs(summary_dir, exist_ok=True)
-        written = []
-        for name in SUMMARY_FILES:
-            os.replace(os.path.join(staging, name), os.path.join(summary_dir, name))
-            written.append(os.path.join(summary_dir, name))
-        _publish(staging, outdir)
-        written += [os.path.join(outdir, name) for name in names if name not in SUMMARY_FILES]
-    except (OSError, RuntimeError) as exc:
-        raise write_failure(exc, outdir, "outdir", NEEDED_BYTES) from None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    return sorted(written), table
+                figure.render(combined, staged["outdir"], threshold, nsigma, [ds for _, ds in points])
+        table = write_summary(points, combined, staged["summary_dir"], threshold, nsigma)
+    return sorted(staged.published), table
 
 
 def write_summary(points: list, combined, directory: str, threshold: float, nsigma: float):
@@ -129,15 +110,6 @@ def netcdf_summary(combined):
     out = combined.rename({"depth": "L"})
     out["L"].attrs = schema.coordinate("L", None)[2]
     return out
-
-
-def _publish(staging: str, outdir: str) -> None:
-    """Move the staged files into outdir: a rename of the whole folder when outdir is new."""
-    if not os.path.exists(outdir):
-        os.rename(staging, outdir)
-        return
-    for name in os.listdir(staging):
-        os.replace(os.path.join(staging, name), os.path.join(outdir, name))
 
 
 __all__ = ["FIGURES", "Figure", "SUMMARY_FILES", "check_diagnostics", "figures_of", "register_figure", "render"]

@@ -211,9 +211,12 @@ def read_summary(path) -> list[dict]:
         raise InputError("summary", f"no such file: {path}")
     try:
         with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            columns = reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError("summary", f"cannot read {path}: {exc}") from None
-    if rows and "point" not in rows[0]:
-        raise InputError("summary", f"{path} is not a kernel-eft summary table (no 'point' column)")
+    if "point" not in columns:  # the header decides: a foreign table with no rows is still foreign
+        raise InputError("summary", f"{path} is not a kernel-eft summary table (no 'point' column"
+                                    + ("; the file is empty)" if not columns else ")"))
     return rows

@@ -15,12 +15,15 @@ import numpy as np
 from kernel_eft.core.statistics import BatchMoments
 from kernel_eft.io import check_writable, write_result
 from kernel_eft.progress import Progress, format_params
+from kernel_eft.resources import (check_memory, format_bytes, format_seconds, local_ranks, resident_bytes,
+                                  simulation_memory,
+                                  simulation_output_bytes, simulation_seconds)
 from kernel_eft.simulate.dataset import MATCHING_ATTRS, mc_dataset, params_from_dataset
 from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.parallel import SerialComm, mpi_library_version, run_batches
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.simulate.samplers import simulate_batch
-from kernel_eft.validation import InputError, NonFiniteError, format_kin, non_finite_message
+from kernel_eft.validation import InputError, NonFiniteError, format_kin, non_finite_message, plain
 
 
 def on_rank0(comm, action):
@@ -47,18 +50,41 @@ def run(params: SimulationParams, comm=None, keep_samples: bool = False, out=Non
         # Every rank sees the same size, so every rank raises the same error: no hang.
         raise InputError("expect_ranks", f"the MPI communicator has {comm.size} ranks, expected {expect_ranks} "
                                          "(under SLURM use srun --mpi=pmi2 or mpiexec)")
-    if out is not None:
-        on_rank0(comm, lambda: check_writable(out, "out"))
+    memory = simulation_memory(params, keep_samples, comm.size)
+    seconds = simulation_seconds(params)
+
+    def preflight():  # before anything is allocated: the memory, and the disk space of the output
+        check_memory(memory["total_rank0"], memory["dominant"], _memory_what(params, memory, keep_samples),
+                     _REMEDY[memory["dominant"]], local_ranks(comm.size))
+        if out is not None:
+            check_writable(out, "out", needed_bytes=simulation_output_bytes(params, keep_samples))
+
+    on_rank0(comm, preflight)
     if comm.rank == 0 and log is not None:
         log(format_params(
             activation=params.activation, n=params.width, L=params.depth, T=f"{params.time:g}",
             sw2=f"{params.sw2:g}", sb2=f"{params.sb2:g}", K_in=f"[{format_kin(params.kin)}]",
             samples=params.samples, batches=params.batches, seed=params.seed, sampler=params.sampler,
-            record_every=params.record_every, mpi_ranks=comm.size) + (f" -> {out}" if out is not None else ""))
+            record_every=params.record_every, mpi_ranks=comm.size) + (f" -> {out}" if out is not None else "")
+            + f"; estimated peak memory {format_bytes(memory['total_rank0'] + resident_bytes())} on rank 0, CPU time "
+              f"{format_seconds(seconds)}" + (f" (~{format_seconds(seconds / comm.size)} on {comm.size} ranks)"
+                                              if comm.size > 1 else ""))
     label = f"simulate {params.activation} n={params.width} L={params.depth} (rank 0 of {comm.size})"
     reporter = Progress(label, enabled=(comm.rank == 0 and progress))
     started = time.monotonic()
-    results = run_batches(comm, params.batches, lambda b: simulate_batch(params, b, keep_samples), reporter)
+    kept = KeptSamples(params, comm) if keep_samples else None
+
+    def work(b):
+        def pulse(seeds_done, size, layer):
+            reporter.pulse(lambda: f"inside batch {b}: {seeds_done}/{size} seeds done, the current chunk at "
+                                   f"layer {layer}/{params.depth}")
+
+        moments, samples = simulate_batch(params, b, keep_samples, pulse if reporter.enabled else None)
+        if kept is not None:
+            kept.add(b, samples)
+        return moments
+
+    results = run_batches(comm, params.batches, work, reporter)
     failed = None
     if comm.rank == 0:
         errors = [err for _, _, err in results if err is not None]
@@ -66,12 +92,10 @@ def run(params: SimulationParams, comm=None, keep_samples: bool = False, out=Non
     failed = comm.bcast(failed, root=0)
     if failed is not None:
         raise NonFiniteError(failed)
+    samples = kept.collect() if kept is not None else None
     outcome, ds = None, None  # rank 0 summarises and writes; every rank then raises or returns alike
     if comm.rank == 0:
-        batches = BatchMoments.stack([m for _, (m, _), _ in results])
-        samples = None
-        if keep_samples:
-            samples = tuple(np.concatenate([s[i] for _, (_, s), _ in results]) for i in range(2))
+        batches = BatchMoments.stack([m for _, m, _ in results])
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, by layer and entry
             summary = summarize(params, batches)
         message = non_finite_message(summary, params.times, params.layers)
@@ -98,6 +122,62 @@ def run(params: SimulationParams, comm=None, keep_samples: bool = False, out=Non
     return ds
 
 
+_REMEDY = {"width": "reduce --width", "samples": "reduce --samples or raise --batches",
+           "sampler": "use --sampler block (O(n P^2) memory) or reduce --width",
+           "keep_samples": "drop --keep-samples, or reduce --samples, or raise --record-every"}
+
+
+def _memory_what(params, memory, keep_samples) -> str:
+    text = (f"{params.sampler} sampler: chunks of {memory['chunk_seeds']} seed(s) x P={params.P} x "
+            f"n={params.width}")
+    if keep_samples:
+        text += f"; --keep-samples: {params.samples} x {len(params.layers)} layers x P^2 x 2 on rank 0"
+    return text
+
+
+class KeptSamples:
+    """The per-seed G and S of --keep-samples, gathered on rank 0 into one preallocated array per variable
+    in batch order: rank 0 copies its own batches in as they finish; the other ranks keep theirs and send
+    them one batch at a time as raw buffers (no pickling of everything at once)."""
+
+    def __init__(self, params: SimulationParams, comm):
+        self.comm = comm
+        self.sizes = params.batch_sizes()
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)])
+        shape = (len(params.layers), params.P, params.P)
+        self.G = self.S = None
+        if comm.rank == 0:
+            self.G = np.empty((params.samples, *shape))
+            self.S = np.empty((params.samples, *shape))
+        self.mine = {}
+
+    def add(self, b: int, samples) -> None:
+        G, S = samples
+        if self.comm.rank == 0:
+            self.G[self.starts[b]:self.starts[b + 1]] = G
+            self.S[self.starts[b]:self.starts[b + 1]] = S
+        else:
+            self.mine[b] = (np.ascontiguousarray(G), np.ascontiguousarray(S))
+
+    def collect(self):
+        """Every rank calls this together; rank 0 returns (G, S), the others None."""
+        size = self.comm.size
+        if size == 1:
+            return self.G, self.S
+        for b in range(len(self.sizes)):
+            owner = b % size  # kernel_eft.simulate.parallel.batches_of_rank
+            if owner == 0:
+                continue
+            if self.comm.rank == owner:
+                G, S = self.mine.pop(b)
+                self.comm.Send(G, dest=0, tag=2 * b)
+                self.comm.Send(S, dest=0, tag=2 * b + 1)
+            elif self.comm.rank == 0:
+                self.comm.Recv(self.G[self.starts[b]:self.starts[b + 1]], source=owner, tag=2 * b)
+                self.comm.Recv(self.S[self.starts[b]:self.starts[b + 1]], source=owner, tag=2 * b + 1)
+        return (self.G, self.S) if self.comm.rank == 0 else None
+
+
 def merge(inputs: list, out=None, log=None):
     """Pool Monte Carlo runs of one grid point made with different seeds: their seed batches are
     concatenated and every estimate and error recomputed.  inputs: [(name, Dataset)]."""
@@ -108,12 +188,21 @@ def merge(inputs: list, out=None, log=None):
     for name, ds in inputs[1:]:
         for key in MATCHING_ATTRS:
             if str(ds.attrs.get(key)) != str(first.attrs.get(key)):
-                raise InputError("inputs", f"{name} has {key}={ds.attrs.get(key)!r}, but {names[0]} has "
-                                           f"{first.attrs.get(key)!r}: only runs of one grid point merge")
-    seeds = [str(ds.attrs["seed"]) for ds in datasets]
-    flat = [s for group in seeds for s in group.split(",")]
-    if len(set(flat)) != len(flat):
-        raise InputError("inputs", f"seeds {flat} repeat: merging a seed twice would double-count samples")
+                raise InputError("inputs", f"{name} has {key}={plain(ds.attrs.get(key))}, but {names[0]} has "
+                                           f"{key}={plain(first.attrs.get(key))}: only runs of one grid point merge")
+        for coord in ("layer", "t"):
+            if coord in ds.coords and coord in first.coords and (
+                    ds[coord].shape != first[coord].shape or not np.array_equal(ds[coord].values, first[coord].values)):
+                raise InputError("inputs", f"{name} and {names[0]} record different {coord} values: only runs of "
+                                           "one grid point merge")
+    owner = {}  # seed -> the file that has it
+    for name, ds in inputs:
+        for seed in str(ds.attrs["seed"]).split(","):
+            if seed in owner:
+                raise InputError("inputs", f"seed {seed} repeats: {owner[seed]} and {name} both hold it; merging a "
+                                           "seed twice would double-count samples")
+            owner[seed] = name
+    flat = list(owner)
     batches = BatchMoments.from_dataset(first)
     for ds in datasets[1:]:
         batches = batches.concat(BatchMoments.from_dataset(ds))

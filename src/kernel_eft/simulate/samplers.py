@@ -42,8 +42,9 @@ def _kernel(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def _run_chunk(params: SimulationParams, rng: np.random.Generator, seeds: int, record_index: np.ndarray,
-               batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Propagate `seeds` networks through all layers; return G, S at the recorded layers, (seeds, R, P, P)."""
+               batch_index: int, pulse=None) -> tuple[np.ndarray, np.ndarray]:
+    """Propagate `seeds` networks through all layers; return G, S at the recorded layers, (seeds, R, P, P).
+    pulse(layer), if given, is called at every layer (a progress heartbeat inside one long batch)."""
     n, P, L = params.width, params.P, params.depth
     phi = get_activation(params.activation).phi
     eps = np.sqrt(params.dt)
@@ -56,6 +57,8 @@ def _run_chunk(params: SimulationParams, rng: np.random.Generator, seeds: int, r
     increment = np.empty_like(h)
     r = 0
     for layer in range(L + 1):
+        if pulse is not None:
+            pulse(layer)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported below
             act = phi(h)
             S = _kernel(act, n)
@@ -85,8 +88,9 @@ def _run_chunk(params: SimulationParams, rng: np.random.Generator, seeds: int, r
     return G_rec, S_rec
 
 
-def simulate_batch(params: SimulationParams, batch_index: int, keep_samples: bool = False):
-    """Moments of one seed batch; with keep_samples also its per-seed G and S, (seeds, R, P, P)."""
+def simulate_batch(params: SimulationParams, batch_index: int, keep_samples: bool = False, pulse=None):
+    """Moments of one seed batch; with keep_samples also its per-seed G and S, (seeds, R, P, P).
+    pulse(seeds_done, batch_size, layer), if given, is called at every layer of every chunk."""
     size = int(params.batch_sizes()[batch_index])
     chunk = params.chunk_size(size)
     rng = batch_rng(params.seed, batch_index)
@@ -97,7 +101,8 @@ def simulate_batch(params: SimulationParams, batch_index: int, keep_samples: boo
     done = 0
     while done < size:
         c = min(chunk, size - done)
-        G, S = _run_chunk(params, rng, c, record_index, batch_index)
+        layer_pulse = None if pulse is None else (lambda layer, done=done: pulse(done, size, layer))
+        G, S = _run_chunk(params, rng, c, record_index, batch_index, layer_pulse)
         m = Moments.from_samples(G[..., a, b], S[..., a, b])
         total = m if total is None else total.merge(m)
         if keep_samples:
