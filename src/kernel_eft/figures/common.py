@@ -20,7 +20,7 @@ import numpy as np
 
 from kernel_eft.diagnose.compare import ENTRY_CLASSES, entry_classes, pair_label
 from kernel_eft.diagnose.tags import default_point_tag
-from kernel_eft.theory.registry import REFERENCE_CLOSURE, get_closure
+from kernel_eft.theory.registry import get_closure, reference_closure
 from kernel_eft.validation import parse_kin
 
 # applied while a study is rendered (figures.registry.render), not to the caller's matplotlib
@@ -60,7 +60,7 @@ def first_of_each_closure(labels) -> list:
 
 def reference_label() -> str:
     """The label of the reference closure (the closure under test) in captions and titles."""
-    return get_closure(REFERENCE_CLOSURE).label
+    return reference_closure().label
 
 
 PART_STYLE = {

@@ -13,7 +13,7 @@ import xarray as xr
 from kernel_eft import schema
 from kernel_eft.figures.common import point_tag
 from kernel_eft.diagnose.validity import QUANTITIES, R_LIMIT
-from kernel_eft.theory.registry import REFERENCE_CLOSURE, closure_names, get_closure
+from kernel_eft.theory.registry import closure_names, get_closure, reference_closure
 from kernel_eft.validation import InputError
 
 # what the summary reads from each diagnostics file
@@ -109,7 +109,7 @@ def collate(datasets):
     except ValueError:  # not a full hypercube: merge with NaN fill
         combined = xr.merge(parts, join="outer", combine_attrs="drop", compat="no_conflicts")
     a = datasets[0].attrs
-    context = {"reference": get_closure(REFERENCE_CLOSURE).label, "threshold": float(a["threshold"]),
+    context = {"reference": reference_closure().label, "threshold": float(a["threshold"]),
                "r_limit": float(a.get("r_limit", R_LIMIT))}
     combined = schema.set_attributes(combined, "summary", context)
     for name in combined.data_vars:  # the criterion travels with every t* (summary.nc is read on its own)

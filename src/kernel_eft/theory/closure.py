@@ -47,6 +47,10 @@ class Closure:
     depths: tuple = DEPTH_FORMS  # the depth forms it solves: "discrete" (depth=L), "continuum" (depth=None)
     # matplotlib styles of its two depth forms in the figures
     style: dict = {"discrete": dict(color="tab:green", ls="-"), "continuum": dict(color="tab:green", ls="--")}
+    reference: bool = False  # the closure under test (one; gonly): t* of the summary, the K1 source mismatch
+    # its continuous form has its own rule for `points`, hence its own config key theory.<name>_points
+    # (default default_points, checked by check_points); else theory.points applies
+    config_points: bool = False
     options: dict = {}  # closure-specific keyword options of solve, with their defaults
     parts: dict = {}  # schema.Variable of each part it writes that kernel_eft.schema does not declare
 
@@ -58,6 +62,9 @@ class Closure:
             kernel_derivatives(activation, kin, order=2)
         except CollinearInputsError as exc:
             raise InputError("kin", str(exc)) from None
+
+    def check_points(self, points: int) -> None:
+        """Raise InputError("points", ...) for output times the continuous form cannot use."""
 
     def solve(self, activation, kin, *, sw2: float, sb2: float, time: float, depth: int | None = None,
               points: int | None = None, progress=None, **options):

@@ -461,6 +461,7 @@ class Exact(Closure):
     description = "the O(1/n) theory beyond the G-only closure (docs/exact_theory.md)"
     source_label = "source sw2·B"
     order = 2
+    config_points = True
     default_points = 101  # two-time integrals cost O(points^2); 101 points reach 1e-4 (file attribute)
     style = {"discrete": dict(color="tab:red", ls="-", marker="o"),
              "continuum": dict(color="tab:red", ls="-.", marker="o")}
@@ -474,7 +475,11 @@ class Exact(Closure):
             raise InputError("activation", str(exc)) from None
         except ValueError as exc:
             raise InputError("kin", str(exc)) from None
-        if depth is None and ((int(points) - 1) % 4 or int(points) < 9):
+        if depth is None:
+            self.check_points(points)
+
+    def check_points(self, points):
+        if (int(points) - 1) % 4 or int(points) < 9:
             raise InputError("points", f"the exact continuum is Richardson-extrapolated from points, (points+1)/2 "
                                        f"and (points+3)/4 times: give points = 4k + 1 >= 9 (e.g. 101), got {points}")
 

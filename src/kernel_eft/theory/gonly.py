@@ -272,6 +272,7 @@ class GOnly(Closure):
     source_label = "tadpole ½ H:V4"
     default_points = 201
     order = 1
+    reference = True
     style = {"discrete": dict(color="tab:orange", ls="--"), "continuum": dict(color="tab:orange", ls=":")}
     options = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "solver": DEFAULT_METHOD}
 
