@@ -224,4 +224,23 @@ def summary(path) -> str:
     return format_summary_table(read_summary(path))
 
 
-__all__ = ["diagnose", "figures", "merge", "simulate", "summary", "theory"]
+def study_plan(config, *, cores: int = 1, list_jobs: bool = False, workdir=".") -> str:
+    """A study's jobs and their estimated CPU time per stage (kernel_eft.study.jobs), from its config file."""
+    from kernel_eft.study.grid import Study
+    from kernel_eft.study.jobs import plan_text
+
+    cores = check_int(cores, "cores", 1)
+    study = Study.from_file(config, os.path.join(workdir, "config", "config.yaml"))
+    return plan_text(study, cores=cores, list_jobs=list_jobs)
+
+
+def study_status(config, *, workdir=".", list_jobs: bool = False) -> str:
+    """Which of a study's jobs are done, running and missing, from the files under `workdir`."""
+    from kernel_eft.study.grid import Study
+    from kernel_eft.study.jobs import status_text
+
+    study = Study.from_file(config, os.path.join(workdir, "config", "config.yaml"))
+    return status_text(study, workdir, list_jobs=list_jobs)
+
+
+__all__ = ["diagnose", "figures", "merge", "simulate", "study_plan", "study_status", "summary", "theory"]

@@ -1,4 +1,4 @@
-"""Command line: kernel-eft simulate | merge | theory | diagnose | figures | summary.
+"""Command line: kernel-eft simulate | merge | theory | diagnose | figures | summary | study plan | study status.
 
 This module only parses arguments and calls kernel_eft.api (which validates its input before it opens an
 output file).  Bad input exits with code 2 and one line naming the argument; a numerical failure (overflow,
@@ -260,6 +260,30 @@ def add_summary_parser(sub) -> None:
     p.set_defaults(func=_command("summary_command", ("summary",)))
 
 
+def add_study_parser(sub) -> None:
+    p = sub.add_parser(
+        "study",
+        help="a study's jobs and cost before a run (plan), and where a run stands (status)",
+        description="Read a study's config file (as the workflow does: validated, defaults filled, the study named "
+                    "by its `study` key or file name) and print its jobs per stage with their estimated CPU time "
+                    "(plan), or which jobs are done, running and missing from the files on disk (status; running: "
+                    "Snakemake's .snakemake/incomplete markers or a job's .tmp files).",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="{plan,status}")
+    plan = actions.add_parser("plan", help="jobs and estimated CPU time per stage (cost model: config/README.md)")
+    plan.add_argument("config", metavar="CONFIG.yaml", help="the study's config file")
+    plan.add_argument("--cores", default=1, type=_argtype(check_int, "--cores", minimum=1),
+                      help="cores of the run, for the wall-time estimate (default 1)")
+    plan.add_argument("--list", action="store_true", dest="list_jobs", help="also list every job and its file")
+    plan.set_defaults(func=_command("study_plan_command", ("config", "cores")))
+    status = actions.add_parser("status", help="done, running and missing jobs from the files on disk")
+    status.add_argument("config", metavar="CONFIG.yaml", help="the study's config file")
+    status.add_argument("--workdir", default=".", help="the directory the workflow runs in (default: here)")
+    status.add_argument("--list", action="store_true", dest="list_jobs", help="also list the running and missing "
+                                                                               "files")
+    status.set_defaults(func=_command("study_status_command", ("config", "workdir")))
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments: one line naming the argument (not the usage block), printed once under MPI."""
 
@@ -276,13 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kernels of finite-width pre-activation ResNets: Monte Carlo, EFT solvers, diagnostics.",
     )
     parser.add_argument("--version", action="version", version=f"kernel-eft {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,merge,theory,diagnose,figures,summary}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,merge,theory,diagnose,figures,summary,study}")
     add_simulate_parser(sub)
     add_merge_parser(sub)
     add_theory_parser(sub)
     add_diagnose_parser(sub)
     add_figures_parser(sub)
     add_summary_parser(sub)
+    add_study_parser(sub)
     return parser
 
 
@@ -380,6 +405,20 @@ def summary_command(args) -> int:
     from kernel_eft import api
 
     print(api.summary(args.summary))
+    return 0
+
+
+def study_plan_command(args) -> int:
+    from kernel_eft import api
+
+    print(api.study_plan(args.config, cores=args.cores, list_jobs=args.list_jobs))
+    return 0
+
+
+def study_status_command(args) -> int:
+    from kernel_eft import api
+
+    print(api.study_status(args.config, workdir=args.workdir, list_jobs=args.list_jobs))
     return 0
 
 

@@ -269,7 +269,7 @@ def load(path: str | Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise ConfigError("CONFIG", f"cannot read {path}: {exc.strerror}") from None
+        raise InputError("CONFIG", f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError("CONFIG", f"{path} is not YAML: {exc}") from None
+        raise InputError("CONFIG", f"{path} is not YAML: {exc}") from None
     return validate(raw if raw is not None else {})

@@ -138,3 +138,51 @@ def status(study: Study, workdir: str | Path = ".") -> dict:
     for job in jobs(study):
         states[job.stage][job_state(job, workdir, incomplete)].append(job)
     return {stage: value for stage, value in states.items() if any(value.values())}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_text(study: Study, cores: int = 1, list_jobs: bool = False) -> str:
+    """The plan as a table: jobs and estimated CPU time per stage, the total, and the ideal wall time on
+    `cores` cores (CPU time / cores; the longest job bounds it from below)."""
+    listed = jobs(study)
+    lines = [f"study {study.name!r}: {len(study.points)} grid points, {len(listed)} jobs "
+             "(CPU time estimated by the cost model of kernel_eft.study.jobs, fitted to config/README.md's "
+             "measurements)", f"{'stage':<18} {'jobs':>6} {'CPU time':>10}"]
+    total = 0.0
+    for stage, (count, seconds) in plan(study).items():
+        lines.append(f"{stage:<18} {count:>6} {_duration(seconds):>10}")
+        total += seconds
+    longest = max(job.seconds for job in listed)
+    lines.append(f"{'total':<18} {len(listed):>6} {_duration(total):>10}")
+    lines.append(f"on {cores} core{'s' if cores > 1 else ''}: at least {_duration(max(total / cores, longest))} "
+                 f"(longest job {_duration(longest)})")
+    if list_jobs:
+        lines += [f"  {job.stage:<18} {_duration(job.seconds):>8}  {job.output}" for job in listed]
+    return "\n".join(lines)
+
+
+def status_text(study: Study, workdir: str | Path = ".", list_jobs: bool = False) -> str:
+    """Done / running / missing jobs per stage, from the files on disk under `workdir`."""
+    states = status(study, workdir)
+    lines = [f"study {study.name!r} in {Path(workdir).resolve()}",
+             f"{'stage':<18} {'done':>6} {'running':>8} {'missing':>8}"]
+    totals = {"done": 0, "running": 0, "missing": 0}
+    for stage, value in states.items():
+        lines.append(f"{stage:<18} {len(value['done']):>6} {len(value['running']):>8} {len(value['missing']):>8}")
+        for state in totals:
+            totals[state] += len(value[state])
+    lines.append(f"{'total':<18} {totals['done']:>6} {totals['running']:>8} {totals['missing']:>8}")
+    remaining = sum(job.seconds for value in states.values() for state in ("running", "missing")
+                    for job in value[state])
+    lines.append(f"left: about {_duration(remaining)} of CPU time (cost model)")
+    if list_jobs:
+        lines += [f"  {state:<8} {job.output}" for value in states.values() for state in ("running", "missing")
+                  for job in value[state]]
+    return "\n".join(lines)
