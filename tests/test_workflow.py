@@ -460,3 +460,60 @@ def test_killed_run_resumes_to_the_results_of_an_uninterrupted_run(tmp_path, sig
     assert_same_results(tmp_path, uninterrupted_kill_study)
     proc = snakemake(tmp_path, "-n", *KILL_ARGS)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+TOY_CLOSURE_MODULE = '''"""Toy closure with an option (written by tests/test_workflow.py; one file is a closure)."""
+import numpy as np
+
+from kernel_eft.core.meanfield import mean_kernel_discrete
+from kernel_eft.core.pairs import wishart_v4
+from kernel_eft.theory.closure import Closure, Option
+
+
+class ScaledWishart(Closure):
+    name = "toyscaled"
+    label = long_label = "scaled Wishart toy"
+    description = "toy: scale x the Wishart V4 of the mean field, K1 = 0"
+    depths = ("discrete",)
+    options = (Option("scale", float, 1.0, "factor of the Wishart V4", positive=True),)
+
+    def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, scale=1.0):
+        K0 = mean_kernel_discrete(activation, kin, sw2, sb2, time, depth)
+        V4 = scale * np.stack([wishart_v4(K) for K in K0])
+        zeros = np.zeros_like(K0)
+        return self.dataset({"K0": K0, "V4": V4, "K1": zeros, "K1_source": zeros}, np.linspace(0.0, time, depth + 1),
+                            np.arange(depth + 1), activation, kin, sw2, sb2, time, {"scale": scale}, "toy")
+
+
+CLOSURE = ScaledWishart()
+'''
+
+
+def test_a_closure_with_an_option_is_one_file_and_runs_in_the_workflow(tmp_path):
+    """A module in kernel_eft/theory/ is a closure: the study config takes its option (theory.toyscaled.scale), the
+    workflow passes it to the theory job as --scale, and the file holds scale x the Wishart form of its K0."""
+    import numpy as np
+    import xarray as xr
+
+    from kernel_eft.core.pairs import wishart_v4
+
+    module = ROOT / "src" / "kernel_eft" / "theory" / "zz_toy_scaled_closure.py"
+    module.write_text(TOY_CLOSURE_MODULE)
+    try:
+        config = {"grid": _tiny_grid(), "theory": {"closures": ["gonly", "toyscaled"], "continuous": True,
+                                                   "toyscaled": {"scale": 3.0}}}
+        (tmp_path / "toy.yaml").write_text(yaml.safe_dump(config))
+        target = "results/toy/theory/relu/toyscaled_L4_T1_sw1_sb0_rho0.5.nc"
+        proc = snakemake(tmp_path, target, "--cores", "1", "-p", "--configfile", "toy.yaml")
+        assert "--scale 3.0 --closure toyscaled" in proc.stdout + proc.stderr
+        dry = snakemake(tmp_path, "-n", "--configfile", "toy.yaml").stdout  # it declares the discrete form only
+        assert "gonly_continuous" in dry and "toyscaled_continuous" not in dry
+        with xr.open_dataset(tmp_path / target) as ds:
+            np.testing.assert_allclose(ds["V4"].values, 3.0 * np.stack([wishart_v4(K) for K in ds["K0"].values]),
+                                       rtol=1e-14)
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "theory": {**config["theory"],
+                                                                               "toyscaled": {"scale": 0}}}))
+        proc = snakemake(tmp_path, "-n", "--configfile", "bad.yaml", check=False)
+        assert proc.returncode != 0 and "invalid config: theory.toyscaled.scale" in proc.stdout + proc.stderr
+    finally:
+        module.unlink()

@@ -121,17 +121,14 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
 
     depth=L: the network's layer recursion at depth L (every layer 0..L: compare Monte Carlo at depth L with
     this); depth=None: the continuous-depth limit on `points` uniform times (default: the closure's).
-    options: closure-specific (gonly: rtol, atol, solver; exact: rule)."""
+    options: the closure's own keywords (Closure.options: name, type, default, help)."""
     name = _activation_name(activation)
     chosen = _closure(closure)
     kin = check_kin(kin, "kin")
     time = check_float(time, "time", positive=True)
     sw2 = check_float(sw2, "sw2", nonnegative=True)
     sb2 = check_float(sb2, "sb2", nonnegative=True)
-    unknown = sorted(set(options) - set(chosen.options))
-    if unknown:
-        raise InputError(unknown[0], f"not an option of the {chosen.name} closure (options: "
-                                     f"{', '.join(chosen.options) or 'none'})")
+    options = chosen.check_options(options)
     form = "discrete" if depth is not None else "continuum"
     if form not in chosen.depths:
         raise InputError("depth", f"the {chosen.name} closure solves only {' and '.join(chosen.depths)} depth")

@@ -147,13 +147,36 @@ def add_merge_parser(sub) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-THEORY_FIELDS = ("activation", "kin", "time", "sw2", "sb2", "closure", "depth", "points", "rtol", "atol", "solver",
-                 "out")
+THEORY_FIELDS = ("activation", "kin", "time", "sw2", "sb2", "closure", "depth", "points", "out")
+
+
+def closure_options() -> dict:
+    """{option name: [(closure, Option), ...]} of every registered closure's options that the CLI can spell (one
+    flag per name; the closures that share a name share its flag)."""
+    from kernel_eft.theory.registry import CLOSURES
+
+    found = {}
+    for closure in CLOSURES.values():
+        for option in closure.options:
+            if option.type is not None:
+                found.setdefault(option.name, []).append((closure, option))
+    return found
+
+
+def _option_type(option):
+    def convert(text):
+        try:
+            return option.check(text if option.choices or option.type is str else option.type(text), option.flag)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+        except ValueError:  # int("x"), float("x")
+            raise argparse.ArgumentTypeError(f"expected {option.type.__name__}, got {text!r}") from None
+    convert.__name__ = option.flag.lstrip("-")
+    return convert
 
 
 def add_theory_parser(sub) -> None:
-    from kernel_eft.theory.registry import CLOSURES
-    from kernel_eft.theory.gonly import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SOLVER_METHODS
+    from kernel_eft.theory.registry import CLOSURES, reference_closure
 
     p = sub.add_parser(
         "theory",
@@ -169,20 +192,20 @@ def add_theory_parser(sub) -> None:
         ),
     )
     add_network_arguments(p, depth_required=False)
-    p.add_argument("--closure", default="gonly", choices=list(CLOSURES),
+    default = reference_closure().name
+    p.add_argument("--closure", default=default, choices=list(CLOSURES),
                    help="; ".join(f"{name}: {closure.description}" for name, closure in CLOSURES.items())
-                   + " (default gonly)")
+                   + f" (default {default})")
     p.add_argument("--points", default=None, type=_argtype(check_int, "--points", minimum=2),
                    help="continuous solver: number of uniform output times from 0 to T inclusive (default: "
                         + ", ".join(f"{c.default_points} for {name}" for name, c in CLOSURES.items()) + ")")
-    p.add_argument("--rtol", default=None, type=_argtype(check_float, "--rtol", positive=True),
-                   help=f"gonly continuous solver relative tolerance (default {DEFAULT_RTOL:g}; >= 8 correct digits)")
-    p.add_argument("--atol", default=None, type=_argtype(check_float, "--atol", positive=True),
-                   help=f"gonly continuous solver absolute tolerance (default {DEFAULT_ATOL:g})")
-    p.add_argument("--solver", default=None, choices=SOLVER_METHODS,
-                   help=f"solve_ivp method of the gonly continuous solver (default {DEFAULT_METHOD})")
+    for name, declared in closure_options().items():  # every closure's own options (Closure.options)
+        option = declared[0][1]
+        p.add_argument(option.flag, dest=f"option_{name}", metavar=name.upper(), default=None, type=_option_type(option),
+                       choices=option.choices or None,
+                       help="; ".join(f"{closure.name}: {o.help} (default {o.default})" for closure, o in declared))
     p.add_argument("--out", required=True, help="output netCDF path (written atomically)")
-    p.set_defaults(func=_command("theory_command", THEORY_FIELDS))
+    p.set_defaults(func=_command("theory_command", THEORY_FIELDS + tuple(closure_options())))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +388,8 @@ def theory_command(args) -> int:
     from kernel_eft import api
     from kernel_eft.progress import logger
 
-    options = {name: getattr(args, name) for name in ("rtol", "atol", "solver") if getattr(args, name) is not None}
+    options = {name: getattr(args, f"option_{name}") for name in closure_options()
+               if getattr(args, f"option_{name}") is not None}
     api.theory(activation=args.activation, kin=args.kin, time=args.time, sw2=args.sw2, sb2=args.sb2,
                closure=args.closure, depth=args.depth, points=args.points, out=args.out, progress=True,
                log=logger("theory"), **options)

@@ -38,11 +38,15 @@ def load_study():
 
 STUDY_OF = load_study()
 STUDY = STUDY_OF.name
-config.update(STUDY_OF.config, study=STUDY)  # the defaults filled, for the rules and the report
+config.update(
+    STUDY_OF.config, study=STUDY
+)  # the defaults filled, for the rules and the report
 MC = STUDY_OF.monte_carlo
 POINTS = {point.tag: point for point in STUDY_OF.points}
 CLOSURES = {closure.name: closure for closure in STUDY_OF.closures}
-DISCRETE_CLOSURES = list(CLOSURES)  # every closure at the Monte Carlo's own depth L
+# every closure at the Monte Carlo's own depth L (what the diagnostics compare with), in continuous depth
+# where the config asks for it; each in the depth forms it declares
+DISCRETE_CLOSURES = [closure.name for closure in STUDY_OF.discrete_closures]
 CONTINUOUS_CLOSURES = [closure.name for closure in STUDY_OF.continuous_closures]
 CONDA_ENV = "../../envs/kernel-eft.yaml"
 
@@ -117,7 +121,9 @@ def point_of(wildcards):
 
 
 def all_diagnostics(wildcards=None):
-    return [DIAG_FILE.format(study=STUDY, **point.wildcards) for point in POINTS.values()]
+    return [
+        DIAG_FILE.format(study=STUDY, **point.wildcards) for point in POINTS.values()
+    ]
 
 
 def mc_files_of_point(wildcards):
@@ -170,6 +176,11 @@ def network_args(wildcards):
         f"--activation {wildcards.activation} --time {wildcards.time} "
         f"--sw2 {wildcards.sw2} --sb2 {wildcards.sb2} --kin '{kin}'"
     )
+
+
+def theory_args(wildcards):
+    """network_args and the closure's own options set in the config (theory.<closure>)."""
+    return network_args(wildcards) + STUDY_OF.closure_flags(CLOSURES[wildcards.closure])
 
 
 def print_summary():

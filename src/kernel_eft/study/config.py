@@ -3,7 +3,8 @@
 The declaration below is the one description of every key (type, default, bounds, help); `validate` fills the
 defaults and checks values and the relations between them.  Activation and closure names are checked against
 the registries (kernel_eft.core.activations, kernel_eft.theory.registry).  A closure whose continuous form has
-its own rule (Closure.config_points) gets its own key theory.<name>_points, checked by the closure itself.
+its own rule (Closure.config_points) gets its own key theory.<name>_points, checked by the closure itself; a closure's own options (Closure.options) are
+set in theory.<name>: {option: value}, checked by their declaration and passed to its jobs as CLI flags.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def theory_keys() -> dict:
         "points": Key("int", 201, minimum=2, help="time points of the continuous solutions"),
     }
     for closure in CLOSURES.values():
+        if any(option.type is not None for option in closure.options):
+            keys[closure.name] = Key("options", {}, help=f"options of the {closure.long_label}: "
+                                     + ", ".join(o.name for o in closure.options if o.type is not None))
         if closure.config_points:
             keys[f"{closure.name}_points"] = Key("int", closure.default_points, minimum=2,
                                                  help=f"time points of the continuous {closure.long_label}")
@@ -114,7 +118,27 @@ def _check_scalar(value, key: Key, field: str):
     return value
 
 
+def _check_options(value, closure_name: str, field: str) -> dict:
+    from kernel_eft.theory.registry import get_closure
+
+    if not isinstance(value, dict):
+        raise ConfigError(field, f"expected a mapping of the closure's options, got {value!r}")
+    closure = get_closure(closure_name)
+    checked = {}
+    for name, given in value.items():
+        try:
+            option = closure.option(name)
+            if option.type is None:
+                raise InputError(name, "is set from Python only")
+            checked[name] = option.check(given, name)
+        except InputError as exc:
+            raise ConfigError(f"{field}.{name}", exc.message) from None
+    return checked
+
+
 def _check_value(value, key: Key, field: str):
+    if key.kind == "options":
+        return _check_options(value, field.rpartition(".")[2], field)
     if not key.kind.endswith(" list"):
         return _check_scalar(value, key, field)
     if not isinstance(value, list) or not value:

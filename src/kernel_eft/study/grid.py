@@ -130,8 +130,19 @@ class Study:
         return [get_closure(name) for name in self.theory["closures"]]
 
     @property
+    def discrete_closures(self) -> list:
+        """The closures solved at each Monte Carlo depth L (those that declare the discrete form)."""
+        return [closure for closure in self.closures if "discrete" in closure.depths]
+
+    @property
     def continuous_closures(self) -> list:
-        return self.closures if self.theory["continuous"] else []
+        """With theory.continuous, the closures that declare the continuous-depth form."""
+        return [c for c in self.closures if "continuum" in c.depths] if self.theory["continuous"] else []
+
+    def closure_flags(self, closure) -> str:
+        """The CLI flags of the closure's options set in the config (theory.<closure>), in declaration order."""
+        given = self.theory.get(closure.name, {})
+        return "".join(f" {o.flag} {given[o.name]}" for o in closure.options if o.name in given)
 
     def continuous_points(self, closure) -> int:
         return continuous_points(self.theory, closure)

@@ -80,7 +80,7 @@ def jobs(study: Study) -> list[Job]:
         for width in study.widths:
             add(Job("simulate", paths.MC_FILE.format(width=width, **w), point, width,
                     seconds=mc_seconds(study, point, width)))
-        for closure in study.closures:
+        for closure in study.discrete_closures:
             add(Job("theory_discrete", paths.THEORY_DISCRETE_FILE.format(closure=closure.name, **w), point,
                     closure=closure, seconds=theory_seconds(closure, point, point.depth)))
         for closure in study.continuous_closures:

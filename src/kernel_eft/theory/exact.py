@@ -33,7 +33,7 @@ from kernel_eft.core.moments import UnsupportedActivation, check_tabulable
 from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_lookup, pair_multiplicity,
                                    pairs_to_four_index, to_pairs, wishart_v4)
 from kernel_eft.core.quadrature import BlockRule
-from kernel_eft.theory.closure import Closure
+from kernel_eft.theory.closure import Closure, Option
 from kernel_eft.theory.two_time import TwoTimeKernels, two_time_kernels
 from kernel_eft.validation import InputError
 
@@ -465,7 +465,7 @@ class Exact(Closure):
     default_points = 101  # two-time integrals cost O(points^2); 101 points reach 1e-4 (file attribute)
     style = {"discrete": dict(color="tab:red", ls="-", marker="o"),
              "continuum": dict(color="tab:red", ls="-.", marker="o")}
-    options = {"rule": None}
+    options = (Option("rule", None, None, "NormalRule of the moment quadrature (API only)"),)
 
     def check(self, activation, kin, depth, points):
         super().check(activation, kin, depth, points)
