@@ -323,7 +323,10 @@ def test_report_renders_figures(finished_study):
     workdir, _, _ = finished_study
     import base64
 
-    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "results/test/report.html")
+    proc = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "results/test/report.html")
+    # captions are reStructuredText: a stray |x| or *x* is an error the report would show instead of the text
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line or "WARNING" in line]
+    assert not problems, "\n".join(problems)
     html = (workdir / "results/test/report.html").read_text(errors="replace")
     assert "fig1_mean_kernel" in html and "fig5_validity_map" in html
     table = re.search(r"data:text/html;charset=utf8;filename=summary.html;base64,([A-Za-z0-9+/=]+)", html)
