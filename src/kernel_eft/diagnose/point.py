@@ -230,12 +230,12 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
     deviation needs to count (kernel_eft.diagnose.validity)."""
     point = read_point(mc, theories)
     th = stack_theories(point, theories)
-    est = mc_estimates(point)
-    k0 = mean_kernel_errors(point, th, est)
-    v4 = covariance_errors(point, th, est)
-    src = source_closure(th, est)
+    plain = mc_estimates(point)
+    k0 = mean_kernel_errors(point, th, plain)
+    v4 = covariance_errors(point, th, plain)
+    src = source_closure(th, plain)  # the t = 0 mismatch of the plain K1 source estimate
     corrections = validity.mean_corrections(point)
-    validity.apply_mean_corrections(est, corrections)
+    est = validity.with_mean_corrections(plain, corrections)  # K1 and its source in control-variate form
     extr = validity.extrapolations(point, est)
     replicates = validity.bootstrap_estimates(point, corrections, bootstrap_replicates)
     windows = validity.validity_windows(point, th, est, extr, replicates, threshold, nsigma)

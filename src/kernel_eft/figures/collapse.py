@@ -98,7 +98,7 @@ def render(combined, outdir: str, threshold: float, nsigma: float, points=()) ->
         "(noise). Dotted: error = r, the size of the next order; dashed: the validity threshold "
         f"{threshold:g}; grey line: r = {R_LIMIT:g}. A closure error does not fall as r → 0 (the G-only closure "
         "where it fails); the exact O(1/n) theory's error is its O(1/n²) remainder and follows r, so it ends as r "
-        "approaches 0.15. " + ". ".join(summary) + ".")
+        f"approaches {R_LIMIT:g}. " + ". ".join(summary) + ".")
     return finish(fig, caption, outdir, FIGURE.name)
 
 
