@@ -37,7 +37,7 @@ rule all:
     default_target: True
     input:
         all_results(),
-        FIGURES_DIR,
+        STUDY_FIGURES_DIR,
         SUMMARY_FILES,
 
 

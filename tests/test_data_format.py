@@ -88,7 +88,7 @@ def diagnosed(tmp_path_factory):
     out = directory / "diag.nc"
     assert main(["diagnose", "--mc", *mc_files, "--theory", *theory_files, "--out", str(out)]) == 0
     # the summary files exactly as `kernel-eft figures` writes them, without drawing (tests/test_plots.py draws)
-    from kernel_eft.figures.registry import write_summary
+    from kernel_eft.figures.study import write_summary
     from kernel_eft.figures.summary import collate
 
     d = xr.load_dataset(out)

@@ -209,7 +209,8 @@ def test_validity_map_over_two_varying_axes(tmp_path):
     """Four synthetic points (sw2 x sb2), each with its own injected V4 error: the map is drawn over both axes
     with at most 6 legend entries per study figure, and the summary holds the points' t* with attributes."""
     from kernel_eft.figures import common
-    from kernel_eft.figures.registry import FIGURES, write_summary
+    from kernel_eft.figures.registry import FIGURES
+    from kernel_eft.figures.study import StudyData, write_summary
     from kernel_eft.figures.summary import collate
 
     points = []
@@ -221,7 +222,7 @@ def test_validity_map_over_two_varying_axes(tmp_path):
     combined = collate([d for _, d in points])
     common.RENDERED.clear()
     for name in ("fig5_validity_map", "fig6_collapse"):
-        FIGURES[name].render(combined, str(tmp_path), 0.1, 4.0, [d for _, d in points])
+        FIGURES[name].render(StudyData(combined, tuple(d for _, d in points), 0.1, 4.0), str(tmp_path))
     assert (tmp_path / "fig5_validity_map.png").is_file() and (tmp_path / "fig6_collapse.png").is_file()
     for stem, labels, _ in common.RENDERED:
         assert len(labels) <= common.MAX_LEGEND_ENTRIES, (stem, labels)

@@ -70,6 +70,7 @@ def expected_counts(config_path: Path) -> dict[str, int]:
         "theory_discrete": points * len(discrete),
         "theory_continuous": per_depth * len(continuous),
         "diagnose": points,
+        "figures_point": points,  # one figures job per point, then one for the study
         "figures": 1,
         "all": 1,
     }
@@ -143,7 +144,8 @@ def test_rules_pin_blas_threads_to_their_threads(tmp_path):
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(TEST_CONFIG))
     commands = [line for line in proc.stdout.splitlines() if "python -m" in line and "kernel_eft" in line]
     assert len(commands) == sum(expected_counts(TEST_CONFIG)[job] for job in
-                                ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures"))
+                                ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point",
+                                 "figures"))
     for line in commands:
         assert "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1;" in line, line
 
@@ -259,8 +261,10 @@ def test_end_to_end_produces_netcdf_and_figures(finished_study):
         assert (workdir / "results/test/theory/relu" / name).is_file()
     assert (workdir / "results/test/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc").is_file()
     figures = workdir / "results/test/figures"
-    pngs = sorted(p.stem for p in figures.glob("*.png"))
-    assert pngs and pngs == sorted(p.stem for p in figures.glob("*.pdf"))
+    pngs = sorted(p.stem for p in figures.rglob("*.png"))
+    assert pngs and pngs == sorted(p.stem for p in figures.rglob("*.pdf"))
+    # one folder per point (its own job), one for the study figures
+    assert sorted(p.name for p in figures.iterdir()) == ["relu_L8_T1_sw1_sb0_rho0.6", "study"]
     for ext in ("csv", "nc", "html"):
         assert (workdir / f"results/test/summary.{ext}").is_file()
     assert_netcdf_files_sound(workdir)
@@ -312,7 +316,7 @@ def test_growing_the_grid_runs_only_the_new_point(finished_study, tmp_path):
     (tmp_path / "grown.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(workdir, "-n", "-p", "--cores", "2", "--configfile", str(tmp_path / "grown.yaml"))
     assert job_counts(dry.stdout) == {"simulate": 2, "theory_discrete": 1, "theory_continuous": 1, "diagnose": 1,
-                                      "figures": 1, "all": 1}
+                                      "figures_point": 1, "figures": 1, "all": 1}
     outputs = re.findall(r"--out (\S+)", dry.stdout)
     assert outputs and all(path.endswith("_rho0.3.nc") for path in outputs)
 
@@ -343,7 +347,7 @@ def test_deleting_one_mc_file_reruns_only_that_point(finished_study):
     (workdir / victim).unlink()
     before = study_files(workdir)
     dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(TEST_CONFIG))
-    assert job_counts(dry.stdout) == {"simulate": 1, "diagnose": 1, "figures": 1, "all": 1}
+    assert job_counts(dry.stdout) == {"simulate": 1, "diagnose": 1, "figures_point": 1, "figures": 1, "all": 1}
     snakemake(workdir, "--cores", "2", "--configfile", str(TEST_CONFIG))
     after = study_files(workdir)
     assert victim in after
@@ -372,10 +376,10 @@ def test_inputs_of_equal_rho_are_three_points_and_studies_sit_side_by_side(tmp_p
     (tmp_path / "first.yaml").write_text(yaml.safe_dump(first))
     snakemake(tmp_path, "--cores", "2", "--configfile", "first.yaml")
     figures = tmp_path / "results/first/figures"
-    fig1 = sorted(p.name for p in figures.glob("*_fig1_mean_kernel.png"))
+    fig1 = sorted(p.name for p in figures.rglob("*_fig1_mean_kernel.png"))
     assert len(fig1) == 3, fig1
     for stem in ("fig2_kernel_covariance", "fig3_residual", "fig4_k1_source"):
-        assert len(list(figures.glob(f"*_{stem}.png"))) == 3, stem
+        assert len(list(figures.rglob(f"*_{stem}.png"))) == 3, stem
     table = pd.read_csv(tmp_path / "results/first/summary.csv")
     assert len(table) == 3 and table["point"].nunique() == 3  # one width: a row per point
     assert sorted(table["point"]) == sorted(name[: -len("_fig1_mean_kernel.png")] for name in fig1)
@@ -388,7 +392,7 @@ def test_inputs_of_equal_rho_are_three_points_and_studies_sit_side_by_side(tmp_p
     second["monte_carlo"]["samples"] = 400  # the first study's rho0.3 point, with other settings
     (tmp_path / "second.yaml").write_text(yaml.safe_dump(second))
     snakemake(tmp_path, "--cores", "2", "--configfile", "second.yaml")
-    assert len(list((tmp_path / "results/second/figures").glob("*_fig1_mean_kernel.png"))) == 1
+    assert len(list((tmp_path / "results/second/figures").rglob("*_fig1_mean_kernel.png"))) == 1
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results/first").rglob("*")
              if p.is_file()}
     assert after == snapshot, "the second study touched the first study's results"

@@ -192,20 +192,30 @@ def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 4.0, tag: 
     return ds
 
 
-def figures(diagnostics, outdir, *, summary_dir=None, print_summary: bool = False, log=None) -> list[str]:
+def figures(diagnostics, outdir, *, summary_dir=None, only=None, print_summary: bool = False, log=None) -> list[str]:
     """Every figure (PDF, PNG, caption) of every diagnosed point, the study figures, and summary.csv,
-    summary.nc, summary.html (in summary_dir, default outdir).  diagnostics: paths or Datasets.  Returns the
-    paths written."""
+    summary.nc, summary.html (in summary_dir, default outdir).  diagnostics: paths or Datasets.  only="point":
+    the point figures alone; only="study": the study figures and the summary alone (the workflow renders each
+    point in its own job, then the study).  Returns the paths written."""
     # matplotlib loads only when figures are drawn: simulate and theory start faster
-    from kernel_eft.figures.registry import render as render_figures
+    from kernel_eft.figures import study as renderer
     from kernel_eft.figures.summary import format_summary_table
 
+    if only not in (None, "point", "study"):
+        raise InputError("only", f"{only!r}: give point or study (or nothing: both)")
     started = _time.perf_counter()
     check_writable(outdir, "outdir", directory=True)
     summary_dir = os.path.abspath(summary_dir or outdir)
     check_writable(summary_dir, "summary_dir", directory=True)
-    paths, table = render_figures(_inputs(diagnostics, "diagnostics"), outdir, summary_dir)
-    if print_summary:
+    points = _inputs(diagnostics, "diagnostics")
+    table = None
+    if only == "point":
+        paths = renderer.render_points(points, outdir)
+    elif only == "study":
+        paths, table = renderer.render_study(points, outdir, summary_dir)
+    else:
+        paths, table = renderer.render(points, outdir, summary_dir)
+    if print_summary and table is not None:
         print(format_summary_table(table))
     if log is not None:
         where = outdir if summary_dir == os.path.abspath(outdir) else f"{outdir} and the summary to {summary_dir}"

@@ -269,7 +269,10 @@ def add_figures_parser(sub) -> None:
                                                    "name in it are replaced)")
     p.add_argument("--summary-dir", default=None,
                    help="directory of summary.csv, summary.nc and summary.html (default: --outdir)")
-    p.set_defaults(func=_command("figures_command", ("diagnostics", "outdir", "summary_dir")))
+    p.add_argument("--only", default=None, choices=("point", "study"),
+                   help="point: the figures of each point alone (the workflow's per-point jobs); study: the study "
+                        "figures and the summary table alone (default: both)")
+    p.set_defaults(func=_command("figures_command", ("diagnostics", "outdir", "summary_dir", "only")))
 
 
 def add_summary_parser(sub) -> None:
@@ -420,7 +423,7 @@ def figures_command(args) -> int:
     from kernel_eft import api
     from kernel_eft.progress import logger
 
-    api.figures(args.diagnostics, args.outdir, summary_dir=args.summary_dir, print_summary=True,
+    api.figures(args.diagnostics, args.outdir, summary_dir=args.summary_dir, only=args.only, print_summary=True,
                 log=logger("figures"))
     return 0
 

@@ -74,9 +74,15 @@ MC_FILE, DIAG_FILE = paths.MC_FILE, paths.DIAG_FILE
 THEORY_DISCRETE_FILE = paths.THEORY_DISCRETE_FILE
 THEORY_CONTINUOUS_FILE = paths.THEORY_CONTINUOUS_FILE
 result, log_of, benchmark_of = paths.result, paths.log_of, paths.benchmark_of
-FIGURES_DIR_TEMPLATE, SUMMARY_TEMPLATE = paths.FIGURES_DIR, paths.SUMMARY
+SUMMARY_TEMPLATE = paths.SUMMARY
+POINT_FIGURES_DIR = paths.POINT_FIGURES_DIR
+POINT_FIGURES_LOG, POINT_FIGURES_BENCHMARK = (
+    paths.POINT_FIGURES_LOG,
+    paths.POINT_FIGURES_BENCHMARK,
+)
+STUDY_FIGURES_DIR_TEMPLATE = paths.STUDY_FIGURES_DIR
 FIGURES_LOG, FIGURES_BENCHMARK = paths.FIGURES_LOG, paths.FIGURES_BENCHMARK
-FIGURES_DIR = FIGURES_DIR_TEMPLATE.format(study=STUDY)
+STUDY_FIGURES_DIR = STUDY_FIGURES_DIR_TEMPLATE.format(study=STUDY)
 SUMMARY_FILES = [
     SUMMARY_TEMPLATE.format(study=STUDY, ext=ext) for ext in paths.SUMMARY_EXTENSIONS
 ]
@@ -152,7 +158,9 @@ def all_results():
     Monte Carlo file, say) reruns exactly that job and the jobs downstream of it."""
     from kernel_eft.study.jobs import jobs
 
-    return [job.output for job in jobs(STUDY_OF) if job.stage != "figures"]
+    return [
+        job.output for job in jobs(STUDY_OF) if job.stage != "figures"
+    ]  # + STUDY_FIGURES_DIR
 
 
 def point_tag(wildcards):

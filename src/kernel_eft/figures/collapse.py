@@ -40,7 +40,9 @@ def _median_text(err, r) -> str:
     return " and ".join(p for p in parts if p) or "no points"
 
 
-def render(combined, outdir: str, threshold: float, nsigma: float, points=()) -> list[str]:
+def render(study, outdir: str) -> list[str]:
+    """study: kernel_eft.figures.study.StudyData (the collapse reads every point's diagnostics)."""
+    threshold, points = study.threshold, study.points
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
     labels, activations = [], []
     for ds in points:

@@ -2,29 +2,18 @@
 its name, whether it draws one grid point or the whole study, the variables it needs, its render function).
 
 Modules are found by themselves, so adding a figure is adding one module; `register_figure` adds one from
-elsewhere (a notebook).  `render` draws every figure of a study and its summary table into a staging folder
-and moves them into place only when all are written.
+elsewhere (a notebook).  The study renderer (staging, publishing, the summary table) is
+kernel_eft.figures.study.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-
-import matplotlib.pyplot as plt
-
-from kernel_eft import schema
 from kernel_eft.discovery import declared_in, folder_of
-from kernel_eft.figures.common import STYLE, Figure, point_tag
+from kernel_eft.figures.common import Figure, point_tag
 from kernel_eft.figures.summary import NEEDS as SUMMARY_NEEDS
-from kernel_eft.figures.summary import collate, summary_html, summary_table
-from kernel_eft.io import provenance_attrs, usual_permissions, write_failure, write_netcdf
 from kernel_eft.validation import InputError
 
 FIGURES: dict[str, Figure] = {}
-SUMMARY_FILES = ("summary.csv", "summary.nc", "summary.html")
-NEEDED_BYTES = 16 << 20  # a study's figures and summary: below this much free space a failure is a full disk
 
 
 def register_figure(figure: Figure, replace: bool = False) -> Figure:
@@ -74,70 +63,4 @@ def check_diagnostics(points: list) -> tuple[float, float]:
     return threshold, nsigma
 
 
-def render(points: list, outdir, summary_dir=None):
-    """Every figure of every point, the study figures and the summary table.  points: [(path, Dataset)].
-    Written in a staging folder beside outdir and moved in when complete: a failure leaves outdir as it was.
-    Returns (paths written, summary table)."""
-    threshold, nsigma = check_diagnostics(points)
-    outdir = os.path.abspath(outdir)
-    summary_dir = os.path.abspath(summary_dir or outdir)
-    staging = None
-    try:
-        os.makedirs(os.path.dirname(outdir), exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=os.path.basename(outdir) + ".", suffix=".tmp", dir=os.path.dirname(outdir))
-        usual_permissions(staging, 0o777)  # mkdtemp makes 0700; the folder may become outdir itself
-        combined = collate([ds for _, ds in points])
-        with plt.rc_context(STYLE):
-            for _, ds in points:
-                for figure in figures_of("point"):
-                    figure.render(ds, staging)
-            for figure in figures_of("study"):
-                figure.render(combined, staging, threshold, nsigma, [ds for _, ds in points])
-        table = write_summary(points, combined, staging, threshold, nsigma)
-        names = sorted(os.listdir(staging))
-        os.makedirs(summary_dir, exist_ok=True)
-        written = []
-        for name in SUMMARY_FILES:
-            os.replace(os.path.join(staging, name), os.path.join(summary_dir, name))
-            written.append(os.path.join(summary_dir, name))
-        _publish(staging, outdir)
-        written += [os.path.join(outdir, name) for name in names if name not in SUMMARY_FILES]
-    except (OSError, RuntimeError) as exc:
-        raise write_failure(exc, outdir, "outdir", NEEDED_BYTES) from None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    return sorted(written), table
-
-
-def write_summary(points: list, combined, directory: str, threshold: float, nsigma: float):
-    """summary.csv, summary.html and summary.nc of the collated points in `directory`; returns the table."""
-    table = summary_table(combined)
-    table.to_csv(os.path.join(directory, "summary.csv"), index=False, float_format="%.6g")
-    with open(os.path.join(directory, "summary.html"), "w") as fh:
-        fh.write(summary_html(table))
-    combined.attrs = provenance_attrs("Summary of the closure diagnostics over grid points",
-                                      {"threshold": threshold, "nsigma": nsigma,
-                                       "diagnostics_files": ",".join(str(path) for path, _ in points)})
-    write_netcdf(netcdf_summary(combined), os.path.join(directory, "summary.nc"))
-    return table
-
-
-def netcdf_summary(combined):
-    """summary.nc: the collated summary with its depth axis named L (CF reads a coordinate named depth as a
-    vertical axis; summary.csv keeps the column name depth)."""
-    out = combined.rename({"depth": "L"})
-    out["L"].attrs = schema.coordinate("L", None)[2]
-    return out
-
-
-def _publish(staging: str, outdir: str) -> None:
-    """Move the staged files into outdir: a rename of the whole folder when outdir is new."""
-    if not os.path.exists(outdir):
-        os.rename(staging, outdir)
-        return
-    for name in os.listdir(staging):
-        os.replace(os.path.join(staging, name), os.path.join(outdir, name))
-
-
-__all__ = ["FIGURES", "Figure", "SUMMARY_FILES", "check_diagnostics", "figures_of", "register_figure", "render"]
+__all__ = ["FIGURES", "Figure", "check_diagnostics", "figures_of", "register_figure"]

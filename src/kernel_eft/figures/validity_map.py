@@ -49,8 +49,10 @@ def _label(value) -> str:
     return f"{value}" if isinstance(value, str) else f"{value:g}"
 
 
-def render(combined, outdir: str, threshold: float, nsigma: float, points=()) -> list[str]:
-    table = summary_table(combined)
+def render(study, outdir: str) -> list[str]:
+    """study: kernel_eft.figures.study.StudyData (the map reads the collated summary)."""
+    threshold, nsigma = study.threshold, study.nsigma
+    table = summary_table(study.combined)
     widest = table.sort_values("width").groupby("point", sort=False).tail(1)  # one row per point
     smallest = table.sort_values("width").groupby("point", sort=False).head(1).set_index("point")
     axes_vary = varying_axes(widest)

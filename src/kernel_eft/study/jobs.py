@@ -6,7 +6,7 @@ Cost model (CPU seconds on one core, P = 2; config/README.md "Size and cost" has
 fitted to): a Monte Carlo job takes startup + samples x L x (a x n + b), a and b per activation from
 least-squares fits to timed jobs (n = 64 to 1024, L = 32 and 64; each job within 11% of its fit); theory and
 diagnostics jobs a typical time per job read off the same measurements; figures ~3 s per figure (four per
-point, two for the study).  The costs scale with P only through the Monte Carlo's block sampler, which the
+point in each point's figures job, two in the study's).  The costs scale with P only through the Monte Carlo's block sampler, which the
 fits do not cover for P > 2: a plan of P > 2 geometries is a lower bound.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from kernel_eft.study import paths
 from kernel_eft.study.grid import Point, Study
 
-STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures")
+STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point", "figures")
 
 # Monte Carlo, block sampler: seconds per sample and layer = a * n + b (config/README.md, fits of 2026-11-25)
 MC_COST = {"relu": (50e-9, 1.4e-6), "tanh": (115e-9, 3.2e-6), "gelu": (112e-9, 1.5e-6), "erf": (97e-9, 0.4e-6)}
@@ -87,8 +87,9 @@ def jobs(study: Study) -> list[Job]:
             add(Job("theory_continuous", paths.THEORY_CONTINUOUS_FILE.format(closure=closure.name, **w), point,
                     closure=closure, seconds=theory_seconds(closure, point, None)))
         add(Job("diagnose", paths.DIAG_FILE.format(**w), point, seconds=DIAGNOSE_SECONDS))
-    add(Job("figures", paths.FIGURES_DIR.format(study=study.name), None,
-            seconds=FIGURE_SECONDS * (POINT_FIGURES * len(study.points) + STUDY_FIGURES)))
+        add(Job("figures_point", paths.POINT_FIGURES_DIR.format(**w), point, seconds=FIGURE_SECONDS * POINT_FIGURES))
+    add(Job("figures", paths.STUDY_FIGURES_DIR.format(study=study.name), None,
+            seconds=FIGURE_SECONDS * STUDY_FIGURES))
     return listed
 
 
