@@ -21,7 +21,7 @@ def test_the_job_list_has_one_job_per_file_of_the_study(name):
     points = per_depth * len(g["depth"])
     expected = {"simulate": points * len(g["width"]), "theory_discrete": points * len(theory["closures"]),
                 "theory_continuous": per_depth * len(theory["closures"]) * bool(theory["continuous"]),
-                "diagnose": points, "figures": 1}
+                "diagnose": points, "figures_point": points, "figures": 1}
     counts = {stage: count for stage, (count, _) in plan(s).items()}
     assert counts == {stage: n for stage, n in expected.items() if n}
     outputs = [job.output for job in jobs(s)]
