@@ -87,7 +87,7 @@ def diagnosed(tmp_path_factory):
     mc_files, theory_files = write_point(directory, "p", widths=(64, 128, 256))
     out = directory / "diag.nc"
     assert main(["diagnose", "--mc", *mc_files, "--theory", *theory_files, "--out", str(out)]) == 0
-    # the summary files exactly as `kernel-eft figures` writes them, without drawing (tests/test_plots.py draws)
+    # the summary files exactly as `kernel-eft figures` writes them, without drawing (tests/figures/test_plots.py draws)
     from kernel_eft.figures.study import write_summary
     from kernel_eft.figures.summary import collate
 

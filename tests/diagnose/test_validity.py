@@ -172,7 +172,7 @@ def test_extrapolated_tstar_finds_an_injected_error_and_the_exact_answer_has_no_
 @pytest.fixture(scope="module")
 def linear_three_widths():
     """Real linear-phi Monte Carlo at three widths: for linear phi the G-only V4 is the exact n -> infinity V4
-    (tests/test_exact.py checks it against the exact theory to 5e-14)."""
+    (tests/theory/test_exact.py checks it against the exact theory to 5e-14)."""
     from kernel_eft.simulate.dataset import mc_dataset
     from kernel_eft.simulate.estimates import summarize
     from kernel_eft.simulate.params import SimulationParams
