@@ -81,7 +81,7 @@ def test_theory_files_of_every_closure():
 
 @pytest.fixture(scope="module")
 def diagnosed(tmp_path_factory):
-    from test_plots import write_point
+    from tests.helpers import write_point
 
     directory = tmp_path_factory.mktemp("format")
     mc_files, theory_files = write_point(directory, "p", widths=(64, 128, 256))

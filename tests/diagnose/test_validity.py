@@ -16,7 +16,7 @@ from kernel_eft.core.statistics import (BatchMoments, ControlVariate, Moments, b
                                         extrapolate_inverse_width, first_crossing, fit_inverse_width, jackknife,
                                         percentile_interval)
 from kernel_eft.diagnose.point import diagnose_point
-from test_diagnostics import KIN, linear_point, theory_dataset
+from tests.helpers import KIN, linear_point, theory_dataset
 
 # ----------------------------------------------------------------------------------------------
 # The weighted 1/n extrapolation

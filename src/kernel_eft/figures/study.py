@@ -16,7 +16,6 @@ import matplotlib.pyplot as plt
 
 from kernel_eft import schema
 from kernel_eft.figures.common import STYLE
-from kernel_eft.figures.registry import check_diagnostics, figures_of
 from kernel_eft.figures.summary import collate, summary_html, summary_table
 from kernel_eft.io import provenance_attrs, usual_permissions, write_failure, write_netcdf
 
@@ -73,7 +72,15 @@ def _publish(staging: str, outdir: str) -> None:
         os.replace(os.path.join(staging, name), os.path.join(outdir, name))
 
 
+def _registry():
+    """The figure registry, imported on use: its discovery imports every module of this folder, this one too."""
+    import importlib
+
+    return importlib.import_module("kernel_eft.figures.registry")
+
+
 def _draw_points(points: list, staging: str) -> None:
+    figures_of = _registry().figures_of
     with plt.rc_context(STYLE):
         for _, ds in points:
             for figure in figures_of("point"):
@@ -83,6 +90,7 @@ def _draw_points(points: list, staging: str) -> None:
 def _draw_study(points: list, threshold: float, nsigma: float, staging: str):
     combined = collate([ds for _, ds in points])
     study = StudyData(combined, tuple(ds for _, ds in points), threshold, nsigma)
+    figures_of = _registry().figures_of
     with plt.rc_context(STYLE):
         for figure in figures_of("study"):
             figure.render(study, staging)
@@ -91,13 +99,13 @@ def _draw_study(points: list, threshold: float, nsigma: float, staging: str):
 
 def render_points(points: list, outdir) -> list[str]:
     """The point figures of every point.  points: [(path, Dataset)]."""
-    check_diagnostics(points)
+    _registry().check_diagnostics(points)
     return stage_and_publish(outdir, lambda staging: _draw_points(points, staging))
 
 
 def render_study(points: list, outdir, summary_dir=None):
     """The study figures and the summary table of all points.  Returns (paths, summary table)."""
-    threshold, nsigma = check_diagnostics(points)
+    threshold, nsigma = _registry().check_diagnostics(points)
     tables = []
     paths = stage_and_publish(outdir, lambda staging: tables.append(_draw_study(points, threshold, nsigma,
                                                                                  staging)), summary_dir)
@@ -107,7 +115,7 @@ def render_study(points: list, outdir, summary_dir=None):
 def render(points: list, outdir, summary_dir=None):
     """Every figure of every point, the study figures and the summary table, published together.
     Returns (paths written, summary table)."""
-    threshold, nsigma = check_diagnostics(points)
+    threshold, nsigma = _registry().check_diagnostics(points)
     tables = []
 
     def draw(staging):
