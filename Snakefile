@@ -6,9 +6,9 @@
 #   snakemake --report results/default/report.html           # browsable report
 #
 # A study is one config file: config/config.yaml (the study "default") unless --configfile names
-# another, which then stands alone (keys it omits take the schema's defaults, not config.yaml's).
-# Its results go to results/<study>/ (schema: workflow/schemas/config.schema.yaml; studies and
-# their cost: config/README.md).
+# another, which then stands alone (keys it omits take their defaults, not config.yaml's). Its
+# results go to results/<study>/ (config, grid, tags, seeds and paths: kernel_eft.study; studies
+# and their cost: config/README.md; kernel-eft study plan|status CONFIG).
 
 
 if not workflow.overwrite_configfiles:
@@ -37,7 +37,7 @@ rule all:
     default_target: True
     input:
         all_results(),
-        FIGURES_DIR,
+        STUDY_FIGURES_DIR,
         SUMMARY_FILES,
 
 

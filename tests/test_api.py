@@ -103,14 +103,16 @@ class FreeClosure(ke.Closure):
     source_label = "no source"
     default_points = 5
     style = {"discrete": dict(color="tab:olive", ls="-"), "continuum": dict(color="tab:olive", ls="--")}
+    # an option of its own: the CLI flag --scale, the config key theory.free.scale
+    options = (ke.Option("scale", float, 1.0, "factor of the Wishart V4", positive=True),)
 
-    def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None):
+    def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, scale=1.0):
         steps = depth if depth is not None else 64 * ((points or self.default_points) - 1)
         K0 = mean_kernel_discrete(activation, kin, sw2, sb2, time, steps)
         if depth is None:  # a fine layer grid sampled at the output times stands for the continuum
             K0 = K0[:: steps // ((points or self.default_points) - 1)]
         layers = np.arange(depth + 1) if depth is not None else None
-        V4 = np.stack([wishart_v4(K) for K in K0])
+        V4 = scale * np.stack([wishart_v4(K) for K in K0])
         zeros = np.zeros_like(K0)
         return self.dataset({"K0": K0, "V4": V4, "K1": zeros, "K1_source": zeros},
                             np.linspace(0.0, time, K0.shape[0]), layers, activation, kin, sw2, sb2, time, {},
@@ -161,6 +163,33 @@ def test_toy_activation_and_closure_run_end_to_end(toys, tmp_path):
     assert any(path.endswith("summary.csv") for path in paths)
     caption = next(p for p in paths if p.endswith("fig4_k1_source.caption.txt"))
     assert "free field: no source" in open(caption).read()
+
+
+def test_a_toy_closure_option_reaches_the_cli_and_the_study_config(toys, tmp_path, capsys):
+    """The declaration (FreeClosure.options) is all it takes: --scale in the CLI, theory.free.scale in a study,
+    errors naming the flag or the config key."""
+    from kernel_eft.cli import main
+    from kernel_eft.study.config import ConfigError
+    from kernel_eft.study.grid import Study
+
+    args = ["theory", "--activation", "relu", "--time", "1", "--kin", "1,0.6;0.6,1", "--depth", "4"]
+    out = tmp_path / "scaled.nc"
+    assert main([*args, "--closure", "free", "--scale", "2", "--out", str(out)]) == 0
+    with xr.open_dataset(out) as ds:  # V4 = scale x the Wishart form of its own K0
+        np.testing.assert_allclose(ds["V4"].values, 2.0 * np.stack([wishart_v4(K) for K in ds["K0"].values]),
+                                   rtol=1e-14)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--closure", "gonly", "--scale", "2", "--out", str(tmp_path / "no.nc")])
+    assert exit_info.value.code == 2 and "--scale: not an option of the gonly closure" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--closure", "free", "--scale", "-1", "--out", str(tmp_path / "no.nc")])
+    assert "--scale" in capsys.readouterr().err and not (tmp_path / "no.nc").exists()
+    grid = dict(activation=["relu"], width=[16], depth=[4], time=[1], sw2=[1.0], sb2=[0.0], inputs=[{"rho": 0.6}])
+    study = Study.from_config({"grid": grid, "theory": {"closures": ["free"], "free": {"scale": 2}}})
+    assert study.closure_flags(study.closures[0]) == " --scale 2.0"
+    with pytest.raises(ConfigError) as config_info:
+        Study.from_config({"grid": grid, "theory": {"closures": ["free"], "free": {"scael": 2}}})
+    assert config_info.value.field == "theory.free.scael"
 
 
 def test_merged_runs_diagnose_and_plot(tmp_path):

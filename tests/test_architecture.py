@@ -1,6 +1,7 @@
 """The layout keeps its promises (docs/architecture.md): no import cycles between kernel_eft's modules,
 counting the imports inside functions too; argparse only in the CLI; the simulator and the theory never
-import each other; data flow one way (core <- simulate, theory <- diagnose <- figures <- api <- cli)."""
+import each other; data flow one way (core <- simulate, theory <- diagnose <- figures <- api <- cli; the study
+room, kernel_eft.study, sits above diagnose and theory and is used only by the API, the CLI and the workflow)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ GRAPH = {name: imports_of(name) for name in MODULES}
 
 
 def test_the_package_has_the_documented_rooms():
-    for room in ("core", "simulate", "theory", "diagnose", "figures"):
+    for room in ("core", "simulate", "theory", "diagnose", "figures", "study"):
         assert f"kernel_eft.{room}" in MODULES, room
     for module in ("schema", "api", "cli", "io"):
         assert f"kernel_eft.{module}" in MODULES, module
@@ -102,11 +103,18 @@ def room(name: str) -> str:
     ("core", "simulate"), ("core", "theory"), ("core", "diagnose"), ("core", "figures"),
     ("simulate", "diagnose"), ("theory", "diagnose"), ("simulate", "figures"), ("theory", "figures"),
     ("diagnose", "figures"), ("diagnose", "simulate"),
+    # the study plans runs: it reads the registries and spells tags, it never simulates, draws or calls the API
+    ("study", "simulate"), ("study", "figures"), ("core", "study"), ("simulate", "study"), ("theory", "study"),
+    ("diagnose", "study"), ("figures", "study"),
 ])
 def test_data_flows_one_way(source, forbidden):
     offenders = sorted(f"{name} -> {dep}" for name, deps in GRAPH.items() if room(name) == source
                        for dep in deps if room(dep) == forbidden)
     assert offenders == []
+
+
+def test_the_study_room_does_not_use_the_api():
+    assert not any(dep == "kernel_eft.api" for name, deps in GRAPH.items() if room(name) == "study" for dep in deps)
 
 
 def test_nothing_but_the_cli_and_the_package_root_uses_the_api():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import kernel_eft as ke
-from kernel_eft.figures.registry import write_summary
+from kernel_eft.figures.study import write_summary
 from kernel_eft.figures.summary import collate
 from kernel_eft.theory.registry import closure_names
 

@@ -238,7 +238,7 @@ def test_disk_full_on_a_real_tiny_filesystem(cli_env, tiny_filesystem):
 
 
 def test_disk_full_while_writing_figures_leaves_the_folder_untouched(tmp_path, capsys, monkeypatch):
-    from test_plots import write_point
+    from tests.helpers import write_point
 
     mc, th = write_point(tmp_path, "p")
     diag = tmp_path / "diag.nc"
@@ -284,7 +284,7 @@ def test_read_only_output_directory_for_theory(capsys, read_only_dir):
 
 
 def test_figures_outdir_naming_an_existing_file(tmp_path, capsys):
-    from test_plots import write_point
+    from tests.helpers import write_point
 
     mc, th = write_point(tmp_path, "p", continuum=False)
     diag = tmp_path / "diag.nc"
@@ -360,7 +360,7 @@ def test_bad_argument_under_mpi_is_reported_once_without_mpi_abort(cli_env, tmp_
 
 
 def test_two_grid_points_with_one_tag_cannot_share_figures(tmp_path, capsys):
-    from test_plots import write_point
+    from tests.helpers import write_point
 
     diags = []
     for name, sw2 in (("a", 1.0), ("b", 1.5)):
@@ -432,7 +432,7 @@ def _grid(**override):
     ({"grid": _grid(), "study": "../elsewhere"}, "study"),
 ], ids=["samples<batches", "record_every>depth", "same-kin-twice", "study-name"])
 def test_config_relations_are_checked_at_load(tmp_path, config, message):
-    from test_workflow import snakemake
+    from tests.test_workflow import snakemake
 
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", "--configfile", "bad.yaml", check=False, timeout=60)
@@ -694,7 +694,7 @@ def test_every_netcdf_writer_refuses_a_full_disk_naming_the_path(capsys, mount_t
 
 @pytest.fixture
 def diagnosed(tmp_path):
-    from test_plots import write_point
+    from tests.helpers import write_point
 
     mc, th = write_point(tmp_path, "p", continuum=False)
     diag = tmp_path / "diag.nc"

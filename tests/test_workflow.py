@@ -70,6 +70,7 @@ def expected_counts(config_path: Path) -> dict[str, int]:
         "theory_discrete": points * len(discrete),
         "theory_continuous": per_depth * len(continuous),
         "diagnose": points,
+        "figures_point": points,  # one figures job per point, then one for the study
         "figures": 1,
         "all": 1,
     }
@@ -117,20 +118,15 @@ def test_paths_are_readable_and_stable(tmp_path):
 
 
 def test_every_input_geometry_has_its_own_tag(tmp_path):
-    """Inputs of equal rho (unit norms, other norms, a 3x3 K_in, a labelled K_in) get four tags,
-    each spelling or hashing the whole K_in; the diagnose job passes the point's tag on."""
-    from kernel_eft.diagnose.tags import geometry_tag
-    from kernel_eft.validation import parse_kin
-
+    """Inputs of equal rho (unit norms, other norms, a 3x3 K_in, a labelled K_in) get four tags (spelled by
+    kernel_eft.study, tests/study/test_grid.py); the diagnose job passes the point's tag on."""
     kin3 = "1,0.3,0.3;0.3,1,0.3;0.3,0.3,1"
     config = {"grid": dict(activation=["relu"], width=[16], depth=[4], time=[1], sw2=[1.0], sb2=[0.0],
                            inputs=[{"rho": 0.3}, {"rho": 0.3, "norms": [1, 2]}, {"kin": kin3},
                                    {"kin": "1,0.3;0.3,1.5", "label": "mine"}])}
     (tmp_path / "geoms.yaml").write_text(yaml.safe_dump(config))
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", "geoms.yaml")
-    hashed = geometry_tag(parse_kin(kin3))  # the package's tag of a K_in without a label
-    assert hashed.startswith("P3-")
-    for geom in ("rho0.3", "rho0.3_q1-2", hashed, "mine-"):
+    for geom in ("rho0.3", "rho0.3_q1-2", "P3-", "mine-"):
         assert f"results/geoms/diagnostics/relu/L4_T1_sw1_sb0_{geom}" in proc.stdout, geom
         assert f"--tag relu_L4_T1_sw1_sb0_{geom}" in proc.stdout, geom
 
@@ -148,7 +144,8 @@ def test_rules_pin_blas_threads_to_their_threads(tmp_path):
     proc = snakemake(tmp_path, "-n", "-p", "--configfile", str(TEST_CONFIG))
     commands = [line for line in proc.stdout.splitlines() if "python -m" in line and "kernel_eft" in line]
     assert len(commands) == sum(expected_counts(TEST_CONFIG)[job] for job in
-                                ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures"))
+                                ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point",
+                                 "figures"))
     for line in commands:
         assert "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1;" in line, line
 
@@ -196,8 +193,8 @@ def _tiny_grid(**override):
 @pytest.mark.parametrize(
     "config, field",
     [
-        ({"grid": _tiny_grid(), "monte_carlo": {"samplez": 10}}, "monte_carlo: Additional properties are not allowed ('samplez'"),
-        ({"grid": _tiny_grid(), "typo_section": {}}, "(top level): Additional properties are not allowed ('typo_section'"),
+        ({"grid": _tiny_grid(), "monte_carlo": {"samplez": 10}}, "monte_carlo.samplez: unknown key"),
+        ({"grid": _tiny_grid(), "typo_section": {}}, "typo_section: unknown section"),
         ({"grid": _tiny_grid(width=[0])}, "grid.width[0]"),
         ({"grid": _tiny_grid(activation=["sigmoidish"])}, "grid.activation[0]"),
         ({"grid": _tiny_grid(time=[-1])}, "grid.time[0]"),
@@ -264,8 +261,10 @@ def test_end_to_end_produces_netcdf_and_figures(finished_study):
         assert (workdir / "results/test/theory/relu" / name).is_file()
     assert (workdir / "results/test/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc").is_file()
     figures = workdir / "results/test/figures"
-    pngs = sorted(p.stem for p in figures.glob("*.png"))
-    assert pngs and pngs == sorted(p.stem for p in figures.glob("*.pdf"))
+    pngs = sorted(p.stem for p in figures.rglob("*.png"))
+    assert pngs and pngs == sorted(p.stem for p in figures.rglob("*.pdf"))
+    # one folder per point (its own job), one for the study figures
+    assert sorted(p.name for p in figures.iterdir()) == ["relu_L8_T1_sw1_sb0_rho0.6", "study"]
     for ext in ("csv", "nc", "html"):
         assert (workdir / f"results/test/summary.{ext}").is_file()
     assert_netcdf_files_sound(workdir)
@@ -317,7 +316,7 @@ def test_growing_the_grid_runs_only_the_new_point(finished_study, tmp_path):
     (tmp_path / "grown.yaml").write_text(yaml.safe_dump(config))
     dry = snakemake(workdir, "-n", "-p", "--cores", "2", "--configfile", str(tmp_path / "grown.yaml"))
     assert job_counts(dry.stdout) == {"simulate": 2, "theory_discrete": 1, "theory_continuous": 1, "diagnose": 1,
-                                      "figures": 1, "all": 1}
+                                      "figures_point": 1, "figures": 1, "all": 1}
     outputs = re.findall(r"--out (\S+)", dry.stdout)
     assert outputs and all(path.endswith("_rho0.3.nc") for path in outputs)
 
@@ -328,7 +327,10 @@ def test_report_renders_figures(finished_study):
     workdir, _, _ = finished_study
     import base64
 
-    snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "results/test/report.html")
+    proc = snakemake(workdir, "--configfile", str(TEST_CONFIG), "--report", "results/test/report.html")
+    # captions are reStructuredText: a stray |x| or *x* is an error the report would show instead of the text
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line or "WARNING" in line]
+    assert not problems, "\n".join(problems)
     html = (workdir / "results/test/report.html").read_text(errors="replace")
     assert "fig1_mean_kernel" in html and "fig5_validity_map" in html
     table = re.search(r"data:text/html;charset=utf8;filename=summary.html;base64,([A-Za-z0-9+/=]+)", html)
@@ -345,7 +347,7 @@ def test_deleting_one_mc_file_reruns_only_that_point(finished_study):
     (workdir / victim).unlink()
     before = study_files(workdir)
     dry = snakemake(workdir, "-n", "--cores", "2", "--configfile", str(TEST_CONFIG))
-    assert job_counts(dry.stdout) == {"simulate": 1, "diagnose": 1, "figures": 1, "all": 1}
+    assert job_counts(dry.stdout) == {"simulate": 1, "diagnose": 1, "figures_point": 1, "figures": 1, "all": 1}
     snakemake(workdir, "--cores", "2", "--configfile", str(TEST_CONFIG))
     after = study_files(workdir)
     assert victim in after
@@ -374,10 +376,10 @@ def test_inputs_of_equal_rho_are_three_points_and_studies_sit_side_by_side(tmp_p
     (tmp_path / "first.yaml").write_text(yaml.safe_dump(first))
     snakemake(tmp_path, "--cores", "2", "--configfile", "first.yaml")
     figures = tmp_path / "results/first/figures"
-    fig1 = sorted(p.name for p in figures.glob("*_fig1_mean_kernel.png"))
+    fig1 = sorted(p.name for p in figures.rglob("*_fig1_mean_kernel.png"))
     assert len(fig1) == 3, fig1
     for stem in ("fig2_kernel_covariance", "fig3_residual", "fig4_k1_source"):
-        assert len(list(figures.glob(f"*_{stem}.png"))) == 3, stem
+        assert len(list(figures.rglob(f"*_{stem}.png"))) == 3, stem
     table = pd.read_csv(tmp_path / "results/first/summary.csv")
     assert len(table) == 3 and table["point"].nunique() == 3  # one width: a row per point
     assert sorted(table["point"]) == sorted(name[: -len("_fig1_mean_kernel.png")] for name in fig1)
@@ -390,7 +392,7 @@ def test_inputs_of_equal_rho_are_three_points_and_studies_sit_side_by_side(tmp_p
     second["monte_carlo"]["samples"] = 400  # the first study's rho0.3 point, with other settings
     (tmp_path / "second.yaml").write_text(yaml.safe_dump(second))
     snakemake(tmp_path, "--cores", "2", "--configfile", "second.yaml")
-    assert len(list((tmp_path / "results/second/figures").glob("*_fig1_mean_kernel.png"))) == 1
+    assert len(list((tmp_path / "results/second/figures").rglob("*_fig1_mean_kernel.png"))) == 1
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "results/first").rglob("*")
              if p.is_file()}
     assert after == snapshot, "the second study touched the first study's results"
@@ -465,3 +467,60 @@ def test_killed_run_resumes_to_the_results_of_an_uninterrupted_run(tmp_path, sig
     assert_same_results(tmp_path, uninterrupted_kill_study)
     proc = snakemake(tmp_path, "-n", *KILL_ARGS)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+TOY_CLOSURE_MODULE = '''"""Toy closure with an option (written by tests/test_workflow.py; one file is a closure)."""
+import numpy as np
+
+from kernel_eft.core.meanfield import mean_kernel_discrete
+from kernel_eft.core.pairs import wishart_v4
+from kernel_eft.theory.closure import Closure, Option
+
+
+class ScaledWishart(Closure):
+    name = "toyscaled"
+    label = long_label = "scaled Wishart toy"
+    description = "toy: scale x the Wishart V4 of the mean field, K1 = 0"
+    depths = ("discrete",)
+    options = (Option("scale", float, 1.0, "factor of the Wishart V4", positive=True),)
+
+    def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, scale=1.0):
+        K0 = mean_kernel_discrete(activation, kin, sw2, sb2, time, depth)
+        V4 = scale * np.stack([wishart_v4(K) for K in K0])
+        zeros = np.zeros_like(K0)
+        return self.dataset({"K0": K0, "V4": V4, "K1": zeros, "K1_source": zeros}, np.linspace(0.0, time, depth + 1),
+                            np.arange(depth + 1), activation, kin, sw2, sb2, time, {"scale": scale}, "toy")
+
+
+CLOSURE = ScaledWishart()
+'''
+
+
+def test_a_closure_with_an_option_is_one_file_and_runs_in_the_workflow(tmp_path):
+    """A module in kernel_eft/theory/ is a closure: the study config takes its option (theory.toyscaled.scale), the
+    workflow passes it to the theory job as --scale, and the file holds scale x the Wishart form of its K0."""
+    import numpy as np
+    import xarray as xr
+
+    from kernel_eft.core.pairs import wishart_v4
+
+    module = ROOT / "src" / "kernel_eft" / "theory" / "zz_toy_scaled_closure.py"
+    module.write_text(TOY_CLOSURE_MODULE)
+    try:
+        config = {"grid": _tiny_grid(), "theory": {"closures": ["gonly", "toyscaled"], "continuous": True,
+                                                   "toyscaled": {"scale": 3.0}}}
+        (tmp_path / "toy.yaml").write_text(yaml.safe_dump(config))
+        target = "results/toy/theory/relu/toyscaled_L4_T1_sw1_sb0_rho0.5.nc"
+        proc = snakemake(tmp_path, target, "--cores", "1", "-p", "--configfile", "toy.yaml")
+        assert "--scale 3.0 --closure toyscaled" in proc.stdout + proc.stderr
+        dry = snakemake(tmp_path, "-n", "--configfile", "toy.yaml").stdout  # it declares the discrete form only
+        assert "gonly_continuous" in dry and "toyscaled_continuous" not in dry
+        with xr.open_dataset(tmp_path / target) as ds:
+            np.testing.assert_allclose(ds["V4"].values, 3.0 * np.stack([wishart_v4(K) for K in ds["K0"].values]),
+                                       rtol=1e-14)
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "theory": {**config["theory"],
+                                                                               "toyscaled": {"scale": 0}}}))
+        proc = snakemake(tmp_path, "-n", "--configfile", "bad.yaml", check=False)
+        assert proc.returncode != 0 and "invalid config: theory.toyscaled.scale" in proc.stdout + proc.stderr
+    finally:
+        module.unlink()

@@ -55,6 +55,7 @@ _LAZY = {
     "activation_names": "kernel_eft.core.activations", "custom_activation": "kernel_eft.core.activations",
     "get_activation": "kernel_eft.core.activations",
     "Closure": "kernel_eft.theory.registry", "register_closure": "kernel_eft.theory.registry",
+    "Option": "kernel_eft.theory.closure",
     "closure_names": "kernel_eft.theory.registry", "get_closure": "kernel_eft.theory.registry",
     "Figure": "kernel_eft.figures.registry", "register_figure": "kernel_eft.figures.registry",
 }

@@ -125,17 +125,14 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
 
     depth=L: the network's layer recursion at depth L (every layer 0..L: compare Monte Carlo at depth L with
     this); depth=None: the continuous-depth limit on `points` uniform times (default: the closure's).
-    options: closure-specific (gonly: rtol, atol, solver; exact: rule)."""
+    options: the closure's own keywords (Closure.options: name, type, default, help)."""
     name = _activation_name(activation)
     chosen = _closure(closure)
     kin = check_kin(kin, "kin")
     time = check_float(time, "time", positive=True)
     sw2 = check_float(sw2, "sw2", nonnegative=True)
     sb2 = check_float(sb2, "sb2", nonnegative=True)
-    unknown = sorted(set(options) - set(chosen.options))
-    if unknown:
-        raise InputError(unknown[0], f"not an option of the {chosen.name} closure (options: "
-                                     f"{', '.join(chosen.options) or 'none'})")
+    options = chosen.check_options(options)
     form = "discrete" if depth is not None else "continuum"
     if form not in chosen.depths:
         raise InputError("depth", f"the {chosen.name} closure solves only {' and '.join(chosen.depths)} depth")
@@ -211,22 +208,31 @@ def diagnose(mc, theories, *, threshold: float = 0.1, nsigma: float = 4.0, tag: 
     return ds
 
 
-def figures(diagnostics, outdir, *, summary_dir=None, print_summary: bool = False, log=None) -> list[str]:
+def figures(diagnostics, outdir, *, summary_dir=None, only=None, print_summary: bool = False, log=None) -> list[str]:
     """Every figure (PDF, PNG, caption) of every diagnosed point, the study figures, and summary.csv,
-    summary.nc, summary.html (in summary_dir, default outdir).  diagnostics: paths or Datasets.  Returns the
-    paths written."""
+    summary.nc, summary.html (in summary_dir, default outdir).  diagnostics: paths or Datasets.  only="point":
+    the point figures alone; only="study": the study figures and the summary alone (the workflow renders each
+    point in its own job, then the study).  Returns the paths written."""
     # matplotlib loads only when figures are drawn: simulate and theory start faster
-    from kernel_eft.figures.registry import NEEDED_BYTES
-    from kernel_eft.figures.registry import render as render_figures
+    from kernel_eft.figures import study as renderer
     from kernel_eft.figures.summary import format_summary_table
 
+    if only not in (None, "point", "study"):
+        raise InputError("only", f"{only!r}: give point or study (or nothing: both)")
     started = _time.perf_counter()
-    check_writable(outdir, "outdir", directory=True, needed_bytes=NEEDED_BYTES)
+    check_writable(outdir, "outdir", directory=True, needed_bytes=renderer.NEEDED_BYTES)
     summary_dir = os.path.abspath(summary_dir or outdir)
-    check_writable(summary_dir, "summary_dir", directory=True, needed_bytes=NEEDED_BYTES // 4)
+    check_writable(summary_dir, "summary_dir", directory=True, needed_bytes=renderer.NEEDED_BYTES // 4)
+    points = _inputs(diagnostics, "diagnostics")
+    table = None
     with heartbeat(log, "figures"):
-        paths, table = render_figures(_inputs(diagnostics, "diagnostics"), outdir, summary_dir)
-    if print_summary:
+        if only == "point":
+            paths = renderer.render_points(points, outdir)
+        elif only == "study":
+            paths, table = renderer.render_study(points, outdir, summary_dir)
+        else:
+            paths, table = renderer.render(points, outdir, summary_dir)
+    if print_summary and table is not None:
         print(format_summary_table(table))
     if log is not None:
         where = outdir if summary_dir == os.path.abspath(outdir) else f"{outdir} and the summary to {summary_dir}"
@@ -242,4 +248,23 @@ def summary(path) -> str:
     return format_summary_table(read_summary(path))
 
 
-__all__ = ["diagnose", "figures", "merge", "simulate", "summary", "theory"]
+def study_plan(config, *, cores: int = 1, list_jobs: bool = False, workdir=".") -> str:
+    """A study's jobs and their estimated CPU time per stage (kernel_eft.study.jobs), from its config file."""
+    from kernel_eft.study.grid import Study
+    from kernel_eft.study.jobs import plan_text
+
+    cores = check_int(cores, "cores", 1)
+    study = Study.from_file(config, os.path.join(workdir, "config", "config.yaml"))
+    return plan_text(study, cores=cores, list_jobs=list_jobs)
+
+
+def study_status(config, *, workdir=".", list_jobs: bool = False) -> str:
+    """Which of a study's jobs are done, running and missing, from the files under `workdir`."""
+    from kernel_eft.study.grid import Study
+    from kernel_eft.study.jobs import status_text
+
+    study = Study.from_file(config, os.path.join(workdir, "config", "config.yaml"))
+    return status_text(study, workdir, list_jobs=list_jobs)
+
+
+__all__ = ["diagnose", "figures", "merge", "simulate", "study_plan", "study_status", "summary", "theory"]

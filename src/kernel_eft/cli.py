@@ -1,4 +1,4 @@
-"""Command line: kernel-eft simulate | merge | theory | diagnose | figures | summary.
+"""Command line: kernel-eft simulate | merge | theory | diagnose | figures | summary | study plan | study status.
 
 This module only parses arguments and calls kernel_eft.api (which validates its input before it opens an
 output file).  Bad input exits with code 2 and one line naming the argument; a numerical failure (overflow,
@@ -149,13 +149,36 @@ def add_merge_parser(sub) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-THEORY_FIELDS = ("activation", "kin", "time", "sw2", "sb2", "closure", "depth", "points", "rtol", "atol", "solver",
-                 "out")
+THEORY_FIELDS = ("activation", "kin", "time", "sw2", "sb2", "closure", "depth", "points", "out")
+
+
+def closure_options() -> dict:
+    """{option name: [(closure, Option), ...]} of every registered closure's options that the CLI can spell (one
+    flag per name; the closures that share a name share its flag)."""
+    from kernel_eft.theory.registry import CLOSURES
+
+    found = {}
+    for closure in CLOSURES.values():
+        for option in closure.options:
+            if option.type is not None:
+                found.setdefault(option.name, []).append((closure, option))
+    return found
+
+
+def _option_type(option):
+    def convert(text):
+        try:
+            return option.check(text if option.choices or option.type is str else option.type(text), option.flag)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+        except ValueError:  # int("x"), float("x")
+            raise argparse.ArgumentTypeError(f"expected {option.type.__name__}, got {text!r}") from None
+    convert.__name__ = option.flag.lstrip("-")
+    return convert
 
 
 def add_theory_parser(sub) -> None:
-    from kernel_eft.theory.registry import CLOSURES
-    from kernel_eft.theory.gonly import DEFAULT_ATOL, DEFAULT_METHOD, DEFAULT_RTOL, SOLVER_METHODS
+    from kernel_eft.theory.registry import CLOSURES, reference_closure
 
     p = sub.add_parser(
         "theory",
@@ -171,20 +194,20 @@ def add_theory_parser(sub) -> None:
         ),
     )
     add_network_arguments(p, depth_required=False)
-    p.add_argument("--closure", default="gonly", choices=list(CLOSURES),
+    default = reference_closure().name
+    p.add_argument("--closure", default=default, choices=list(CLOSURES),
                    help="; ".join(f"{name}: {closure.description}" for name, closure in CLOSURES.items())
-                   + " (default gonly)")
+                   + f" (default {default})")
     p.add_argument("--points", default=None, type=_argtype(check_int, "--points", minimum=2),
                    help="continuous solver: number of uniform output times from 0 to T inclusive (default: "
                         + ", ".join(f"{c.default_points} for {name}" for name, c in CLOSURES.items()) + ")")
-    p.add_argument("--rtol", default=None, type=_argtype(check_float, "--rtol", positive=True),
-                   help=f"gonly continuous solver relative tolerance (default {DEFAULT_RTOL:g}; >= 8 correct digits)")
-    p.add_argument("--atol", default=None, type=_argtype(check_float, "--atol", positive=True),
-                   help=f"gonly continuous solver absolute tolerance (default {DEFAULT_ATOL:g})")
-    p.add_argument("--solver", default=None, choices=SOLVER_METHODS,
-                   help=f"solve_ivp method of the gonly continuous solver (default {DEFAULT_METHOD})")
+    for name, declared in closure_options().items():  # every closure's own options (Closure.options)
+        option = declared[0][1]
+        p.add_argument(option.flag, dest=f"option_{name}", metavar=name.upper(), default=None, type=_option_type(option),
+                       choices=option.choices or None,
+                       help="; ".join(f"{closure.name}: {o.help} (default {o.default})" for closure, o in declared))
     p.add_argument("--out", required=True, help="output netCDF path (written atomically)")
-    p.set_defaults(func=_command("theory_command", THEORY_FIELDS))
+    p.set_defaults(func=_command("theory_command", THEORY_FIELDS + tuple(closure_options())))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +272,10 @@ def add_figures_parser(sub) -> None:
                                                    "name in it are replaced)")
     p.add_argument("--summary-dir", default=None,
                    help="directory of summary.csv, summary.nc and summary.html (default: --outdir)")
-    p.set_defaults(func=_command("figures_command", ("diagnostics", "outdir", "summary_dir")))
+    p.add_argument("--only", default=None, choices=("point", "study"),
+                   help="point: the figures of each point alone (the workflow's per-point jobs); study: the study "
+                        "figures and the summary table alone (default: both)")
+    p.set_defaults(func=_command("figures_command", ("diagnostics", "outdir", "summary_dir", "only")))
 
 
 def add_summary_parser(sub) -> None:
@@ -261,6 +287,30 @@ def add_summary_parser(sub) -> None:
     )
     p.add_argument("summary", metavar="SUMMARY.csv", help="summary.csv written by kernel-eft figures")
     p.set_defaults(func=_command("summary_command", ("summary",)))
+
+
+def add_study_parser(sub) -> None:
+    p = sub.add_parser(
+        "study",
+        help="a study's jobs and cost before a run (plan), and where a run stands (status)",
+        description="Read a study's config file (as the workflow does: validated, defaults filled, the study named "
+                    "by its `study` key or file name) and print its jobs per stage with their estimated CPU time "
+                    "(plan), or which jobs are done, running and missing from the files on disk (status; running: "
+                    "Snakemake's .snakemake/incomplete markers or a job's .tmp files).",
+    )
+    actions = p.add_subparsers(dest="action", required=True, metavar="{plan,status}")
+    plan = actions.add_parser("plan", help="jobs and estimated CPU time per stage (cost model: config/README.md)")
+    plan.add_argument("config", metavar="CONFIG.yaml", help="the study's config file")
+    plan.add_argument("--cores", default=1, type=_argtype(check_int, "--cores", minimum=1),
+                      help="cores of the run, for the wall-time estimate (default 1)")
+    plan.add_argument("--list", action="store_true", dest="list_jobs", help="also list every job and its file")
+    plan.set_defaults(func=_command("study_plan_command", ("config", "cores")))
+    status = actions.add_parser("status", help="done, running and missing jobs from the files on disk")
+    status.add_argument("config", metavar="CONFIG.yaml", help="the study's config file")
+    status.add_argument("--workdir", default=".", help="the directory the workflow runs in (default: here)")
+    status.add_argument("--list", action="store_true", dest="list_jobs", help="also list the running and missing "
+                                                                               "files")
+    status.set_defaults(func=_command("study_status_command", ("config", "workdir")))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -279,13 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Kernels of finite-width pre-activation ResNets: Monte Carlo, EFT solvers, diagnostics.",
     )
     parser.add_argument("--version", action="version", version=f"kernel-eft {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,merge,theory,diagnose,figures,summary}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{simulate,merge,theory,diagnose,figures,summary,study}")
     add_simulate_parser(sub)
     add_merge_parser(sub)
     add_theory_parser(sub)
     add_diagnose_parser(sub)
     add_figures_parser(sub)
     add_summary_parser(sub)
+    add_study_parser(sub)
     return parser
 
 
@@ -348,7 +399,8 @@ def theory_command(args) -> int:
     from kernel_eft import api
     from kernel_eft.progress import logger
 
-    options = {name: getattr(args, name) for name in ("rtol", "atol", "solver") if getattr(args, name) is not None}
+    options = {name: getattr(args, f"option_{name}") for name in closure_options()
+               if getattr(args, f"option_{name}") is not None}
     api.theory(activation=args.activation, kin=args.kin, time=args.time, sw2=args.sw2, sb2=args.sb2,
                closure=args.closure, depth=args.depth, points=args.points, out=args.out, progress=True,
                log=logger("theory"), **options)
@@ -379,7 +431,7 @@ def figures_command(args) -> int:
     from kernel_eft import api
     from kernel_eft.progress import logger
 
-    api.figures(args.diagnostics, args.outdir, summary_dir=args.summary_dir, print_summary=True,
+    api.figures(args.diagnostics, args.outdir, summary_dir=args.summary_dir, only=args.only, print_summary=True,
                 log=logger("figures"))
     return 0
 
@@ -388,6 +440,20 @@ def summary_command(args) -> int:
     from kernel_eft import api
 
     print(api.summary(args.summary))
+    return 0
+
+
+def study_plan_command(args) -> int:
+    from kernel_eft import api
+
+    print(api.study_plan(args.config, cores=args.cores, list_jobs=args.list_jobs))
+    return 0
+
+
+def study_status_command(args) -> int:
+    from kernel_eft import api
+
+    print(api.study_status(args.config, workdir=args.workdir, list_jobs=args.list_jobs))
     return 0
 
 

@@ -3,7 +3,7 @@
 One table per file kind (`mc`, `theory`, `diagnostics`, `summary`); every writer builds its Dataset with
 `dataset(kind, ...)`, which attaches the attributes from here (and links each `X` to its standard error
 through `ancillary_variables = "X_se"`), and the variable tables of docs/data_format.md are generated from
-here (`update_document`, checked by tests/test_data_format.py).  CF-1.10: every variable has `long_name` and
+here (`update_document`, checked by tests/test_schema.py).  CF-1.10: every variable has `long_name` and
 `units` ("1": kernels are dimensionless); coordinates never carry `_FillValue` (kernel_eft.io).
 
 A long_name may hold {placeholders} filled from the writer's context (a threshold, a closure's label).

@@ -108,7 +108,7 @@ def test_workflow_runs_through_slurm_with_mpi(loopback_cluster, tmp_path):
     print(f"snakemake --executor slurm: {time.monotonic() - started:.1f} s")
     assert proc.returncode == 0, output[-6000:]
     submitted = output.count("has been submitted with SLURM jobid")
-    assert submitted == 3, output[-6000:]  # diagnose and figures are local rules
+    assert submitted == 4, output[-6000:]  # 2 simulate, 1 theory, 1 figures_point; diagnose, figures are local
     for width in config["grid"]["width"]:
         path = tmp_path / f"results/slurm/mc/relu/w{width}_L8_T1_sw1_sb0_rho0.6.nc"
         with xr.open_dataset(path) as mc:
@@ -116,7 +116,7 @@ def test_workflow_runs_through_slurm_with_mpi(loopback_cluster, tmp_path):
             assert mc.attrs["width"] == width
     with xr.open_dataset(tmp_path / "results/slurm/diagnostics/relu/L8_T1_sw1_sb0_rho0.6.nc") as diag:
         diag.load()
-    assert list((tmp_path / "results/slurm/figures").glob("*.png"))
+    assert list((tmp_path / "results/slurm/figures").rglob("*.png"))
     assert (tmp_path / "results/slurm/summary.csv").is_file()
 
 

@@ -1,6 +1,32 @@
-# Figures and the summary table of the study: the whole grid at once (collated on parameter
-# coordinates). figures renders into a staging folder (figures.XXXX.tmp) and moves everything in
+# Figures: one job per grid point (its four figures, in parallel across cores and cluster jobs), then
+# one job for the study (the validity map, the collapse figure and the summary table, collated on
+# parameter coordinates). Each renders into a staging folder (NAME.XXXX.tmp) and moves everything in
 # at the end; a job first removes the staging folder of an attempt that was killed.
+
+
+rule figures_point:
+    input:
+        DIAG_FILE,
+    output:
+        figures=report(
+            directory(POINT_FIGURES_DIR),
+            patterns=["{name}.png"],
+            labels={"point": POINT_TAG, "figure": "{name}"},
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    log:
+        POINT_FIGURES_LOG,
+    benchmark:
+        POINT_FIGURES_BENCHMARK
+    conda:
+        CONDA_ENV
+    threads: 1
+    shell:
+        "export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "rm -rf {output.figures}.*.tmp; "
+        "python -m kernel_eft figures --only point --diagnostics {input} --outdir {output.figures}"
+        " > {log} 2>&1"
 
 
 rule figures:
@@ -8,9 +34,9 @@ rule figures:
         all_diagnostics,
     output:
         figures=report(
-            directory(FIGURES_DIR_TEMPLATE),
+            directory(STUDY_FIGURES_DIR_TEMPLATE),
             patterns=["{name}.png"],
-            labels={"figure": "{name}"},
+            labels={"point": "study", "figure": "{name}"},
             caption="../report/figures.rst",
             category="Figures",
         ),
@@ -34,5 +60,5 @@ rule figures:
     shell:
         "export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         "rm -rf {output.figures}.*.tmp; "
-        "python -m kernel_eft figures --diagnostics {input} --outdir {output.figures}"
+        "python -m kernel_eft figures --only study --diagnostics {input} --outdir {output.figures}"
         " --summary-dir {params.summary_dir} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule theory_discrete:
         CONDA_ENV
     threads: 1
     params:
-        network=network_args,
+        network=theory_args,
     shell:
         "export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
         "rm -f {output}.*.tmp; "
@@ -37,7 +37,7 @@ rule theory_continuous:
         CONDA_ENV
     threads: 1
     params:
-        network=network_args,
+        network=theory_args,
         points=continuous_points,
     shell:
         "export OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "

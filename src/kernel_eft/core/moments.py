@@ -20,7 +20,7 @@ One interface (`MomentProvider`), two routes, chosen by `Activation.gaussian_mom
   (mu, s) grid (FFT convolution; quadrature at small s) and interpolated (piecewise quintic in mu, 6-point
   Lagrange in s); a bivariate moment is one more one-dimensional composite rule over X1 with the conditional
   smoothing of X2 from the table.  The error is measured against brute-force quadrature in
-  tests/test_gaussian_moments.py (below 1e-9 relative on the default tables).
+  tests/core/test_moments.py (below 1e-9 relative on the default tables).
 Kinks are supported at 0 only (the quadratures of the exact theory split there), and only through closed forms.
 """
 
@@ -114,7 +114,7 @@ class TabulatedMoments(MomentProvider):
 
     closed_form = False
 
-    # Table resolution (defaults measured in tests/test_gaussian_moments.py: < 1e-9 relative).
+    # Table resolution (defaults measured in tests/core/test_moments.py: < 1e-9 relative).
     DMU = 0.04  # grid step in mu (piecewise-quintic interpolation: < 1e-8 for tanh and its derivatives)
     DS = 0.03  # grid step in s (the grid is mirrored to s < 0: Phi is even in s)
     PAIR_NODES = 7  # Gauss-Legendre nodes per piece of the X1 rule of a bivariate moment (8 pieces)

@@ -67,7 +67,7 @@ def gauss_hermite(order: int) -> tuple[Array, Array]:
 @dataclass(frozen=True)
 class NormalRule:
     """Accuracy of `normal_rule`: `panels` panels per piece (a piece lies between consecutive breakpoints) of
-    `nodes` Gauss-Legendre nodes each.  The default reaches ~1e-11 on F, DF, D2F (tests/test_activations.py)."""
+    `nodes` Gauss-Legendre nodes each.  The default reaches ~1e-11 on F, DF, D2F (tests/core/test_activations.py)."""
 
     panels: int = 4
     nodes: int = 16
@@ -114,7 +114,7 @@ def pair_rule(nodes: int) -> tuple[Array, Array]:
     """The X1 rule of a bivariate moment: composite Gauss-Legendre for xi ~ N(0, 1) on [-8, 8] (tail e^-32),
     pieces cut at 0, +-1, +-2, +-4, `nodes` per piece; weights include the normal density.  Measured: fixed
     pieces beat pieces cut at each integrand's feature points (which leave badly placed slivers), at 7 nodes
-    to 1e-9 on the final V4 and K1 (tests/test_gaussian_moments.py)."""
+    to 1e-9 on the final V4 and K1 (tests/core/test_moments.py)."""
     xg, wg = legendre(nodes)
     lo, hi = _PAIR_PIECES[:-1], _PAIR_PIECES[1:]
     half = 0.5 * (hi - lo)

@@ -26,7 +26,7 @@ from kernel_eft.diagnose.inputs import check_point_files, se_or_nan, theory_curv
 from kernel_eft.diagnose.residual import (RESIDUAL_PARTS, ResidualSetup, make_residual_setup, residual_estimator,
                                           unpack_residual)
 from kernel_eft.diagnose.tags import default_point_tag
-from kernel_eft.theory.registry import REFERENCE_CLOSURE, get_closure
+from kernel_eft.theory.registry import reference_closure
 from kernel_eft.validation import InputError, parse_kin
 
 
@@ -195,7 +195,7 @@ def extrapolated_variables(extr: dict) -> dict:
 
 def reference_theory(labels: list) -> int | None:
     """Index of the reference closure's solution (discrete layers where given, else the continuum)."""
-    closure = get_closure(REFERENCE_CLOSURE)
+    closure = reference_closure()
     for depth in (1, None):
         if closure.theory_label(depth) in labels:
             return labels.index(closure.theory_label(depth))
@@ -230,12 +230,12 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
     deviation needs to count (kernel_eft.diagnose.validity)."""
     point = read_point(mc, theories)
     th = stack_theories(point, theories)
-    est = mc_estimates(point)
-    k0 = mean_kernel_errors(point, th, est)
-    v4 = covariance_errors(point, th, est)
-    src = source_closure(th, est)
+    plain = mc_estimates(point)
+    k0 = mean_kernel_errors(point, th, plain)
+    v4 = covariance_errors(point, th, plain)
+    src = source_closure(th, plain)  # the t = 0 mismatch of the plain K1 source estimate
     corrections = validity.mean_corrections(point)
-    validity.apply_mean_corrections(est, corrections)
+    est = validity.with_mean_corrections(plain, corrections)  # K1 and its source in control-variate form
     extr = validity.extrapolations(point, est)
     replicates = validity.bootstrap_estimates(point, corrections, bootstrap_replicates)
     windows = validity.validity_windows(point, th, est, extr, replicates, threshold, nsigma)
@@ -274,12 +274,12 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "record_every": int(point.mc[0][1].attrs.get("record_every", 1)),
         **fit_attrs, "extrapolation": "X(n) = X_inf + c/n, weighted least squares over the widths (>= 3 widths)",
         "bootstrap_replicates": int(bootstrap_replicates), "r_limit": validity.R_LIMIT,
-        "reference_closure": REFERENCE_CLOSURE,
+        "reference_closure": reference_closure().name,
         "error_method": "delete-one-batch jackknife over seed batches (theory curves carry no statistical error)",
         "theories": ",".join(th.labels),
         "mc_files": ",".join(str(path) for path, _ in point.mc),
         "theory_files": ",".join(str(path) for path, _ in theories),
     }
-    context = {"threshold": threshold, "nsigma": nsigma, "reference": REFERENCE_CLOSURE, "r_limit": validity.R_LIMIT,
+    context = {"threshold": threshold, "nsigma": nsigma, "reference": reference_closure().name, "r_limit": validity.R_LIMIT,
                **fit_attrs}
     return schema.dataset("diagnostics", values, coords, attrs, context=context)

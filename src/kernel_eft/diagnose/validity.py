@@ -78,11 +78,16 @@ def mean_corrections(point) -> list:
     return out
 
 
-def apply_mean_corrections(est, corrections: list) -> None:
-    """Replace the per-width K1 and K1 source estimates (and errors) by their control-variate forms."""
+def with_mean_corrections(est, corrections: list):
+    """A copy of the estimates whose per-width K1 and K1 source (and errors) are their control-variate forms;
+    `est` itself is left as the plain estimates the earlier diagnostics read."""
+    import dataclasses
+
+    fields = {name: getattr(est, name).copy() for name in ("K1", "K1_se", "src", "src_se")}
     for i, cv in enumerate(corrections):
-        est.K1[i], est.K1_se[i] = cv["K1"].estimate()
-        est.src[i], est.src_se[i] = cv["K1_source"].estimate()
+        fields["K1"][i], fields["K1_se"][i] = cv["K1"].estimate()
+        fields["src"][i], fields["src_se"][i] = cv["K1_source"].estimate()
+    return dataclasses.replace(est, **fields)
 
 
 def bootstrap_estimates(point, corrections: list, replicates: int = BOOTSTRAP_REPLICATES) -> dict:

@@ -40,7 +40,9 @@ def _median_text(err, r) -> str:
     return " and ".join(p for p in parts if p) or "no points"
 
 
-def render(combined, outdir: str, threshold: float, nsigma: float, points=()) -> list[str]:
+def render(study, outdir: str) -> list[str]:
+    """study: kernel_eft.figures.study.StudyData (the collapse reads every point's diagnostics)."""
+    threshold, points = study.threshold, study.points
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
     labels, activations = [], []
     for ds in points:
@@ -98,7 +100,7 @@ def render(combined, outdir: str, threshold: float, nsigma: float, points=()) ->
         "(noise). Dotted: error = r, the size of the next order; dashed: the validity threshold "
         f"{threshold:g}; grey line: r = {R_LIMIT:g}. A closure error does not fall as r → 0 (the G-only closure "
         "where it fails); the exact O(1/n) theory's error is its O(1/n²) remainder and follows r, so it ends as r "
-        "approaches 0.15. " + ". ".join(summary) + ".")
+        f"approaches {R_LIMIT:g}. " + ". ".join(summary) + ".")
     return finish(fig, caption, outdir, FIGURE.name)
 
 

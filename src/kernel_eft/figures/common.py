@@ -2,7 +2,8 @@
 
 A figure is a module in kernel_eft/figures/ that defines FIGURE = Figure(name, kind, needs, render, order):
 kind "point" renders one diagnostics file (render(ds, outdir) -> paths; files named by the point's tag),
-kind "study" renders the collated summary of all points (render(summary, outdir, threshold=, nsigma=)).
+kind "study" renders the whole study (render(study, outdir); study: kernel_eft.figures.study.StudyData, the
+collated summary, every point's diagnostics and the validity criterion).
 `needs` lists the variables it reads, checked before anything is drawn.  Theories are drawn in the style
 their closure declares (kernel_eft.theory.closure.Closure.style), so a new closure needs no figure code.
 """
@@ -20,10 +21,10 @@ import numpy as np
 
 from kernel_eft.diagnose.compare import ENTRY_CLASSES, entry_classes, pair_label
 from kernel_eft.diagnose.tags import default_point_tag
-from kernel_eft.theory.registry import REFERENCE_CLOSURE, get_closure
+from kernel_eft.theory.registry import get_closure, reference_closure
 from kernel_eft.validation import parse_kin
 
-# applied while a study is rendered (figures.registry.render), not to the caller's matplotlib
+# applied while a study is rendered (kernel_eft.figures.study), not to the caller's matplotlib
 STYLE = {"font.size": 9, "axes.titlesize": 9.5, "legend.fontsize": 7.5, "axes.labelsize": 9}
 
 
@@ -60,7 +61,7 @@ def first_of_each_closure(labels) -> list:
 
 def reference_label() -> str:
     """The label of the reference closure (the closure under test) in captions and titles."""
-    return get_closure(REFERENCE_CLOSURE).label
+    return reference_closure().label
 
 
 PART_STYLE = {

@@ -13,7 +13,7 @@ import xarray as xr
 from kernel_eft import schema
 from kernel_eft.figures.common import point_tag
 from kernel_eft.diagnose.validity import QUANTITIES, R_LIMIT
-from kernel_eft.theory.registry import REFERENCE_CLOSURE, closure_names, get_closure
+from kernel_eft.theory.registry import closure_names, get_closure, reference_closure
 from kernel_eft.validation import InputError
 
 # what the summary reads from each diagnostics file
@@ -109,7 +109,7 @@ def collate(datasets):
     except ValueError:  # not a full hypercube: merge with NaN fill
         combined = xr.merge(parts, join="outer", combine_attrs="drop", compat="no_conflicts")
     a = datasets[0].attrs
-    context = {"reference": get_closure(REFERENCE_CLOSURE).label, "threshold": float(a["threshold"]),
+    context = {"reference": reference_closure().label, "threshold": float(a["threshold"]),
                "r_limit": float(a.get("r_limit", R_LIMIT))}
     combined = schema.set_attributes(combined, "summary", context)
     for name in combined.data_vars:  # the criterion travels with every t* (summary.nc is read on its own)
@@ -146,7 +146,7 @@ def summary_html(table) -> str:
                "depth t where the relative error exceeds the threshold; inf: never up to T), with its 68% bootstrap "
                "interval (_lo, _hi); ..._width: the same against each width. worst_pull: max |(MC_inf - theory) / "
                "sigma| over depth and entries. r_max_T, t_r_limit: the fluctuation ratio r = V4 / (n K0^2) at T and "
-               "the first t where it exceeds 0.15 (the O(1/n) theory's own limit). Errors: delete-one-batch "
+               f"the first t where it exceeds {R_LIMIT:g} (the O(1/n) theory's own limit). Errors: delete-one-batch "
                "jackknife over seed batches.")
     body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Summary</title><style>{style}</style>"
@@ -168,14 +168,14 @@ def _t(value) -> str:
 def format_summary_table(table) -> str:
     """The summary as a terminal table, one row per grid point and closure: t* of V4, K1 and the K1 source
     against Monte Carlo extrapolated to n -> infinity with the 68% interval, the worst pull, and the depth at
-    which the exact theory's own limit r > 0.15 is reached at the smallest width."""
+    which the exact theory's own limit r > R_LIMIT is reached at the smallest width."""
     rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
     if not rows:
         return "(empty summary)"
     closures = [c[len("tstar_V4_"):] for c in rows[0] if c.startswith("tstar_V4_")
                 and not c.endswith(("_lo", "_hi")) and "_width" not in c]
     columns = ["point", "closure"] + [f"t* {q} [68%]" for q in QUANTITIES] + [f"worst pull {q}" for q in QUANTITIES]
-    columns.append("r>0.15 from t")
+    columns.append(f"r>{R_LIMIT:g} from t")
     points: dict[str, list] = {}
     for row in rows:
         points.setdefault(str(row["point"]), []).append(row)

@@ -45,12 +45,14 @@ def cell_value(row, q: str, closure: str) -> tuple[float, float, float, str]:
             float(row[f"tstar_{q}_{closure}_width_hi"]), f"n = {int(row['width'])}")
 
 
-def _label(axis, value) -> str:
+def _label(value) -> str:
     return f"{value}" if isinstance(value, str) else f"{value:g}"
 
 
-def render(combined, outdir: str, threshold: float, nsigma: float, points=()) -> list[str]:
-    table = summary_table(combined)
+def render(study, outdir: str) -> list[str]:
+    """study: kernel_eft.figures.study.StudyData (the map reads the collated summary)."""
+    threshold, nsigma = study.threshold, study.nsigma
+    table = summary_table(study.combined)
     widest = table.sort_values("width").groupby("point", sort=False).tail(1)  # one row per point
     smallest = table.sort_values("width").groupby("point", sort=False).head(1).set_index("point")
     axes_vary = varying_axes(widest)
@@ -91,14 +93,14 @@ def render(combined, outdir: str, threshold: float, nsigma: float, points=()) ->
                 if math.isfinite(t_r) and not math.isnan(est) and t_r < est:
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", ec="0.4", lw=0))
             image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=tmax, aspect="auto")
-            ax.set_xticks(range(len(xs)), [_label(x_axis, x) for x in xs] if x_axis else [""])
-            ax.set_yticks(range(len(ys)), [_label(y_axis, y) for y in ys] if y_axis else [""])
+            ax.set_xticks(range(len(xs)), [_label(x) for x in xs] if x_axis else [""])
+            ax.set_yticks(range(len(ys)), [_label(y) for y in ys] if y_axis else [""])
             if r == len(rows) - 1 and x_axis:
                 ax.set_xlabel(x_axis + ("" if x_axis in ("activation", "kin") else " " + DIMLESS))
             if c == 0 and y_axis:
                 ax.set_ylabel(y_axis)
             key = key if isinstance(key, tuple) else (key,)
-            where = ", ".join(f"{a}={_label(a, v)}" for a, v in zip(panel_axes, key))
+            where = ", ".join(f"{a}={_label(v)}" for a, v in zip(panel_axes, key))
             ax.set_title(f"t* of {q}, {get_closure(closure).label}" + (f"\n{where}" if where else ""), fontsize=8.5)
     fig.tight_layout()
     if image is not None:

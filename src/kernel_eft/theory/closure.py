@@ -23,15 +23,54 @@ or `kernel_eft.register_closure(MyClosure())` from anywhere.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from kernel_eft import schema
 from kernel_eft.core.activations import CollinearInputsError, get_activation
 from kernel_eft.core.expectations import kernel_derivatives
-from kernel_eft.validation import InputError
+from kernel_eft.validation import InputError, check_float, check_int
 
 STANDARD_FIELDS = ("K0", "V4", "K1", "K1_source")
 DEPTH_FORMS = ("discrete", "continuum")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A closure-specific keyword of `solve`: its name, type (float, int or str; None: API only, e.g. an
+    object), default and help.  The CLI's flag (--name, underscores as dashes), the study config key
+    (theory.<closure>.<name>) and the workflow's theory jobs come from this declaration."""
+
+    name: str
+    type: type | None
+    default: object
+    help: str
+    choices: tuple = ()
+    positive: bool = False  # numbers: > 0
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value, field: str | None = None):
+        """The value converted and checked; InputError naming `field` (default: the option's name)."""
+        field = field or self.name
+        if self.type is None:
+            return value
+        if self.choices:
+            if value not in self.choices:
+                raise InputError(field, f"{value!r} is not one of {', '.join(map(str, self.choices))}")
+            return value
+        if self.type is int:
+            return check_int(value, field, minimum=1 if self.positive else -(2**63))
+        if self.type is float:
+            if isinstance(value, bool):
+                raise InputError(field, f"expected a number, got {value!r}")
+            return check_float(value, field, positive=self.positive)
+        if not isinstance(value, str):
+            raise InputError(field, f"expected text, got {value!r}")
+        return value
 
 
 class Closure:
@@ -47,7 +86,11 @@ class Closure:
     depths: tuple = DEPTH_FORMS  # the depth forms it solves: "discrete" (depth=L), "continuum" (depth=None)
     # matplotlib styles of its two depth forms in the figures
     style: dict = {"discrete": dict(color="tab:green", ls="-"), "continuum": dict(color="tab:green", ls="--")}
-    options: dict = {}  # closure-specific keyword options of solve, with their defaults
+    reference: bool = False  # the closure under test (one; gonly): t* of the summary, the K1 source mismatch
+    # its continuous form has its own rule for `points`, hence its own config key theory.<name>_points
+    # (default default_points, checked by check_points); else theory.points applies
+    config_points: bool = False
+    options: tuple = ()  # Option: closure-specific keywords of solve (CLI flags, config keys)
     parts: dict = {}  # schema.Variable of each part it writes that kernel_eft.schema does not declare
 
     def check(self, activation, kin, depth: int | None, points: int) -> None:
@@ -58,6 +101,20 @@ class Closure:
             kernel_derivatives(activation, kin, order=2)
         except CollinearInputsError as exc:
             raise InputError("kin", str(exc)) from None
+
+    def option(self, name: str) -> Option:
+        for option in self.options:
+            if option.name == name:
+                return option
+        raise InputError(name, f"not an option of the {self.name} closure (options: "
+                               f"{', '.join(o.name for o in self.options) or 'none'})")
+
+    def check_options(self, given: dict) -> dict:
+        """Given options checked against the declaration (InputError naming the option)."""
+        return {name: self.option(name).check(value) for name, value in given.items()}
+
+    def check_points(self, points: int) -> None:
+        """Raise InputError("points", ...) for output times the continuous form cannot use."""
 
     def solve(self, activation, kin, *, sw2: float, sb2: float, time: float, depth: int | None = None,
               points: int | None = None, progress=None, **options):

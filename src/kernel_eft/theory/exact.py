@@ -33,7 +33,7 @@ from kernel_eft.core.moments import UnsupportedActivation, check_tabulable
 from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_lookup, pair_multiplicity,
                                    pairs_to_four_index, to_pairs, wishart_v4)
 from kernel_eft.core.quadrature import BlockRule
-from kernel_eft.theory.closure import Closure
+from kernel_eft.theory.closure import Closure, Option
 from kernel_eft.theory.two_time import TwoTimeKernels, two_time_kernels
 from kernel_eft.validation import InputError
 
@@ -469,10 +469,11 @@ class Exact(Closure):
     description = "the O(1/n) theory beyond the G-only closure (docs/exact_theory.md)"
     source_label = "source sw2·B"
     order = 2
+    config_points = True
     default_points = 101  # two-time integrals cost O(points^2); 101 points reach 1e-4 (file attribute)
     style = {"discrete": dict(color="tab:red", ls="-", marker="o"),
              "continuum": dict(color="tab:red", ls="-.", marker="o")}
-    options = {"rule": None}
+    options = (Option("rule", None, None, "NormalRule of the moment quadrature (API only)"),)
 
     def check(self, activation, kin, depth, points):
         super().check(activation, kin, depth, points)
@@ -482,7 +483,11 @@ class Exact(Closure):
             raise InputError("activation", str(exc)) from None
         except ValueError as exc:
             raise InputError("kin", str(exc)) from None
-        if depth is None and ((int(points) - 1) % 4 or int(points) < 9):
+        if depth is None:
+            self.check_points(points)
+
+    def check_points(self, points):
+        if (int(points) - 1) % 4 or int(points) < 9:
             raise InputError("points", f"the exact continuum is Richardson-extrapolated from points, (points+1)/2 "
                                        f"and (points+3)/4 times: give points = 4k + 1 >= 9 (e.g. 101), got {points}")
 

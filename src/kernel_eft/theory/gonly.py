@@ -30,7 +30,7 @@ from kernel_eft.core.activations import get_activation
 from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.core.meanfield import source_s2, source_s4
 from kernel_eft.core.pairs import from_pairs, n_pairs, pairs_to_four_index, to_pairs
-from kernel_eft.theory.closure import Closure
+from kernel_eft.theory.closure import Closure, Option
 
 DEFAULT_RTOL = 1e-10
 DEFAULT_ATOL = 1e-12
@@ -272,8 +272,13 @@ class GOnly(Closure):
     source_label = "tadpole ½ H:V4"
     default_points = 201
     order = 1
+    reference = True
     style = {"discrete": dict(color="tab:orange", ls="--"), "continuum": dict(color="tab:orange", ls=":")}
-    options = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL, "solver": DEFAULT_METHOD}
+    options = (Option("rtol", float, DEFAULT_RTOL, "continuous solver relative tolerance (>= 8 correct digits)",
+                      positive=True),
+               Option("atol", float, DEFAULT_ATOL, "continuous solver absolute tolerance", positive=True),
+               Option("solver", str, DEFAULT_METHOD, "solve_ivp method of the continuous solver",
+                      choices=SOLVER_METHODS))
 
     def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, rtol=DEFAULT_RTOL,
               atol=DEFAULT_ATOL, solver=DEFAULT_METHOD):

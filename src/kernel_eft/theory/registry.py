@@ -12,14 +12,11 @@ from __future__ import annotations
 from kernel_eft.discovery import declared_in, folder_of, lookup
 from kernel_eft.theory.closure import DEPTH_FORMS, STANDARD_FIELDS, Closure
 
-__all__ = ["CLOSURES", "Closure", "DEPTH_FORMS", "REFERENCE_CLOSURE", "STANDARD_FIELDS", "closure_names",
-           "get_closure", "register_closure", "theory_labels"]
+__all__ = ["CLOSURES", "Closure", "DEPTH_FORMS", "STANDARD_FIELDS", "closure_names", "get_closure",
+           "reference_closure", "register_closure", "theory_labels"]
 
 CLOSURES: dict[str, Closure] = {}
 
-# The closure under test: the study measures its validity window (summary t*) and the t = 0 mismatch of its
-# K1 source against Monte Carlo.
-REFERENCE_CLOSURE = "gonly"
 
 
 def register_closure(closure: Closure, replace: bool = False) -> Closure:
@@ -41,6 +38,15 @@ def closure_names() -> list[str]:
 
 def get_closure(name: str | Closure) -> Closure:
     return lookup(CLOSURES, "closure", name, Closure, closure_names())
+
+
+def reference_closure() -> Closure:
+    """The closure under test (the first with `reference = True`): the study measures its validity window
+    (summary t*) and the t = 0 mismatch of its K1 source against Monte Carlo."""
+    for closure in CLOSURES.values():
+        if closure.reference:
+            return closure
+    raise LookupError("no registered closure is the reference (Closure.reference = True)")
 
 
 def theory_labels() -> list[str]:

@@ -10,7 +10,7 @@ function and its kernel function the same way: closed form first, quadrature as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -67,7 +67,6 @@ class Activation:
     jet: Callable[[Array], tuple] | None = None
     kernel: KernelForms | None = None
     moments: Callable | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def closed_form(self) -> bool:

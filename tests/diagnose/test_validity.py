@@ -16,7 +16,7 @@ from kernel_eft.core.statistics import (BatchMoments, ControlVariate, Moments, b
                                         extrapolate_inverse_width, first_crossing, fit_inverse_width, jackknife,
                                         percentile_interval)
 from kernel_eft.diagnose.point import diagnose_point
-from test_diagnostics import KIN, linear_point, theory_dataset
+from tests.helpers import KIN, linear_point, theory_dataset
 
 # ----------------------------------------------------------------------------------------------
 # The weighted 1/n extrapolation
@@ -172,7 +172,7 @@ def test_extrapolated_tstar_finds_an_injected_error_and_the_exact_answer_has_no_
 @pytest.fixture(scope="module")
 def linear_three_widths():
     """Real linear-phi Monte Carlo at three widths: for linear phi the G-only V4 is the exact n -> infinity V4
-    (tests/test_exact.py checks it against the exact theory to 5e-14)."""
+    (tests/theory/test_exact.py checks it against the exact theory to 5e-14)."""
     from kernel_eft.simulate.dataset import mc_dataset
     from kernel_eft.simulate.estimates import summarize
     from kernel_eft.simulate.params import SimulationParams
@@ -209,7 +209,8 @@ def test_validity_map_over_two_varying_axes(tmp_path):
     """Four synthetic points (sw2 x sb2), each with its own injected V4 error: the map is drawn over both axes
     with at most 6 legend entries per study figure, and the summary holds the points' t* with attributes."""
     from kernel_eft.figures import common
-    from kernel_eft.figures.registry import FIGURES, write_summary
+    from kernel_eft.figures.registry import FIGURES
+    from kernel_eft.figures.study import StudyData, write_summary
     from kernel_eft.figures.summary import collate
 
     points = []
@@ -221,7 +222,7 @@ def test_validity_map_over_two_varying_axes(tmp_path):
     combined = collate([d for _, d in points])
     common.RENDERED.clear()
     for name in ("fig5_validity_map", "fig6_collapse"):
-        FIGURES[name].render(combined, str(tmp_path), 0.1, 4.0, [d for _, d in points])
+        FIGURES[name].render(StudyData(combined, tuple(d for _, d in points), 0.1, 4.0), str(tmp_path))
     assert (tmp_path / "fig5_validity_map.png").is_file() and (tmp_path / "fig6_collapse.png").is_file()
     for stem, labels, _ in common.RENDERED:
         assert len(labels) <= common.MAX_LEGEND_ENTRIES, (stem, labels)

@@ -16,7 +16,7 @@ import pathlib
 import numpy as np
 import pytest
 
-_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "validate_exact_vs_mc.py"
+_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "validate_exact_vs_mc.py"
 _spec = importlib.util.spec_from_file_location("validate_exact_vs_mc", _SCRIPT)
 validate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(validate)

@@ -81,14 +81,14 @@ def test_theory_files_of_every_closure():
 
 @pytest.fixture(scope="module")
 def diagnosed(tmp_path_factory):
-    from test_plots import write_point
+    from tests.helpers import write_point
 
     directory = tmp_path_factory.mktemp("format")
     mc_files, theory_files = write_point(directory, "p", widths=(64, 128, 256))
     out = directory / "diag.nc"
     assert main(["diagnose", "--mc", *mc_files, "--theory", *theory_files, "--out", str(out)]) == 0
-    # the summary files exactly as `kernel-eft figures` writes them, without drawing (tests/test_plots.py draws)
-    from kernel_eft.figures.registry import write_summary
+    # the summary files exactly as `kernel-eft figures` writes them, without drawing (tests/figures/test_plots.py draws)
+    from kernel_eft.figures.study import write_summary
     from kernel_eft.figures.summary import collate
 
     d = xr.load_dataset(out)

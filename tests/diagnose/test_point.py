@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import xarray as xr
 
-from kernel_eft.core.expectations import f_matrix
 from kernel_eft.core.meanfield import mean_field_jacobian, source_s2, source_s4
 from kernel_eft.core.statistics import fit_inverse_width
 from kernel_eft.diagnose.compare import entry_classes, interpolate_in_time
@@ -20,21 +18,12 @@ from kernel_eft.diagnose.point import diagnose_point
 from kernel_eft.diagnose.residual import ResidualSetup, accumulate, contract_s2_cov, contract_s4_cov, residual_rates
 from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_indices, pairs_to_four_index,
                               to_pairs, wishart_v4)
-from kernel_eft.validation import InputError, format_kin
+from kernel_eft.validation import InputError
+from tests.helpers import KIN, linear_point, s2_four, s4_four, theory_dataset
 
 # ----------------------------------------------------------------------------------------------
 # Independent four-index reference formulas
 # ----------------------------------------------------------------------------------------------
-
-
-def s4_four(A, B):
-    """S4(A,B)_abcd = A_ac B_bd + A_ad B_bc + A_bc B_ad + A_bd B_ac."""
-    return (np.einsum("ac,bd->abcd", A, B) + np.einsum("ad,bc->abcd", A, B)
-            + np.einsum("bc,ad->abcd", A, B) + np.einsum("bd,ac->abcd", A, B))
-
-
-def s2_four(W):
-    return np.einsum("ac,bd->abcd", W, W) + np.einsum("ad,bc->abcd", W, W)
 
 
 def random_spd(rng, P, scale=1.0):
@@ -235,88 +224,6 @@ def test_interpolation_onto_mc_times():
 # ----------------------------------------------------------------------------------------------
 # Synthetic netCDF files (docs/data_format.md) and the whole point diagnosis
 # ----------------------------------------------------------------------------------------------
-
-KIN = np.array([[1.0, 0.5], [0.5, 1.2]])
-
-
-def gonly_discrete_theory(activation, kin, sw2, sb2, T, L):
-    """Discrete-layer G-only EFT, four-index form; J by the module's Jacobian."""
-    P = kin.shape[0]
-    dt = T / L
-    K = kin.copy()
-    V = four_index_to_pairs(wishart_v4(kin))
-    K0s, V4s = [], []
-    for _ in range(L + 1):
-        K0s.append(K)
-        V4s.append(V)
-        J = mean_field_jacobian(activation, K, sw2, sb2)
-        W = f_matrix(activation, K, sw2, sb2)
-        step = np.eye(n_pairs(P)) + dt * J
-        V = step @ V @ step.T + four_index_to_pairs(dt * s4_four(K, W) + dt**2 * s2_four(W))
-        K = K + dt * W
-    return np.array(K0s), np.array(V4s)
-
-
-def theory_dataset(activation, kin, sw2, sb2, T, L, closure="gonly", depth=True, K1=None, tadpole=None,
-                   V4_scale=1.0):
-    K0, V4 = gonly_discrete_theory(activation, kin, sw2, sb2, T, L)
-    P = kin.shape[0]
-    t = np.arange(L + 1) * T / L
-    coords = {"t": t, "layer": ("t", np.arange(L + 1))}
-    zeros = np.zeros_like(K0)
-    ds = xr.Dataset({
-        "K0": (("t", "a", "b"), K0),
-        "V4": (("t", "a", "b", "c", "d"), pairs_to_four_index(V4_scale * V4, P)),
-        "K1": (("t", "a", "b"), zeros if K1 is None else K1),
-        "K1_source": (("t", "a", "b"), zeros if tadpole is None else tadpole),  # G-only: its tadpole
-        "tadpole": (("t", "a", "b"), zeros if tadpole is None else tadpole),
-    }, coords=coords, attrs=dict(closure=closure, depth=L if depth else "none", activation=activation, time=T,
-                                 sw2=sw2, sb2=sb2, kin=format_kin(kin), P=P))
-    return ds
-
-
-def mc_dataset_from_moments(activation, kin, sw2, sb2, T, L, width, mean_G, V4, batches=4, count=100, seed=0):
-    """Deterministic Monte Carlo file: identical batches whose pooled moments are exactly (mean_G, V4).
-
-    With S = G (linear phi) the cross moments follow; jackknife errors are zero by construction."""
-    P = kin.shape[0]
-    p = n_pairs(P)
-    N = batches * count
-    m2 = V4 * (N - 1) / width / batches
-    G4 = from_pairs(mean_G, P)
-    K0d, _ = gonly_discrete_theory(activation, kin, sw2, sb2, T, L)
-    pa, pb = pair_indices(P)
-    zero = np.zeros_like(G4)
-    data = {
-        "G_mean": (("t", "a", "b"), G4), "G_mean_se": (("t", "a", "b"), zero),
-        "S_mean": (("t", "a", "b"), G4), "S_mean_se": (("t", "a", "b"), zero),
-        "K0_discrete": (("t", "a", "b"), K0d),
-        "K1": (("t", "a", "b"), width * (G4 - K0d)), "K1_se": (("t", "a", "b"), zero),
-        "K1_source": (("t", "a", "b"), zero), "K1_source_se": (("t", "a", "b"), zero),
-        "V4": (("t", "a", "b", "c", "d"), pairs_to_four_index(V4, P)),
-        "V4_se": (("t", "a", "b", "c", "d"), 0 * pairs_to_four_index(V4, P)),
-        "batch_count": (("batch",), np.full(batches, count)),
-        "batch_mean_G": (("batch", "t", "pair"), np.repeat(mean_G[None], batches, 0)),
-        "batch_mean_S": (("batch", "t", "pair"), np.repeat(mean_G[None], batches, 0)),
-    }
-    for xy in ("GG", "GS", "SS"):
-        data[f"batch_m2_{xy}"] = (("batch", "t", "pair", "pair2"), np.repeat(m2[None], batches, 0))
-    coords = {"t": np.arange(L + 1) * T / L, "layer": ("t", np.arange(L + 1)), "pair": np.arange(p),
-              "pair2": np.arange(p), "pair_a": ("pair", pa), "pair_b": ("pair", pb), "batch": np.arange(batches)}
-    return xr.Dataset(data, coords=coords, attrs=dict(
-        activation=activation, width=width, depth=L, time=T, sw2=sw2, sb2=sb2, kin=format_kin(kin), P=P,
-        samples=N, seed=seed, batches=batches, record_every=1))
-
-
-def linear_point(widths=(64, 256), T=1.0, L=8, sw2=1.0, sb2=0.1, V4_factor=None):
-    """MC files equal to the (leading-order exact) linear G-only theory; V4_factor(t) distorts V4_MC."""
-    K0, V4 = gonly_discrete_theory("linear", KIN, sw2, sb2, T, L)
-    t = np.arange(L + 1) * T / L
-    factor = np.ones_like(t) if V4_factor is None else V4_factor(t)
-    mc = [(f"mc_{n}.nc", mc_dataset_from_moments("linear", KIN, sw2, sb2, T, L, n, to_pairs(K0),
-                                                  V4 * factor[:, None, None], seed=n)) for n in widths]
-    th = [("th.nc", theory_dataset("linear", KIN, sw2, sb2, T, L))]
-    return mc, th
 
 
 def test_point_mc_equal_to_theory_gives_zero_errors_and_infinite_tstar():

@@ -12,7 +12,7 @@ from kernel_eft.core import expectations
 from kernel_eft.core.meanfield import mean_kernel_discrete, source_s2, source_s4
 from kernel_eft.core.pairs import four_index_to_pairs, from_pairs, pairs_to_four_index, wishart_v4
 from kernel_eft.theory import gonly
-from test_diagnostics import s4_four
+from tests.helpers import s4_four
 
 KIN2 = np.array([[1.0, 0.6], [0.6, 1.0]])
 KIN3 = np.array([[1.0, 0.3, -0.2], [0.3, 1.5, 0.5], [-0.2, 0.5, 0.8]])

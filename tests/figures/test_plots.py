@@ -10,26 +10,7 @@ import pytest
 import xarray as xr
 
 from kernel_eft.cli import main
-from test_diagnostics import KIN, linear_point, theory_dataset
-
-
-def write_point(tmp_path, tag, sw2=1.0, widths=(64, 128, 256), continuum=True):
-    mc, th = linear_point(widths=widths, sw2=sw2, V4_factor=lambda t: 1 + 0.3 * t**2)
-    paths = []
-    for name, ds in mc:
-        path = tmp_path / f"{tag}_{name}"
-        ds.to_netcdf(path)
-        paths.append(str(path))
-    th_paths = []
-    for name, ds in th:
-        path = tmp_path / f"{tag}_{name}"
-        ds.to_netcdf(path)
-        th_paths.append(str(path))
-    if continuum:
-        path = tmp_path / f"{tag}_cont.nc"
-        theory_dataset("linear", KIN, sw2, 0.1, 1.0, 32, depth=False).to_netcdf(path)
-        th_paths.append(str(path))
-    return paths, th_paths
+from tests.helpers import write_point
 
 
 def test_diagnose_writes_file_and_rejects_mismatch(tmp_path, capsys):

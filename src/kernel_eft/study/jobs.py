@@ -1,0 +1,189 @@
+"""The job list of a study (what the workflow runs, file by file), its estimated CPU time from the cost model,
+and its state on disk: done, running (Snakemake's .snakemake/incomplete markers or a job's .tmp files) or
+missing.  `kernel-eft study plan CONFIG` and `kernel-eft study status CONFIG` print them.
+
+Cost model (CPU seconds on one core, P = 2; config/README.md "Size and cost" has the measurements it was
+fitted to): a Monte Carlo job takes startup + samples x L x (a x n + b), a and b per activation from
+least-squares fits to timed jobs (n = 64 to 1024, L = 32 and 64; each job within 11% of its fit); theory and
+diagnostics jobs a typical time per job read off the same measurements; figures ~3 s per figure (four per
+point in each point's figures job, two in the study's).  The costs scale with P only through the Monte Carlo's block sampler, which the
+fits do not cover for P > 2: a plan of P > 2 geometries is a lower bound.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kernel_eft.study import paths
+from kernel_eft.study.grid import Point, Study
+
+STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point", "figures")
+
+# Monte Carlo, block sampler: seconds per sample and layer = a * n + b (config/README.md, fits of 2026-11-25)
+MC_COST = {"relu": (50e-9, 1.4e-6), "tanh": (115e-9, 3.2e-6), "gelu": (112e-9, 1.5e-6), "erf": (97e-9, 0.4e-6)}
+MC_COST_OTHER = MC_COST["tanh"]  # an activation without its own fit: the dearest measured one
+MC_STARTUP = 1.2
+WEIGHTS_FACTOR_PER_WIDTH = 1 / 64  # weights sampler O(n^2 P): a rough n/64 times the block sampler (unfitted)
+# Theory per job, midpoints of the measured ranges: G-only ~1.5 s (continuous up to 3.5 s); exact (relu / other
+# activations) at L = 32 and 128,
+# continuous 101 points.  Interpolated linearly in L between the measured depths.
+GONLY_SECONDS = {"discrete": 1.5, "continuum": 3.5}
+EXACT_SECONDS = {"relu": {32: 1.35, 128: 3.6, None: 5.1}, "other": {32: 4.25, 128: 20.5, None: 23.0}}
+DIAGNOSE_SECONDS = 1.5
+FIGURE_SECONDS = 3.0
+POINT_FIGURES, STUDY_FIGURES = 4, 2
+
+
+@dataclass(frozen=True)
+class Job:
+    stage: str
+    output: str
+    point: Point | None = None
+    width: int | None = None
+    closure: object = None  # a Closure (theory jobs)
+    seconds: float = 0.0  # estimated CPU time on one core
+
+
+def mc_seconds(study: Study, point: Point, width: int) -> float:
+    mc = study.monte_carlo
+    a, b = MC_COST.get(point.activation, MC_COST_OTHER)
+    per_sample_layer = a * width + b
+    if mc["sampler"] == "weights":
+        per_sample_layer *= max(1.0, width * WEIGHTS_FACTOR_PER_WIDTH)
+    return MC_STARTUP + mc["samples"] * point.depth * per_sample_layer
+
+
+def theory_seconds(closure, point: Point, depth: int | None) -> float:
+    if not closure.config_points:  # the ODE closures (G-only and its kind)
+        return GONLY_SECONDS["continuum" if depth is None else "discrete"]
+    table = EXACT_SECONDS["relu" if point.activation == "relu" else "other"]
+    if depth is None:
+        return table[None]
+    low, high = table[32], table[128]
+    return max(low, low + (high - low) * (depth - 32) / (128 - 32))
+
+
+def jobs(study: Study) -> list[Job]:
+    """Every job of the study, in the workflow's order, each with the file it writes."""
+    listed, seen = [], set()
+
+    def add(job):
+        if job.output not in seen:  # the continuous theory is shared by the depths
+            seen.add(job.output)
+            listed.append(job)
+
+    for point in study.points:
+        w = dict(point.wildcards, study=study.name)
+        for width in study.widths:
+            add(Job("simulate", paths.MC_FILE.format(width=width, **w), point, width,
+                    seconds=mc_seconds(study, point, width)))
+        for closure in study.discrete_closures:
+            add(Job("theory_discrete", paths.THEORY_DISCRETE_FILE.format(closure=closure.name, **w), point,
+                    closure=closure, seconds=theory_seconds(closure, point, point.depth)))
+        for closure in study.continuous_closures:
+            add(Job("theory_continuous", paths.THEORY_CONTINUOUS_FILE.format(closure=closure.name, **w), point,
+                    closure=closure, seconds=theory_seconds(closure, point, None)))
+        add(Job("diagnose", paths.DIAG_FILE.format(**w), point, seconds=DIAGNOSE_SECONDS))
+        add(Job("figures_point", paths.POINT_FIGURES_DIR.format(**w), point, seconds=FIGURE_SECONDS * POINT_FIGURES))
+    add(Job("figures", paths.STUDY_FIGURES_DIR.format(study=study.name), None,
+            seconds=FIGURE_SECONDS * STUDY_FIGURES))
+    return listed
+
+
+def plan(study: Study) -> dict:
+    """{stage: (jobs, estimated CPU seconds)}."""
+    totals = {stage: [0, 0.0] for stage in STAGES}
+    for job in jobs(study):
+        totals[job.stage][0] += 1
+        totals[job.stage][1] += job.seconds
+    return {stage: tuple(value) for stage, value in totals.items() if value[0]}
+
+
+def incomplete_outputs(workdir: str | Path = ".") -> set[str]:
+    """Outputs Snakemake marks as being written (.snakemake/incomplete/<urlsafe base64 of the path>, split
+    into '@'-prefixed chunks when longer than a file name)."""
+    root = Path(workdir, ".snakemake", "incomplete")
+    found = set()
+    if not root.is_dir():
+        return found
+    for marker in root.rglob("*"):
+        if marker.is_file():
+            encoded = "".join(part.lstrip("@") for part in marker.relative_to(root).parts)
+            try:
+                found.add(os.path.normpath(base64.urlsafe_b64decode(encoded).decode()))
+            except (ValueError, UnicodeDecodeError):
+                continue
+    return found
+
+
+def job_state(job: Job, workdir: Path, incomplete: set) -> str:
+    path = workdir / job.output
+    staging = list(path.parent.glob(path.name + ".*.tmp")) if path.parent.is_dir() else []
+    if os.path.normpath(job.output) in incomplete or staging:
+        return "running"
+    if job.stage == "figures":
+        done = path.is_dir() and all((workdir / paths.SUMMARY.format(study=job.output.split("/")[1], ext=ext))
+                                     .exists() for ext in paths.SUMMARY_EXTENSIONS)
+        return "done" if done else "missing"
+    return "done" if path.exists() else "missing"
+
+
+def status(study: Study, workdir: str | Path = ".") -> dict:
+    """{stage: {"done": [...], "running": [...], "missing": [...]}} of every job's output."""
+    workdir = Path(workdir)
+    incomplete = incomplete_outputs(workdir)
+    states = {stage: {"done": [], "running": [], "missing": []} for stage in STAGES}
+    for job in jobs(study):
+        states[job.stage][job_state(job, workdir, incomplete)].append(job)
+    return {stage: value for stage, value in states.items() if any(value.values())}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_text(study: Study, cores: int = 1, list_jobs: bool = False) -> str:
+    """The plan as a table: jobs and estimated CPU time per stage, the total, and the ideal wall time on
+    `cores` cores (CPU time / cores; the longest job bounds it from below)."""
+    listed = jobs(study)
+    lines = [f"study {study.name!r}: {len(study.points)} grid points, {len(listed)} jobs "
+             "(CPU time estimated by the cost model of kernel_eft.study.jobs, fitted to config/README.md's "
+             "measurements)", f"{'stage':<18} {'jobs':>6} {'CPU time':>10}"]
+    total = 0.0
+    for stage, (count, seconds) in plan(study).items():
+        lines.append(f"{stage:<18} {count:>6} {_duration(seconds):>10}")
+        total += seconds
+    longest = max(job.seconds for job in listed)
+    lines.append(f"{'total':<18} {len(listed):>6} {_duration(total):>10}")
+    lines.append(f"on {cores} core{'s' if cores > 1 else ''}: at least {_duration(max(total / cores, longest))} "
+                 f"(longest job {_duration(longest)})")
+    if list_jobs:
+        lines += [f"  {job.stage:<18} {_duration(job.seconds):>8}  {job.output}" for job in listed]
+    return "\n".join(lines)
+
+
+def status_text(study: Study, workdir: str | Path = ".", list_jobs: bool = False) -> str:
+    """Done / running / missing jobs per stage, from the files on disk under `workdir`."""
+    states = status(study, workdir)
+    lines = [f"study {study.name!r} in {Path(workdir).resolve()}",
+             f"{'stage':<18} {'done':>6} {'running':>8} {'missing':>8}"]
+    totals = {"done": 0, "running": 0, "missing": 0}
+    for stage, value in states.items():
+        lines.append(f"{stage:<18} {len(value['done']):>6} {len(value['running']):>8} {len(value['missing']):>8}")
+        for state in totals:
+            totals[state] += len(value[state])
+    lines.append(f"{'total':<18} {totals['done']:>6} {totals['running']:>8} {totals['missing']:>8}")
+    remaining = sum(job.seconds for value in states.values() for state in ("running", "missing")
+                    for job in value[state])
+    lines.append(f"left: about {_duration(remaining)} of CPU time (cost model)")
+    if list_jobs:
+        lines += [f"  {state:<8} {job.output}" for value in states.values() for state in ("running", "missing")
+                  for job in value[state]]
+    return "\n".join(lines)

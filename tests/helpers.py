@@ -1,0 +1,127 @@
+"""Plain helpers shared by several test modules: four-index definitions of the sources, and synthetic Monte Carlo
+and theory files of one grid point (docs/data_format.md) for the diagnostics and figures tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from kernel_eft.core.expectations import f_matrix
+from kernel_eft.core.meanfield import mean_field_jacobian
+from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_indices, pairs_to_four_index,
+                                   to_pairs, wishart_v4)
+from kernel_eft.validation import format_kin
+
+
+def s4_four(A, B):
+    """S4(A,B)_abcd = A_ac B_bd + A_ad B_bc + A_bc B_ad + A_bd B_ac."""
+    return (np.einsum("ac,bd->abcd", A, B) + np.einsum("ad,bc->abcd", A, B)
+            + np.einsum("bc,ad->abcd", A, B) + np.einsum("bd,ac->abcd", A, B))
+
+
+def s2_four(W):
+    return np.einsum("ac,bd->abcd", W, W) + np.einsum("ad,bc->abcd", W, W)
+
+
+KIN = np.array([[1.0, 0.5], [0.5, 1.2]])
+
+
+def gonly_discrete_theory(activation, kin, sw2, sb2, T, L):
+    """Discrete-layer G-only EFT, four-index form; J by the module's Jacobian."""
+    P = kin.shape[0]
+    dt = T / L
+    K = kin.copy()
+    V = four_index_to_pairs(wishart_v4(kin))
+    K0s, V4s = [], []
+    for _ in range(L + 1):
+        K0s.append(K)
+        V4s.append(V)
+        J = mean_field_jacobian(activation, K, sw2, sb2)
+        W = f_matrix(activation, K, sw2, sb2)
+        step = np.eye(n_pairs(P)) + dt * J
+        V = step @ V @ step.T + four_index_to_pairs(dt * s4_four(K, W) + dt**2 * s2_four(W))
+        K = K + dt * W
+    return np.array(K0s), np.array(V4s)
+
+
+def theory_dataset(activation, kin, sw2, sb2, T, L, closure="gonly", depth=True, K1=None, tadpole=None,
+                   V4_scale=1.0):
+    K0, V4 = gonly_discrete_theory(activation, kin, sw2, sb2, T, L)
+    P = kin.shape[0]
+    t = np.arange(L + 1) * T / L
+    coords = {"t": t, "layer": ("t", np.arange(L + 1))}
+    zeros = np.zeros_like(K0)
+    ds = xr.Dataset({
+        "K0": (("t", "a", "b"), K0),
+        "V4": (("t", "a", "b", "c", "d"), pairs_to_four_index(V4_scale * V4, P)),
+        "K1": (("t", "a", "b"), zeros if K1 is None else K1),
+        "K1_source": (("t", "a", "b"), zeros if tadpole is None else tadpole),  # G-only: its tadpole
+        "tadpole": (("t", "a", "b"), zeros if tadpole is None else tadpole),
+    }, coords=coords, attrs=dict(closure=closure, depth=L if depth else "none", activation=activation, time=T,
+                                 sw2=sw2, sb2=sb2, kin=format_kin(kin), P=P))
+    return ds
+
+
+def mc_dataset_from_moments(activation, kin, sw2, sb2, T, L, width, mean_G, V4, batches=4, count=100, seed=0):
+    """Deterministic Monte Carlo file: identical batches whose pooled moments are exactly (mean_G, V4).
+
+    With S = G (linear phi) the cross moments follow; jackknife errors are zero by construction."""
+    P = kin.shape[0]
+    p = n_pairs(P)
+    N = batches * count
+    m2 = V4 * (N - 1) / width / batches
+    G4 = from_pairs(mean_G, P)
+    K0d, _ = gonly_discrete_theory(activation, kin, sw2, sb2, T, L)
+    pa, pb = pair_indices(P)
+    zero = np.zeros_like(G4)
+    data = {
+        "G_mean": (("t", "a", "b"), G4), "G_mean_se": (("t", "a", "b"), zero),
+        "S_mean": (("t", "a", "b"), G4), "S_mean_se": (("t", "a", "b"), zero),
+        "K0_discrete": (("t", "a", "b"), K0d),
+        "K1": (("t", "a", "b"), width * (G4 - K0d)), "K1_se": (("t", "a", "b"), zero),
+        "K1_source": (("t", "a", "b"), zero), "K1_source_se": (("t", "a", "b"), zero),
+        "V4": (("t", "a", "b", "c", "d"), pairs_to_four_index(V4, P)),
+        "V4_se": (("t", "a", "b", "c", "d"), 0 * pairs_to_four_index(V4, P)),
+        "batch_count": (("batch",), np.full(batches, count)),
+        "batch_mean_G": (("batch", "t", "pair"), np.repeat(mean_G[None], batches, 0)),
+        "batch_mean_S": (("batch", "t", "pair"), np.repeat(mean_G[None], batches, 0)),
+    }
+    for xy in ("GG", "GS", "SS"):
+        data[f"batch_m2_{xy}"] = (("batch", "t", "pair", "pair2"), np.repeat(m2[None], batches, 0))
+    coords = {"t": np.arange(L + 1) * T / L, "layer": ("t", np.arange(L + 1)), "pair": np.arange(p),
+              "pair2": np.arange(p), "pair_a": ("pair", pa), "pair_b": ("pair", pb), "batch": np.arange(batches)}
+    return xr.Dataset(data, coords=coords, attrs=dict(
+        activation=activation, width=width, depth=L, time=T, sw2=sw2, sb2=sb2, kin=format_kin(kin), P=P,
+        samples=N, seed=seed, batches=batches, record_every=1))
+
+
+def linear_point(widths=(64, 256), T=1.0, L=8, sw2=1.0, sb2=0.1, V4_factor=None):
+    """MC files equal to the (leading-order exact) linear G-only theory; V4_factor(t) distorts V4_MC."""
+    K0, V4 = gonly_discrete_theory("linear", KIN, sw2, sb2, T, L)
+    t = np.arange(L + 1) * T / L
+    factor = np.ones_like(t) if V4_factor is None else V4_factor(t)
+    mc = [(f"mc_{n}.nc", mc_dataset_from_moments("linear", KIN, sw2, sb2, T, L, n, to_pairs(K0),
+                                                  V4 * factor[:, None, None], seed=n)) for n in widths]
+    th = [("th.nc", theory_dataset("linear", KIN, sw2, sb2, T, L))]
+    return mc, th
+
+
+def write_point(tmp_path, tag, sw2=1.0, widths=(64, 128, 256), continuum=True):
+    """One synthetic point (linear_point with a 30% t^2 distortion of V4) written as netCDF files under tmp_path:
+    (Monte Carlo paths, theory paths)."""
+    mc, th = linear_point(widths=widths, sw2=sw2, V4_factor=lambda t: 1 + 0.3 * t**2)
+    paths = []
+    for name, ds in mc:
+        path = tmp_path / f"{tag}_{name}"
+        ds.to_netcdf(path)
+        paths.append(str(path))
+    th_paths = []
+    for name, ds in th:
+        path = tmp_path / f"{tag}_{name}"
+        ds.to_netcdf(path)
+        th_paths.append(str(path))
+    if continuum:
+        path = tmp_path / f"{tag}_cont.nc"
+        theory_dataset("linear", KIN, sw2, 0.1, 1.0, 32, depth=False).to_netcdf(path)
+        th_paths.append(str(path))
+    return paths, th_paths
