@@ -717,9 +717,9 @@ def test_figures_whose_writers_hit_a_real_full_disk_exit_2_and_leave_nothing(cap
                                                                             monkeypatch):
     """The free-space check switched off, so the PDF and PNG writers themselves meet ENOSPC on a 128 KiB
     tmpfs (at 470e067: a zlib.error traceback, exit 1)."""
-    from kernel_eft.figures import registry
+    from kernel_eft.figures import study
 
-    monkeypatch.setattr(registry, "NEEDED_BYTES", 0)
+    monkeypatch.setattr(study, "NEEDED_BYTES", 0)
     disk = mount_tmpfs("tiny", "128k")
     outdir = disk / "figs"
     capsys.readouterr()
