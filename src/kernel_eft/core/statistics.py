@@ -94,8 +94,9 @@ class ControlMoments:
     def from_samples(cls, q: np.ndarray, x: np.ndarray) -> "ControlMoments":
         """q (seeds, R, a), x (seeds, R, k)."""
         mean_q, mean_x = q.mean(axis=0), x.mean(axis=0)
-        dq, dx = q - mean_q, x - mean_x
-        return cls(q.shape[0], mean_q, mean_x, np.einsum("sri,srj->rij", dq, dx), np.einsum("sri,srj->rij", dx, dx))
+        dq = (q - mean_q).transpose(1, 2, 0)  # (R, a, seeds): the sums over seeds as BLAS products
+        dx = (x - mean_x).transpose(1, 0, 2)  # (R, seeds, k)
+        return cls(q.shape[0], mean_q, mean_x, np.matmul(dq, dx), np.matmul(dx.transpose(0, 2, 1), dx))
 
     def merge(self, other: "ControlMoments") -> "ControlMoments":
         """Exact pooled sums of two disjoint sets of seeds (Chan et al.), as Moments.merge."""

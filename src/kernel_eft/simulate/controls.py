@@ -58,6 +58,7 @@ class ControlSetup:
 
     K0: np.ndarray
     A: np.ndarray
+    AA: np.ndarray  # kron(A_l, A_l), (L, p^2, p^2): Q -> A Q A^T on the flattened Q as one matrix product
     Q0: np.ndarray  # S2(K_in) / n in pairs, (p, p)
 
 
@@ -70,10 +71,11 @@ def _setup(activation: str, kin_bytes: bytes, P: int, sw2: float, sb2: float, ti
     dt = time / depth
     J = mean_field_jacobian(activation, K0[:-1], sw2, sb2)  # (L, p, p)
     A = np.eye(J.shape[-1])[None] + dt * J
+    AA = np.einsum("lij,lkm->likjm", A, A).reshape(A.shape[0], A.shape[1] ** 2, A.shape[1] ** 2)
     Q0 = source_s2(kin) / width
-    for x in (K0, A, Q0):
+    for x in (K0, A, AA, Q0):
         x.setflags(write=False)
-    return ControlSetup(K0[:, a, b], A, Q0)
+    return ControlSetup(np.ascontiguousarray(K0[:, a, b]), A, AA, Q0)
 
 
 def control_setup(params) -> ControlSetup:
@@ -96,14 +98,29 @@ class ControlState:
         self.Y = G0_pairs - setup.K0[0][None]
         self.W = np.zeros((seeds, p))
         self.Z = np.zeros((seeds, p))
-        self.Q = np.broadcast_to(setup.Q0, (seeds, p, p)).copy()
-        self._pending = None  # (G^l in pairs, dt Om^l in pairs, Cov(M^{l+1} | h^l)) of the step under way
+        self.Q = np.broadcast_to(setup.Q0.reshape(-1), (seeds, p * p)).copy()  # flattened (p, p)
+        # flat indices of K_ac, K_bd, K_ad, K_bc for pair rows (ab) and columns (cd): S4 as four products
+        flat = np.arange(P * P).reshape(P, P)
+        rows, cols = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+        ar, br, ac, bc = self.a[rows], self.b[rows], self.a[cols], self.b[cols]
+        self._s4 = tuple(flat[i, j].reshape(-1) for i, j in ((ar, ac), (br, bc), (ar, bc), (br, ac)))
+        self._pending = None  # (G^l in pairs, dt Om^l in pairs, Cov(M^{l+1} | h^l), N^{l+1}) of the step
+
+    def _noise_covariance(self, G: np.ndarray, omega: np.ndarray) -> np.ndarray:
+        """Cov(M^{l+1} | h^l) flattened, (c, p^2): (dt S4(G, Om) + dt^2 S2(Om)) / n = dt S4(G + dt Om / 2, Om) / n
+        (S4 is bilinear and S4(Om, Om) = 2 S2(Om))."""
+        c = G.shape[0]
+        K = (G + (0.5 * self.dt) * omega).reshape(c, -1)
+        W = omega.reshape(c, -1)
+        ac, bd, ad, bc = self._s4
+        s4 = K[:, ac] * W[:, bd] + K[:, ad] * W[:, bc] + K[:, bc] * W[:, ad] + K[:, bd] * W[:, ac]
+        return s4 * (self.dt / self.n)
 
     def begin_step(self, G: np.ndarray, omega: np.ndarray, h: np.ndarray, act: np.ndarray, u: np.ndarray,
                    dphi) -> None:
         """At layer l, before h moves: G^l, Om^l (c, P, P), h^l, phi(h^l), the block's u (c, P, n)."""
         a, b = self.a, self.b
-        cov_M = (self.dt * source_s4(G, omega) + self.dt ** 2 * source_s2(omega)) / self.n
+        cov_M = self._noise_covariance(G, omega)
         # N^{l+1}: the part of the S increment linear in the noise, sqrt(dt) (phi'(h) u) phi(h)^T + transpose
         lin = np.matmul(dphi(h) * u, act.transpose(0, 2, 1))
         N = (np.sqrt(self.dt) / self.n) * (lin + lin.transpose(0, 2, 1))
@@ -117,7 +134,7 @@ class ControlState:
         self.Z = self.Z @ A.T + (self.dt * self.sw2) * self.W
         self.W = self.W + N
         self.Y = self.Y @ A.T + M
-        self.Q = np.matmul(np.matmul(A[None], self.Q), A.T[None]) + cov_M
+        self.Q = self.Q @ self.setup.AA[layer].T + cov_M
         self._pending = None
 
     def record(self, layer: int, G: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +142,8 @@ class ControlState:
         Gp = G[:, self.a, self.b]
         dG = Gp - self.setup.K0[layer][None]
         D = dG[:, self.iu] * dG[:, self.ju]
-        C = self.Y[:, self.iu] * self.Y[:, self.ju] - self.Q[:, self.iu, self.ju]
+        p = self.Y.shape[1]
+        C = self.Y[:, self.iu] * self.Y[:, self.ju] - self.Q[:, self.iu * p + self.ju]
         q = np.concatenate([Gp, S[:, self.a, self.b], D], axis=1)
         x = np.concatenate([self.Y, self.W, self.Z, C], axis=1)
         return q, x
