@@ -315,10 +315,40 @@ class Extrapolation:
         return np.einsum("w...,wk...->k...", self.weights, replicates)
 
 
-def extrapolate_inverse_width(widths, values, errors, degree: int = EXTRAPOLATION_DEGREE) -> Extrapolation:
+# The fit order in 1/n, decided by the data (degree="auto"): the linear fit X_inf + c/n is kept unless four or
+# more widths are given and it is rejected at the level FIT_ORDER_P_VALUE by its chi^2 test at the last recorded
+# time (the deepest layer, where the 1/n^2 term is largest), summed over that time's entries with
+# (widths - 2) x entries degrees of freedom; then the quadratic X_inf + c/n + d/n^2 is used at every time.
+# The entries of one time are correlated, so the p-value is approximate; a quadratic taken when a linear would
+# have done costs variance, never bias.
+FIT_ORDER_P_VALUE = 0.01
+QUADRATIC_MIN_WIDTHS = 4  # a quadratic fit with one degree of freedom left to test it
+
+
+def choose_extrapolation_degree(widths, values, errors, p_value: float = FIT_ORDER_P_VALUE) -> int:
+    """1 or 2 by the chi^2 test above.  values, errors: (W, R, ...) with the recorded times second."""
+    widths = np.asarray(widths, dtype=np.float64)
+    if widths.size < QUADRATIC_MIN_WIDTHS:
+        return 1
+    from scipy.stats import chi2 as chi2_law
+
+    values = np.asarray(values, dtype=np.float64)
+    errors = np.asarray(errors, dtype=np.float64)
+    last = extrapolate_inverse_width(widths, values[:, -1], errors[:, -1], degree=1)
+    finite = np.isfinite(last.chi2)
+    if not np.any(finite):
+        return 1
+    total, dof = float(np.sum(last.chi2[finite])), int(np.sum(finite)) * last.dof
+    return 2 if chi2_law.sf(total, dof) < p_value else 1
+
+
+def extrapolate_inverse_width(widths, values, errors, degree: int | str = EXTRAPOLATION_DEGREE) -> Extrapolation:
     """Weighted least-squares fit of values(n) = c_0 + c_1/n + ... + c_degree/n^degree at every entry; c_0 is
     the n -> infinity value.  Refuses a fit without a degree of freedom left (degree <= widths - 2): a fit
-    through every point has no test of its own model and an error bar that only reflects the extrapolation."""
+    through every point has no test of its own model and an error bar that only reflects the extrapolation.
+    degree="auto": 1 or 2 by choose_extrapolation_degree (values (W, R, ...), times second)."""
+    if degree == "auto":
+        degree = choose_extrapolation_degree(widths, values, errors)
     widths = np.asarray(widths, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     errors = np.asarray(errors, dtype=np.float64)
