@@ -54,6 +54,7 @@ DESIGNS = {  # name: (widths, degree, controls)
     "both 16-64 lin": ((16, 32, 64), 1, "martingale"),
     "both 16-128 auto": ((16, 32, 64, 128), "auto", "martingale"),
     "both 32-256 lin": ((32, 64, 128, 256), 1, "martingale"),
+    "both 16-256 auto": ((16, 32, 64, 128, 256), "auto", "martingale"),
 }
 
 
@@ -126,7 +127,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="relu at T = 4 only")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    configs = [("relu", 4.0)] if args.quick else [("relu", 1.0), ("relu", 4.0), ("tanh", 1.0), ("tanh", 4.0)]
+    configs = [("relu", 4.0)] if args.quick else [("relu", 4.0), ("tanh", 4.0), ("relu", 1.0), ("tanh", 1.0)]
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         for activation, time in configs:
@@ -142,7 +143,7 @@ def main(argv=None):
             report[f"{activation}_T{time:g}"] = res
             print(f"\n{activation}, T = {time:g}, L = {args.depth}, {args.samples} samples per width")
             print(f"{'design':22s} {'CPU s':>7s} {'K1 gain':>8s} {'x alloc':>8s} {'|pull|':>7s} {'deg':>4s}"
-                  f" {'V4 gain':>8s} {'x alloc':>8s} {'|pull|':>7s}")
+                  f" {'V4 gain':>8s} {'x alloc':>8s} {'|pull|':>7s} {'deg':>4s}")
             base = res["today"]
             for name, r in res.items():
                 line = f"{name:22s} {r['cpu_s']:7.1f}"
@@ -150,12 +151,14 @@ def main(argv=None):
                     gain = np.median(np.array(base[q]["fom"]) / np.array(r[q]["fom"]))
                     line += (f" {gain:8.2f} {np.median(r[q]['allocation_gain']):8.2f}"
                              f" {np.max(np.abs(r[q]['pull_exact'])):7.2f}")
-                    if q == "K1":
-                        line += f" {r[q]['degree']:4d}"
+                    line += f" {r[q]['degree']:4d}"
                 print(line, flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"samples": args.samples, "depth": args.depth, "report": report},
-                                              indent=1))
+            report[f"{activation}_T{time:g}"]["per_width"] = {
+                f"{w}_{c}": {"cpu_s": cpu, **{k: v[-1].tolist() for k, v in est.items()}}
+                for (w, c), (est, cpu) in runs.items()}
+            if args.json:  # after every point, so that a long run leaves what it measured
+                Path(args.json).write_text(json.dumps({"samples": args.samples, "depth": args.depth,
+                                                       "report": report}, indent=1))
 
 
 if __name__ == "__main__":
