@@ -63,8 +63,12 @@ def test_monte_carlo_file():
     params = SimulationParams("relu", 8, 4, 1.0, 1.0, 0.0, KIN, 40, batches=4)
     batches, samples = simulate(params, keep_samples=True)
     ds = mc_dataset(params, summarize(params, batches), batches, samples)
-    assert_schema("mc", set(ds.data_vars))
+    controlled = SimulationParams("relu", 8, 4, 1.0, 1.0, 0.0, KIN, 40, batches=4, control_variates="martingale")
+    cv_batches, _ = simulate(controlled)
+    cv = mc_dataset(controlled, summarize(controlled, cv_batches), cv_batches)
+    assert_schema("mc", set(ds.data_vars) | set(cv.data_vars))
     assert_attributes(ds, "mc")
+    assert_attributes(cv, "mc")
 
 
 def test_theory_files_of_every_closure():

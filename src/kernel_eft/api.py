@@ -87,17 +87,19 @@ def _paths(items) -> list:
 def simulate(*, activation, width: int, depth: int, time: float, kin, samples: int, sw2: float = 1.0,
              sb2: float = 0.0, seed: int = 0, sampler: str = "block", record_every: int = 1, batches: int = 32,
              keep_samples: bool = False, comm=None, expect_ranks: int | None = None, out=None,
-             progress: bool = False, log=None):
+             progress: bool = False, log=None, control_variates: str = "none"):
     """Monte Carlo of the ResNet h^{l+1} = h^l + sqrt(T/L) (W^l phi(h^l) + b^l) at width n for `samples`
     networks: per recorded layer the mean kernel G, S, V4 = n Cov(G), K1, the exact K1 source and the batch-
     resolved raw moments, each estimate X with its jackknife error X_se (docs/data_format.md).
 
     kin: the P x P input kernel (nested list or array).  comm: an MPI communicator (mpi4py) to spread the
     seed batches over its ranks (bitwise identical results for any rank count); rank 0 returns the Dataset,
-    the other ranks None.  sampler: "block" (exact conditional law, O(n P^2)) or "weights" (explicit weights)."""
+    the other ranks None.  sampler: "block" (exact conditional law, O(n P^2)) or "weights" (explicit weights).
+    control_variates: "none" (default) or "martingale": K1, its source and V4 with exactly zero-mean controls
+    (docs/control_variates.md); same random numbers, smaller errors, larger file."""
     params = SimulationParams(activation=_activation_name(activation), width=width, depth=depth, time=time,
                               sw2=sw2, sb2=sb2, kin=kin, samples=samples, seed=seed, sampler=sampler,
-                              record_every=record_every, batches=batches)
+                              record_every=record_every, batches=batches, control_variates=control_variates)
     return mc_run.run(params, comm=comm, keep_samples=keep_samples, out=out, expect_ranks=expect_ranks,
                       progress=progress, log=log)
 

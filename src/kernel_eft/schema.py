@@ -62,6 +62,11 @@ COORDINATES: dict[str, Coordinate] = {
     "pair_b": Coordinate(("pair",), "second input index of pair"),
     "batch": Coordinate(("batch",), "seed batch index"),
     "sample": Coordinate(("sample",), "seed index (batch order)"),
+    "cv_quantity": Coordinate(("cv_quantity",), "controlled quantity: G pairs, S pairs, upper triangle of "
+                                                "(G - K0)(G - K0)^T in pairs"),
+    "control": Coordinate(("control",), "zero-mean control: Y, W, Z pairs, upper triangle of C (attribute "
+                                        "controls)"),
+    "control2": Coordinate(("control2",), "second control index"),
     "width": Coordinate(("width",), "network width n"),
     "t_left": Coordinate(("t_left",), "left end of the recording interval"),
     "theory": Coordinate(("theory",), "closure and depth treatment", None),
@@ -102,6 +107,14 @@ VARIABLES: dict[str, dict[str, Variable]] = {
         "batch_m2_GG": Variable(("batch", "t", "pair", "pair2"), _RAW + "centred co-moment sum of G and G"),
         "batch_m2_GS": Variable(("batch", "t", "pair", "pair2"), _RAW + "centred co-moment sum of G and S"),
         "batch_m2_SS": Variable(("batch", "t", "pair", "pair2"), _RAW + "centred co-moment sum of S and S"),
+        "batch_cv_mean_q": Variable(("batch", "t", "cv_quantity"), _RAW + "mean of the controlled quantities q",
+                                    note="only with --control-variates martingale (docs/control_variates.md)"),
+        "batch_cv_mean_x": Variable(("batch", "t", "control"), _RAW + "mean of the zero-mean controls x",
+                                    note="only with --control-variates martingale"),
+        "batch_cv_m2_qx": Variable(("batch", "t", "cv_quantity", "control"), _RAW + "centred co-moment sum of q "
+                                   "and x", note="only with --control-variates martingale"),
+        "batch_cv_m2_xx": Variable(("batch", "t", "control", "control2"), _RAW + "centred co-moment sum of x and "
+                                   "x", note="only with --control-variates martingale"),
         "sample_G": Variable(("sample",) + KERNEL, "per-seed empirical kernel G", note="only with --keep-samples"),
         "sample_S": Variable(("sample",) + KERNEL, "per-seed sigma-kernel S", note="only with --keep-samples"),
     },

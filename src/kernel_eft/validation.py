@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# Monte Carlo estimators: "martingale" adds exactly zero-mean control variates (simulate/controls.py). Here,
+# below every room, because the simulator, the study config and the CLI all offer the choice.
+CONTROL_VARIATES = ("none", "martingale")
+
 
 class InputError(ValueError):
     """Bad user input.  `field` names the argument or config key."""

@@ -27,6 +27,7 @@ rule simulate:
         batches=MC["batches"],
         sampler=MC["sampler"],
         record_every=MC["record_every"],
+        control_variates=MC["control_variates"],
         ranks=mpi_ranks,
     shell:
         "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1; "
@@ -35,4 +36,5 @@ rule simulate:
         " {params.network} --width {wildcards.width} --depth {wildcards.depth}"
         " --samples {params.samples} --seed {params.seed} --batches {params.batches}"
         " --sampler {params.sampler} --record-every {params.record_every}"
+        " --control-variates {params.control_variates}"
         " --expect-ranks {params.ranks} --out {output} > {log} 2>&1"

@@ -33,6 +33,7 @@ class Moments:
     m2_GG: np.ndarray
     m2_GS: np.ndarray
     m2_SS: np.ndarray
+    controls: "ControlMoments | None" = None  # only with control variates (kernel_eft.simulate.controls)
 
     @classmethod
     def from_samples(cls, G: np.ndarray, S: np.ndarray) -> "Moments":
@@ -64,6 +65,7 @@ class Moments:
             m2_GG=self.m2_GG + other.m2_GG + w * np.einsum("ri,rj->rij", dG, dG),
             m2_GS=self.m2_GS + other.m2_GS + w * np.einsum("ri,rj->rij", dG, dS),
             m2_SS=self.m2_SS + other.m2_SS + w * np.einsum("ri,rj->rij", dS, dS),
+            controls=None if self.controls is None else self.controls.merge(other.controls),
         )
 
     def covariances(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,7 +74,82 @@ class Moments:
         return self.m2_GG / d, self.m2_GS / d, self.m2_SS / d
 
 
+@dataclass
+class ControlMoments:
+    """Mergeable sums for control variates with exactly known mean zero, per recorded layer: the means of the
+    controlled quantities q (R, a) and of the controls x (R, k), and the centred co-moment sums
+    m2_qx = sum_s (q_s - mean q)(x_s - mean x)^T (R, a, k) and m2_xx (R, k, k) over the `count` seeds.
+
+    The least-squares coefficient beta = m2_qx m2_xx^-1 is fitted per seed (not per batch), so it can have many
+    controls; because it is fitted from these sums, pooled files and any MPI rank count give the same beta
+    bitwise, and the jackknife refits it on every leave-one-batch-out pool."""
+
+    count: int
+    mean_q: np.ndarray
+    mean_x: np.ndarray
+    m2_qx: np.ndarray
+    m2_xx: np.ndarray
+
+    @classmethod
+    def from_samples(cls, q: np.ndarray, x: np.ndarray) -> "ControlMoments":
+        """q (seeds, R, a), x (seeds, R, k)."""
+        mean_q, mean_x = q.mean(axis=0), x.mean(axis=0)
+        dq = (q - mean_q).transpose(1, 2, 0)  # (R, a, seeds): the sums over seeds as BLAS products
+        dx = (x - mean_x).transpose(1, 0, 2)  # (R, seeds, k)
+        return cls(q.shape[0], mean_q, mean_x, np.matmul(dq, dx), np.matmul(dx.transpose(0, 2, 1), dx))
+
+    def merge(self, other: "ControlMoments") -> "ControlMoments":
+        """Exact pooled sums of two disjoint sets of seeds (Chan et al.), as Moments.merge."""
+        na, nb = self.count, other.count
+        n = na + nb
+        dq = other.mean_q - self.mean_q
+        dx = other.mean_x - self.mean_x
+        w = na * nb / n
+        return ControlMoments(n, self.mean_q + dq * (nb / n), self.mean_x + dx * (nb / n),
+                              self.m2_qx + other.m2_qx + w * np.einsum("ri,rj->rij", dq, dx),
+                              self.m2_xx + other.m2_xx + w * np.einsum("ri,rj->rij", dx, dx))
+
+    def beta(self) -> np.ndarray:
+        """Least-squares coefficients (R, a, k) of q on x.  The controls are standardised first and directions
+        of m2_xx below 1e-10 of its largest eigenvalue are dropped (controls that are identically zero at a
+        layer, e.g. the S-noise controls at layer 0, or exactly collinear ones)."""
+        scale = np.sqrt(np.einsum("rii->ri", self.m2_xx))
+        inv = np.where(scale > 0, 1.0 / np.where(scale > 0, scale, 1.0), 0.0)
+        corr = self.m2_xx * inv[:, :, None] * inv[:, None, :]
+        beta_std = np.einsum("raj,rji->rai", self.m2_qx * inv[:, None, :],
+                             np.linalg.pinv(corr, rcond=1e-10, hermitian=True))
+        return beta_std * inv[:, None, :]
+
+    def adjusted_means(self) -> np.ndarray:
+        """mean q - beta mean x, (R, a): an estimate of E[q] with the part of its error that the controls
+        predict removed (E[x] = 0 exactly; fitting beta on the same seeds biases it by O(k / count) of its
+        standard error only)."""
+        return self.mean_q - np.einsum("rai,ri->ra", self.beta(), self.mean_x)
+
+
 _FIELDS = ("mean_G", "mean_S", "m2_GG", "m2_GS", "m2_SS")
+_CONTROL_FIELDS = ("mean_q", "mean_x", "m2_qx", "m2_xx")
+
+
+@dataclass
+class BatchControlMoments:
+    """ControlMoments per batch, stacked along a leading batch axis (counts are those of BatchMoments)."""
+
+    mean_q: np.ndarray  # (B, R, a)
+    mean_x: np.ndarray  # (B, R, k)
+    m2_qx: np.ndarray  # (B, R, a, k)
+    m2_xx: np.ndarray  # (B, R, k, k)
+
+    @classmethod
+    def stack(cls, batches: list[ControlMoments]) -> "BatchControlMoments":
+        return cls(**{f: np.stack([getattr(m, f) for m in batches]) for f in _CONTROL_FIELDS})
+
+    def batch(self, b: int, count: int) -> ControlMoments:
+        return ControlMoments(count, *(getattr(self, f)[b] for f in _CONTROL_FIELDS))
+
+    def concat(self, other: "BatchControlMoments") -> "BatchControlMoments":
+        return BatchControlMoments(**{f: np.concatenate([getattr(self, f), getattr(other, f)])
+                                      for f in _CONTROL_FIELDS})
 
 
 @dataclass
@@ -85,12 +162,17 @@ class BatchMoments:
     m2_GG: np.ndarray  # (B, R, p, p)
     m2_GS: np.ndarray
     m2_SS: np.ndarray
+    controls: BatchControlMoments | None = None
 
     @classmethod
     def stack(cls, batches: list[Moments]) -> "BatchMoments":
+        with_controls = [m.controls is not None for m in batches]
+        if any(with_controls) and not all(with_controls):
+            raise ValueError("some batches carry control-variate sums and others not")
         return cls(
             counts=np.array([m.count for m in batches], dtype=np.int64),
             **{f: np.stack([getattr(m, f) for m in batches]) for f in _FIELDS},
+            controls=BatchControlMoments.stack([m.controls for m in batches]) if all(with_controls) else None,
         )
 
     @classmethod
@@ -103,13 +185,17 @@ class BatchMoments:
             m2_GG=ds["batch_m2_GG"].values,
             m2_GS=ds["batch_m2_GS"].values,
             m2_SS=ds["batch_m2_SS"].values,
+            controls=BatchControlMoments(**{f: ds[f"batch_cv_{f}"].values for f in _CONTROL_FIELDS})
+            if "batch_cv_mean_q" in ds else None,
         )
 
     def __len__(self) -> int:
         return self.counts.size
 
     def batch(self, b: int) -> Moments:
-        return Moments(int(self.counts[b]), *(getattr(self, f)[b] for f in _FIELDS))
+        count = int(self.counts[b])
+        controls = None if self.controls is None else self.controls.batch(b, count)
+        return Moments(count, *(getattr(self, f)[b] for f in _FIELDS), controls=controls)
 
     def pooled(self) -> Moments:
         """Merge all batches in batch order (a fixed order, so the result is reproducible bitwise)."""
@@ -139,9 +225,12 @@ class BatchMoments:
 
     def concat(self, other: "BatchMoments") -> "BatchMoments":
         """Batches of two runs with the same parameters and different seeds, for merging files."""
+        if (self.controls is None) != (other.controls is None):
+            raise ValueError("only runs that both have, or both lack, control-variate sums merge")
         return BatchMoments(
             counts=np.concatenate([self.counts, other.counts]),
             **{f: np.concatenate([getattr(self, f), getattr(other, f)]) for f in _FIELDS},
+            controls=None if self.controls is None else self.controls.concat(other.controls),
         )
 
 
@@ -226,10 +315,40 @@ class Extrapolation:
         return np.einsum("w...,wk...->k...", self.weights, replicates)
 
 
-def extrapolate_inverse_width(widths, values, errors, degree: int = EXTRAPOLATION_DEGREE) -> Extrapolation:
+# The fit order in 1/n, decided by the data (degree="auto"): the linear fit X_inf + c/n is kept unless four or
+# more widths are given and it is rejected at the level FIT_ORDER_P_VALUE by its chi^2 test at the last recorded
+# time (the deepest layer, where the 1/n^2 term is largest), summed over that time's entries with
+# (widths - 2) x entries degrees of freedom; then the quadratic X_inf + c/n + d/n^2 is used at every time.
+# The entries of one time are correlated, so the p-value is approximate; a quadratic taken when a linear would
+# have done costs variance, never bias.
+FIT_ORDER_P_VALUE = 0.01
+QUADRATIC_MIN_WIDTHS = 4  # a quadratic fit with one degree of freedom left to test it
+
+
+def choose_extrapolation_degree(widths, values, errors, p_value: float = FIT_ORDER_P_VALUE) -> int:
+    """1 or 2 by the chi^2 test above.  values, errors: (W, R, ...) with the recorded times second."""
+    widths = np.asarray(widths, dtype=np.float64)
+    if widths.size < QUADRATIC_MIN_WIDTHS:
+        return 1
+    from scipy.stats import chi2 as chi2_law
+
+    values = np.asarray(values, dtype=np.float64)
+    errors = np.asarray(errors, dtype=np.float64)
+    last = extrapolate_inverse_width(widths, values[:, -1], errors[:, -1], degree=1)
+    finite = np.isfinite(last.chi2)
+    if not np.any(finite):
+        return 1
+    total, dof = float(np.sum(last.chi2[finite])), int(np.sum(finite)) * last.dof
+    return 2 if chi2_law.sf(total, dof) < p_value else 1
+
+
+def extrapolate_inverse_width(widths, values, errors, degree: int | str = EXTRAPOLATION_DEGREE) -> Extrapolation:
     """Weighted least-squares fit of values(n) = c_0 + c_1/n + ... + c_degree/n^degree at every entry; c_0 is
     the n -> infinity value.  Refuses a fit without a degree of freedom left (degree <= widths - 2): a fit
-    through every point has no test of its own model and an error bar that only reflects the extrapolation."""
+    through every point has no test of its own model and an error bar that only reflects the extrapolation.
+    degree="auto": 1 or 2 by choose_extrapolation_degree (values (W, R, ...), times second)."""
+    if degree == "auto":
+        degree = choose_extrapolation_degree(widths, values, errors)
     widths = np.asarray(widths, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     errors = np.asarray(errors, dtype=np.float64)

@@ -272,7 +272,8 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "widths": ",".join(str(w) for w in point.widths), "seeds": ",".join(est.seeds),
         "samples": ",".join(str(s) for s in est.samples), "batches": ",".join(str(b) for b in est.batches),
         "record_every": int(point.mc[0][1].attrs.get("record_every", 1)),
-        **fit_attrs, "extrapolation": "X(n) = X_inf + c/n, weighted least squares over the widths (>= 3 widths)",
+        **fit_attrs, "extrapolation": "X(n) = X_inf + c/n (+ d/n^2 where >= 4 widths call for it by a chi^2 test), "
+                                      "weighted least squares over the widths (>= 3 widths)",
         "bootstrap_replicates": int(bootstrap_replicates), "r_limit": validity.R_LIMIT,
         "reference_closure": reference_closure().name,
         "error_method": "delete-one-batch jackknife over seed batches (theory curves carry no statistical error)",

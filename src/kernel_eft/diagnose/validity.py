@@ -63,6 +63,9 @@ def mean_corrections(point) -> list:
         n = float(n)
         counts = batches.counts.astype(np.float64)
         G_b, S_b = batches.mean_G, batches.mean_S  # (B, R, p)
+        controlled = batches.controls is not None
+        if controlled:  # --control-variates martingale: the batch means adjusted by the full-sample beta
+            G_b, S_b = controlled_batch_means(batches, point.p)[:2]
         G = np.einsum("b,brp->rp", counts, G_b) / counts.sum()
         F = np.empty_like(G)
         DF = np.empty(G.shape + (G.shape[-1],))
@@ -71,11 +74,22 @@ def mean_corrections(point) -> list:
             F[r], DF[r] = deriv.F, deriv.jacobian()
         q_k1 = n * (G_b - K0[None])
         q_src = n * point.sw2 * (S_b - F[None] - np.einsum("rij,brj->bri", DF, G_b - G[None]))
-        use_control = counts.size >= 2 * point.p + 8
+        use_control = counts.size >= 2 * point.p + 8 and not controlled  # the martingale controls contain it
         x = n * (G_b[:, 0] - K0[0][None]) if use_control else np.zeros((counts.size, 0))
         none = np.zeros((counts.size, 0))  # the source is hardly correlated with the input layer: no control
         out.append({"K1": ControlVariate(counts, q_k1, x), "K1_source": ControlVariate(counts, q_src, none)})
     return out
+
+
+def controlled_batch_means(batches, p: int):
+    """Per batch (B, R, .) the control-adjusted means of G, S and D = (G - K0)(G - K0)^T (upper triangle) of a
+    file with control-variate sums (docs/control_variates.md), with beta fitted once on all seeds: their
+    count-weighted pool is the file's adjusted mean exactly (linear in the batch means), so they serve the
+    jackknife and the bootstrap over batches (beta fixed at its full-sample fit, as for ControlVariate)."""
+    c = batches.controls
+    beta = batches.pooled().controls.beta()  # (R, a, k)
+    q = c.mean_q - np.einsum("rai,bri->bra", beta, c.mean_x)
+    return q[..., :p], q[..., p:2 * p], q[..., 2 * p:]
 
 
 def with_mean_corrections(est, corrections: list):
@@ -100,11 +114,31 @@ def bootstrap_estimates(point, corrections: list, replicates: int = BOOTSTRAP_RE
                      f"{point.kin.tolist()!r}".encode())
     for batches, n, cv in zip(point.batches, point.widths, corrections):
         weights = bootstrap_weights(len(batches), replicates, np.random.default_rng([key, int(n)]))
-        m = bootstrap_pooled(batches, weights)
-        out["V4"].append(float(n) * m.m2_GG / (m.count - 1)[:, None, None, None])
+        if batches.controls is not None:
+            out["V4"].append(controlled_v4_replicates(batches, weights, float(n), point))
+        else:
+            m = bootstrap_pooled(batches, weights)
+            out["V4"].append(float(n) * m.m2_GG / (m.count - 1)[:, None, None, None])
         out["K1"].append(cv["K1"].bootstrap(weights))
         out["K1_source"].append(cv["K1_source"].bootstrap(weights))
     return {name: np.stack(v) for name, v in out.items()}
+
+
+def controlled_v4_replicates(batches, weights, n: float, point) -> np.ndarray:
+    """Bootstrap replicates (K, R, p, p) of the controlled V4 = n (D~ - (G~ - K0)(G~ - K0)^T) from the adjusted
+    batch means (simulate/estimates.py)."""
+    p = point.p
+    G_b, _, D_b = controlled_batch_means(batches, p)
+    wc = np.asarray(weights) * batches.counts[None].astype(np.float64)
+    total = wc.sum(axis=1)[:, None, None]
+    G = np.einsum("kb,brp->krp", wc, G_b) / total
+    D = np.einsum("kb,brd->krd", wc, D_b) / total
+    iu, ju = np.triu_indices(p)
+    cov = np.empty(D.shape[:2] + (p, p))
+    cov[..., iu, ju] = D
+    cov[..., ju, iu] = D
+    dG = G - to_pairs(point.K0_discrete)[None]
+    return n * (cov - dG[..., :, None] * dG[..., None, :])
 
 
 def mc_values(est) -> dict:
@@ -117,10 +151,13 @@ def theory_values(th) -> dict:
 
 
 def extrapolations(point, est) -> dict:
-    """{name: Extrapolation} with >= 3 widths, else {} (a fit with no degree of freedom is not drawn)."""
+    """{name: Extrapolation} with >= 3 widths, else {} (a fit with no degree of freedom is not drawn).  The
+    order in 1/n is linear, or quadratic where four or more widths call for it (core/statistics.py,
+    choose_extrapolation_degree)."""
     if point.widths.size < MIN_EXTRAPOLATION_WIDTHS:
         return {}
-    return {name: extrapolate_inverse_width(point.widths, value, se) for name, (value, se) in mc_values(est).items()}
+    return {name: extrapolate_inverse_width(point.widths, value, se, degree="auto")
+            for name, (value, se) in mc_values(est).items()}
 
 
 def pulls(th, extr: dict) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 
 from kernel_eft.core.expectations import F_matrix
 from kernel_eft.core.meanfield import mean_kernel_discrete
-from kernel_eft.core.pairs import from_pairs, n_pairs
+from kernel_eft.core.pairs import from_pairs, n_pairs, to_pairs
 from kernel_eft.core.statistics import BatchMoments, Moments, jackknife
 from kernel_eft.simulate.params import SimulationParams
 
@@ -25,14 +25,34 @@ def summarize(params: SimulationParams, batches: BatchMoments) -> dict[str, np.n
 
     V4 = n Cov(G), cov_GS = n Cov(G, S), cov_SS = n Cov(S, S), K1 = n (mean G - K0_discrete),
     K1_source = n sw2 (mean S - F(mean G)) (the exact source of K1: as n -> infinity, dK1/dt = J K1 + K1_source).
+    With control-variate sums in the batches (control_variates="martingale"), mean G, mean S and Cov(G) are the
+    control-adjusted ones (beta refitted in every jackknife replicate); cov_GS and cov_SS are not controlled.
     """
     n, P = params.width, params.P
     k0 = mean_kernel_reference(params)
+    p = n_pairs(P)
+    iu, ju = np.triu_indices(p)
+    k0_pairs = to_pairs(k0)
+
+    def controlled(c):
+        """Mean G, mean S and Cov(G) from the control-adjusted means of q = (G, S, D), D = (G - K0)(G - K0)^T:
+        Cov(G) = E[D] - (E[G] - K0)(E[G] - K0)^T (without the N / (N - 1) factor: its bias, -Var(adjusted mean
+        G), is below V4 / (n N)), so that at t = 0, where the controls are exact, V4 = S2(K_in) exactly."""
+        q = c.adjusted_means()
+        G, S, D = q[:, :p], q[:, p:2 * p], q[:, 2 * p:]
+        cov = np.empty(D.shape[:1] + (p, p))
+        cov[:, iu, ju] = D
+        cov[:, ju, iu] = D
+        dG = G - k0_pairs
+        cov -= dG[:, :, None] * dG[:, None, :]
+        return from_pairs(G, P), from_pairs(S, P), cov
 
     def estimates(m: Moments) -> np.ndarray:
         cov_GG, cov_GS, cov_SS = m.covariances()
         G = from_pairs(m.mean_G, P)
         S = from_pairs(m.mean_S, P)
+        if m.controls is not None:
+            G, S, cov_GG = controlled(m.controls)
         k1 = n * (G - k0)
         source = n * params.sw2 * (S - F_matrix(params.activation, G))
         # Pack into one flat vector per layer so one jackknife pass serves every estimator.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernel_eft.core.activations import get_activation
-from kernel_eft.validation import InputError, check_float, check_int, check_kin
+from kernel_eft.validation import CONTROL_VARIATES, InputError, check_float, check_int, check_kin
 
 SAMPLERS = ("block", "weights")
 
@@ -46,6 +46,7 @@ class SimulationParams:
     sampler: str = "block"
     record_every: int = 1
     batches: int = 32
+    control_variates: str = "none"  # "martingale": exact zero-mean controls (simulate/controls.py)
 
     def __post_init__(self):
         # Validation lives here so that the Python API, the CLI and the workflow share it.
@@ -63,6 +64,9 @@ class SimulationParams:
         object.__setattr__(self, "seed", check_int(self.seed, "seed", 0))
         object.__setattr__(self, "record_every", check_int(self.record_every, "record_every", 1))
         object.__setattr__(self, "batches", check_int(self.batches, "batches", 2))
+        if self.control_variates not in CONTROL_VARIATES:
+            raise InputError("control_variates", f"unknown control variates {self.control_variates!r}; choose "
+                                                 f"{' or '.join(CONTROL_VARIATES)}")
         if self.sampler not in SAMPLERS:
             raise InputError("sampler", f"unknown sampler {self.sampler!r}; choose block or weights")
         if self.record_every > self.depth:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from kernel_eft.core.activations import get_activation
-from kernel_eft.core.pairs import pair_indices
-from kernel_eft.core.statistics import BatchMoments, Moments
+from kernel_eft.core.pairs import pair_indices, to_pairs
+from kernel_eft.core.statistics import BatchMoments, ControlMoments, Moments
+from kernel_eft.simulate.controls import ControlState, control_setup, n_controlled, n_controls
 from kernel_eft.simulate.params import SimulationOverflow, SimulationParams
 
 def batch_rng(seed: int, batch_index: int) -> np.random.Generator:
@@ -42,11 +43,14 @@ def _kernel(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def _run_chunk(params: SimulationParams, rng: np.random.Generator, seeds: int, record_index: np.ndarray,
-               batch_index: int, pulse=None) -> tuple[np.ndarray, np.ndarray]:
-    """Propagate `seeds` networks through all layers; return G, S at the recorded layers, (seeds, R, P, P).
+               batch_index: int, controls=None, pulse=None):
+    """Propagate `seeds` networks through all layers; return G, S at the recorded layers, (seeds, R, P, P), and
+    with controls (a simulate.controls.ControlSetup) also q, x at the recorded layers, (seeds, R, a), (seeds, R,
+    k).  The controls draw no random numbers: the RNG stream, hence G and S, are those of a run without them.
     pulse(layer), if given, is called at every layer (a progress heartbeat inside one long batch)."""
     n, P, L = params.width, params.P, params.depth
-    phi = get_activation(params.activation).phi
+    activation = get_activation(params.activation)
+    phi = activation.phi
     eps = np.sqrt(params.dt)
     G_rec = np.empty((seeds, record_index.size, P, P))
     S_rec = np.empty_like(G_rec)
@@ -55,6 +59,10 @@ def _run_chunk(params: SimulationParams, rng: np.random.Generator, seeds: int, r
     rng.standard_normal(out=z)
     h = np.matmul(psd_factor(params.kin), z)  # rows of h^0 ~ N(0, K_in); layout (seed, input, neuron)
     increment = np.empty_like(h)
+    state = None
+    if controls is not None:
+        q_rec = np.empty((seeds, record_index.size, n_controlled(P)))
+        x_rec = np.empty((seeds, record_index.size, n_controls(P)))
     r = 0
     for layer in range(L + 1):
         if pulse is not None:
@@ -62,8 +70,17 @@ def _run_chunk(params: SimulationParams, rng: np.random.Generator, seeds: int, r
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported below
             act = phi(h)
             S = _kernel(act, n)
-            if layer == record_index[r]:
+            if controls is not None:
                 G = _kernel(h, n)
+                if state is None:
+                    state = ControlState(controls, to_pairs(G), n, params.dt, params.sw2, P)
+                else:
+                    state.end_step(layer - 1, G)
+            if layer == record_index[r]:
+                if controls is None:
+                    G = _kernel(h, n)
+                if controls is not None:
+                    q_rec[:, r], x_rec[:, r] = state.record(layer, G, S)
                 if not (np.all(np.isfinite(G)) and np.all(np.isfinite(S))):
                     raise SimulationOverflow(batch_index, layer, layer * params.dt, "kernel G or S")
                 G_rec[:, r] = G
@@ -83,8 +100,13 @@ def _run_chunk(params: SimulationParams, rng: np.random.Generator, seeds: int, r
                 bias = rng.standard_normal((seeds, 1, n)) * np.sqrt(params.sb2)
                 np.matmul(act, weights.transpose(0, 2, 1), out=increment)  # u_i = sum_j W_ij phi(h_j) + b_i
                 increment += bias
+            if controls is not None:
+                omega = params.sw2 * S + params.sb2
+                state.begin_step(G, omega, h, act, increment, activation.dphi)
             increment *= eps
             h += increment
+    if controls is not None:
+        return G_rec, S_rec, q_rec, x_rec
     return G_rec, S_rec
 
 
@@ -96,14 +118,18 @@ def simulate_batch(params: SimulationParams, batch_index: int, keep_samples: boo
     rng = batch_rng(params.seed, batch_index)
     record_index = params.layers
     a, b = pair_indices(params.P)
+    controls = control_setup(params) if params.control_variates != "none" else None
     total = None
     kept_G, kept_S = [], []
     done = 0
     while done < size:
         c = min(chunk, size - done)
         layer_pulse = None if pulse is None else (lambda layer, done=done: pulse(done, size, layer))
-        G, S = _run_chunk(params, rng, c, record_index, batch_index, layer_pulse)
+        out = _run_chunk(params, rng, c, record_index, batch_index, controls, layer_pulse)
+        G, S = out[:2]
         m = Moments.from_samples(G[..., a, b], S[..., a, b])
+        if controls is not None:
+            m.controls = ControlMoments.from_samples(*out[2:])
         total = m if total is None else total.merge(m)
         if keep_samples:
             kept_G.append(G)
@@ -113,6 +139,9 @@ def simulate_batch(params: SimulationParams, batch_index: int, keep_samples: boo
         bad = int(np.argmax(~np.isfinite(total.m2_GG).all(axis=(1, 2)) | ~np.isfinite(total.m2_SS).all(axis=(1, 2))))
         layer = int(record_index[bad])
         raise SimulationOverflow(batch_index, layer, layer * params.dt, "second moment of G or S")
+    if controls is not None and not np.all(np.isfinite(total.controls.m2_xx)):
+        layer = int(record_index[int(np.argmax(~np.isfinite(total.controls.m2_xx).all(axis=(1, 2))))])
+        raise SimulationOverflow(batch_index, layer, layer * params.dt, "control-variate sums")
     samples = (np.concatenate(kept_G), np.concatenate(kept_S)) if keep_samples else None
     return total, samples
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernel_eft.validation import InputError
+from kernel_eft.validation import CONTROL_VARIATES, InputError
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 LABEL = re.compile(r"[A-Za-z0-9.+-]+")
@@ -56,6 +56,9 @@ MONTE_CARLO = {
                                                              "the job's study-independent file name"),
     "batches": Key("int", 32, minimum=2, help="seed batches (units of MPI work and of the jackknife error)"),
     "sampler": Key("choice", "block", choices=("block", "weights"), help="Monte Carlo sampler"),
+    "control_variates": Key("choice", "none", choices=CONTROL_VARIATES,
+                            help="martingale: K1, its source and V4 adjusted by exactly zero-mean controls "
+                                 "(docs/control_variates.md); none: the plain estimators"),
     "record_every": Key("int", 1, minimum=1, help="record every k-th layer; at most the smallest depth"),
     "tasks": Key("int", 1, minimum=1, help="MPI ranks per Monte Carlo job"),
 }

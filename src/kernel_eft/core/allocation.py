@@ -1,0 +1,89 @@
+"""How to split a CPU budget over the widths of one grid point so that the extrapolated n -> infinity value
+has the smallest standard error.
+
+With N_w samples at width n_w, a per-sample variance sigma_w^2 of the estimate (K1 = n (mean G - K0): sigma^2 =
+n V4, growing with n; V4 = n Cov(G): sigma^2 ~ 2 V4^2 roughly independent of n) and a cost c_w per sample
+(block sampler: c = L (a n + b), kernel_eft.core.allocation.sample_cost), the extrapolation is the linear
+combination value = sum_w a_w y_w of the weighted 1/n fit, so
+
+    Var(value) = sum_w a_w^2 sigma_w^2 / N_w,      CPU = sum_w c_w N_w.
+
+For fixed weights a the Lagrange optimum is N_w proportional to |a_w| sigma_w / sqrt(c_w), giving
+Var x CPU = (sum_w |a_w| sigma_w sqrt(c_w))^2.  The weights of the weighted fit depend on the N_w in turn, so
+`allocate_samples` iterates the two to a fixed point.  The unconstrained optimum puts (almost) nothing on the
+widths the fit needs only to test its model; `min_fraction` keeps a share of the budget on every width so that
+the 1/n fit keeps its chi^2 test.  Pure functions: the study planner turns a budget into samples with them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Block sampler, P = 2, one core (config/README.md, "Size and cost"): seconds per sample and layer = a n + b.
+BLOCK_COST_A = {"relu": 50e-9, "tanh": 115e-9, "gelu": 112e-9, "erf": 97e-9}
+BLOCK_COST_B = {"relu": 1.4e-6, "tanh": 3.2e-6, "gelu": 1.5e-6, "erf": 0.4e-6}
+
+
+def sample_cost(widths, depth: int, activation: str = "relu", P: int = 2, control_factor: float = 1.0) -> np.ndarray:
+    """CPU seconds per sample at each width: depth (a n + b) P / 2 (the cost model is measured at P = 2 and is
+    linear in P), times control_factor for the control variates' extra work (measured: benchmarks/
+    error_per_cpu.py)."""
+    n = np.asarray(widths, dtype=np.float64)
+    a = BLOCK_COST_A.get(activation, max(BLOCK_COST_A.values()))
+    b = BLOCK_COST_B.get(activation, max(BLOCK_COST_B.values()))
+    return control_factor * depth * (a * n + b) * (P / 2.0)
+
+
+def extrapolation_weights(widths, variances, degree: int = 1) -> np.ndarray:
+    """a_w of the weighted least-squares fit y(n) = c_0 + c_1/n + ... + c_degree/n^degree: c_0 = sum a_w y_w,
+    for estimate variances `variances` (W,)."""
+    x = 1.0 / np.asarray(widths, dtype=np.float64)
+    X = x[:, None] ** np.arange(degree + 1)[None, :]
+    w = 1.0 / np.asarray(variances, dtype=np.float64)
+    return np.linalg.solve(X.T @ (w[:, None] * X), X.T * w[None, :])[0]
+
+
+def extrapolated_variance(widths, samples, sample_variance, degree: int = 1) -> float:
+    """Var of the extrapolated value for `samples` (W,) at the widths, per-sample variances sample_variance (W,)."""
+    var = np.asarray(sample_variance, dtype=np.float64) / np.asarray(samples, dtype=np.float64)
+    a = extrapolation_weights(widths, var, degree)
+    return float(np.sum(a ** 2 * var))
+
+
+def allocate_samples(widths, budget_seconds: float, sample_variance, cost_per_sample, degree: int = 1,
+                     min_fraction: float = 0.1, min_samples: int = 64, iterations: int = 2000) -> np.ndarray:
+    """Samples per width (W,) that spend `budget_seconds` of CPU so that the extrapolated value of a degree-
+    `degree` 1/n fit has the smallest variance.
+
+    sample_variance (W,): per-sample variance of the estimate at each width (se_w^2 N_w of a pilot run, or the
+    theory's scaling, n V4 for K1); cost_per_sample (W,): CPU seconds (sample_cost).  Every
+    width gets at least min_fraction / W of the budget and min_samples samples (its chi^2 test and its
+    jackknife need them)."""
+    widths = np.asarray(widths, dtype=np.float64)
+    sigma2 = np.asarray(sample_variance, dtype=np.float64)
+    cost = np.asarray(cost_per_sample, dtype=np.float64)
+    W = widths.size
+    if not (sigma2.shape == cost.shape == (W,)):
+        raise ValueError("widths, sample_variance and cost_per_sample must have one entry per width")
+    if W < degree + 1:
+        raise ValueError(f"a degree-{degree} fit needs at least {degree + 1} widths, got {W}")
+    if budget_seconds <= 0 or np.any(cost <= 0) or np.any(sigma2 <= 0):
+        raise ValueError("budget, costs and variances must be positive")
+    if not 0 <= min_fraction < 1:
+        raise ValueError("min_fraction must be in [0, 1)")
+    floor = min_fraction * budget_seconds / W  # seconds every width gets at least
+    spend = np.full(W, budget_seconds / W)  # seconds per width, start: equal CPU
+    for _ in range(iterations):
+        a = extrapolation_weights(widths, sigma2 * cost / spend, degree)  # variance_w = sigma2 c / seconds
+        share = np.abs(a) * np.sqrt(sigma2 * cost)  # optimal seconds per width, up to normalisation
+        free = budget_seconds - floor * W
+        new = floor + free * share / share.sum()
+        if np.allclose(new, spend, rtol=1e-10, atol=0):
+            break
+        spend = new
+    samples = np.maximum(np.floor(spend / cost), min_samples).astype(np.int64)
+    return samples
+
+
+__all__ = ["BLOCK_COST_A", "BLOCK_COST_B", "allocate_samples", "extrapolated_variance", "extrapolation_weights",
+           "sample_cost"]
