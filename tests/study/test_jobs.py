@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kernel_eft.study.grid import Study
-from kernel_eft.study.jobs import incomplete_outputs, jobs, mc_seconds, plan, status
+from kernel_eft.study.jobs import MC_STARTUP, incomplete_outputs, jobs, mc_seconds, plan, status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,3 +84,42 @@ def test_the_cli_plans_and_reports_status(tmp_path, capsys):
         main(["study", "plan", str(bad)])
     assert info.value.code == 2
     assert "invalid config: grid." in capsys.readouterr().err
+
+
+def _budget_study(budget, widths=(16, 32, 64, 128), controls="none"):
+    return Study.from_config({
+        "study": "budget", "grid": {"activation": ["relu", "tanh"], "width": list(widths), "depth": [64],
+                                    "time": [4], "sw2": [1.0], "sb2": [0.0], "inputs": [{"rho": 0.6}]},
+        "monte_carlo": {"budget_cpu_seconds": budget, "batches": 32, "control_variates": controls},
+        "theory": {"closures": ["gonly"], "continuous": False}})
+
+
+@pytest.mark.parametrize("controls", ["none", "martingale"])
+def test_a_cpu_budget_is_spent_per_point_and_beats_equal_samples(controls):
+    """monte_carlo.budget_cpu_seconds: each point's Monte Carlo jobs cost the budget (the planner's cost model,
+    within one sample per width), and the allocation's extrapolated K1 variance (per-sample variance ~ n) is
+    below that of equal samples at every width for the same CPU."""
+    from kernel_eft.core.allocation import extrapolated_variance
+
+    budget = 150.0
+    s = _budget_study(budget, controls=controls)
+    for point in s.points:
+        mc = [job for job in jobs(s) if job.stage == "simulate" and job.point == point]
+        spent = sum(job.seconds for job in mc)
+        per_sample = max(job.seconds / job.samples for job in mc)
+        assert abs(spent - budget) <= len(mc) * per_sample + 1e-6
+        allocated = [job.samples for job in mc]
+        cost = [(job.seconds - MC_STARTUP) / job.samples for job in mc]  # seconds per network at each width
+        equal = sum(n * c for n, c in zip(allocated, cost)) / sum(cost)  # same CPU, equal samples per width
+        widths = [job.width for job in mc]
+        assert extrapolated_variance(widths, allocated, widths) < extrapolated_variance(widths, [equal] * len(mc),
+                                                                                        widths)
+
+
+def test_a_budget_needs_two_widths_and_samples_fill_the_jobs():
+    from kernel_eft.study.config import ConfigError
+
+    with pytest.raises(ConfigError, match="monte_carlo.budget_cpu_seconds"):
+        _budget_study(100.0, widths=(64,))
+    s = _budget_study(0)  # no budget: monte_carlo.samples at every width
+    assert {job.samples for job in jobs(s) if job.stage == "simulate"} == {s.monte_carlo["samples"]}

@@ -177,6 +177,12 @@ def point_seed(wildcards):
     return STUDY_OF.seed(point_of(wildcards), int(wildcards.width))
 
 
+def mc_samples(wildcards):
+    """Networks of one Monte Carlo job (kernel_eft.study.grid.Study.samples: monte_carlo.samples, or the job's
+    share of monte_carlo.budget_cpu_seconds)."""
+    return STUDY_OF.samples(point_of(wildcards), int(wildcards.width))
+
+
 def network_args(wildcards):
     """CLI arguments shared by simulate and theory for the point named by the wildcards."""
     kin = STUDY_OF.geometries[wildcards.geom].kin

@@ -23,7 +23,7 @@ rule simulate:
     params:
         network=network_args,
         seed=point_seed,
-        samples=MC["samples"],
+        samples=mc_samples,
         batches=MC["batches"],
         sampler=MC["sampler"],
         record_every=MC["record_every"],

@@ -52,6 +52,10 @@ GRID = {
 }
 MONTE_CARLO = {
     "samples": Key("int", 20000, minimum=2, help="independent networks per width and grid point; >= batches"),
+    "budget_cpu_seconds": Key("number", 0, minimum=0,
+                              help="Monte Carlo CPU seconds per grid point, all its widths together (0: `samples` "
+                                   "networks at every width); when given, split over the widths so that the "
+                                   "1/n-extrapolated K1 has the smallest error (kernel_eft.core.allocation)"),
     "seed": Key("int", 1, minimum=0, maximum=SEED_MAX, help="base seed; each job's seed is derived from it and "
                                                              "the job's study-independent file name"),
     "batches": Key("int", 32, minimum=2, help="seed batches (units of MPI work and of the jackknife error)"),
@@ -259,6 +263,9 @@ def _check_relations(config: dict) -> None:
     if mc["samples"] < mc["batches"]:
         raise ConfigError("monte_carlo.samples", f"{mc['samples']} is less than monte_carlo.batches "
                                                  f"({mc['batches']}); every seed batch needs at least one sample")
+    if mc["budget_cpu_seconds"] and len(grid["width"]) < 2:
+        raise ConfigError("monte_carlo.budget_cpu_seconds", "a budget is split over the widths of a point: "
+                                                            "give at least two widths in grid.width")
     shallowest = min(grid["depth"])
     if mc["record_every"] > shallowest:
         raise ConfigError("monte_carlo.record_every", f"{mc['record_every']} exceeds the depth {shallowest} in "

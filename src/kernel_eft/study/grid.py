@@ -34,6 +34,10 @@ class Point:
     geometry: Geometry
 
     @property
+    def P(self) -> int:
+        return len(parse_kin(self.geometry.kin))
+
+    @property
     def tag(self) -> str:
         return point_tag(self.activation, self.depth, self.time, self.sw2, self.sb2, self.geometry.tag)
 
@@ -69,6 +73,10 @@ def geometry_of(entry: dict, field: str) -> Geometry:
     else:
         tag = correlation_tag(entry["rho"], entry.get("norms", [1.0, 1.0]))
     return Geometry(tag, text)
+
+
+MC_STARTUP_SECONDS = 1.2  # a Monte Carlo job's start-up (config/README.md, "Size and cost")
+CONTROL_COST_FACTOR = 1.4  # CPU of a controlled run over a plain one, measured 1.1-1.6 (docs/control_variates.md)
 
 
 class Study:
@@ -146,6 +154,28 @@ class Study:
 
     def continuous_points(self, closure) -> int:
         return continuous_points(self.theory, closure)
+
+    def samples(self, point: Point, width: int) -> int:
+        """Networks of one Monte Carlo job: monte_carlo.samples, or the job's share of the point's
+        monte_carlo.budget_cpu_seconds (allocated_samples)."""
+        if not self.monte_carlo["budget_cpu_seconds"]:
+            return self.monte_carlo["samples"]
+        return int(self.allocated_samples(point)[self.widths.index(int(width))])
+
+    def allocated_samples(self, point: Point):
+        """Samples per width (in grid.width order) spending the point's budget so that the extrapolated K1 has the
+        smallest standard error: its per-sample variance is n V4, so proportional to n at fixed V4 (only ratios
+        between widths matter), and a sample costs the block sampler's cost model (times the measured 1.4 of the
+        control variates when they are on).  Every width keeps 10% / W of the budget and at least
+        max(64, batches) samples, so the fit's chi^2 test and the jackknife have data."""
+        from kernel_eft.core.allocation import allocate_samples, sample_cost
+
+        mc = self.monte_carlo
+        startup = MC_STARTUP_SECONDS * len(self.widths)
+        factor = CONTROL_COST_FACTOR if mc["control_variates"] != "none" else 1.0
+        cost = sample_cost(self.widths, point.depth, point.activation, P=point.P, control_factor=factor)
+        return allocate_samples(self.widths, max(mc["budget_cpu_seconds"] - startup, 1e-9), self.widths, cost,
+                                min_samples=max(64, mc["batches"]))
 
     def seed(self, point: Point, width: int) -> int:
         """Seed of one Monte Carlo job: the base seed and a crc32 of the job's study-independent name, so

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernel_eft.study import paths
-from kernel_eft.study.grid import Point, Study
+from kernel_eft.study.grid import CONTROL_COST_FACTOR, Point, Study
 
 STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point", "figures")
 
@@ -45,6 +45,7 @@ class Job:
     width: int | None = None
     closure: object = None  # a Closure (theory jobs)
     seconds: float = 0.0  # estimated CPU time on one core
+    samples: int | None = None  # Monte Carlo jobs: networks
 
 
 def mc_seconds(study: Study, point: Point, width: int) -> float:
@@ -53,7 +54,9 @@ def mc_seconds(study: Study, point: Point, width: int) -> float:
     per_sample_layer = a * width + b
     if mc["sampler"] == "weights":
         per_sample_layer *= max(1.0, width * WEIGHTS_FACTOR_PER_WIDTH)
-    return MC_STARTUP + mc["samples"] * point.depth * per_sample_layer
+    if mc["control_variates"] != "none":
+        per_sample_layer *= CONTROL_COST_FACTOR
+    return MC_STARTUP + study.samples(point, width) * point.depth * per_sample_layer
 
 
 def theory_seconds(closure, point: Point, depth: int | None) -> float:
@@ -79,7 +82,7 @@ def jobs(study: Study) -> list[Job]:
         w = dict(point.wildcards, study=study.name)
         for width in study.widths:
             add(Job("simulate", paths.MC_FILE.format(width=width, **w), point, width,
-                    seconds=mc_seconds(study, point, width)))
+                    seconds=mc_seconds(study, point, width), samples=study.samples(point, width)))
         for closure in study.discrete_closures:
             add(Job("theory_discrete", paths.THEORY_DISCRETE_FILE.format(closure=closure.name, **w), point,
                     closure=closure, seconds=theory_seconds(closure, point, point.depth)))
@@ -165,7 +168,8 @@ def plan_text(study: Study, cores: int = 1, list_jobs: bool = False) -> str:
     lines.append(f"on {cores} core{'s' if cores > 1 else ''}: at least {_duration(max(total / cores, longest))} "
                  f"(longest job {_duration(longest)})")
     if list_jobs:
-        lines += [f"  {job.stage:<18} {_duration(job.seconds):>8}  {job.output}" for job in listed]
+        lines += [f"  {job.stage:<18} {_duration(job.seconds):>8}  {job.output}"
+                  + (f"  ({job.samples} networks)" if job.samples is not None else "") for job in listed]
     return "\n".join(lines)
 
 
