@@ -22,7 +22,7 @@ import time as _time
 
 import xarray as xr
 
-from kernel_eft.core.activations import ACTIVATIONS, get_activation
+from kernel_eft.core.activations import ACTIVATIONS, Activation, get_activation
 from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
 from kernel_eft.resources import (FILE_OVERHEAD, check_memory, format_bytes, format_seconds, resident_bytes,
@@ -48,8 +48,12 @@ def _registered(field: str, get, registry: dict, item, register: str):
     return found
 
 
+def _activation(activation) -> Activation:
+    return _registered("activation", get_activation, ACTIVATIONS, activation, "register_activation")
+
+
 def _activation_name(activation) -> str:
-    return _registered("activation", get_activation, ACTIVATIONS, activation, "register_activation").name
+    return _activation(activation).name
 
 
 def _closure(closure) -> Closure:
@@ -126,7 +130,8 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
     depth=L: the network's layer recursion at depth L (every layer 0..L: compare Monte Carlo at depth L with
     this); depth=None: the continuous-depth limit on `points` uniform times (default: the closure's).
     options: the closure's own keywords (Closure.options: name, type, default, help)."""
-    name = _activation_name(activation)
+    act = _activation(activation)  # resolved once here; the closure receives the object
+    name = act.name
     chosen = _closure(closure)
     kin = check_kin(kin, "kin")
     time = check_float(time, "time", positive=True)
@@ -146,7 +151,7 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
     if out is not None:  # an upper bound of the file: ~30 fields of up to P^4 entries at every output time
         outputs = depth + 1 if depth else points
         check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * outputs)
-    chosen.check(name, kin, depth, points)
+    chosen.check(act, kin, depth, points)
     times = depth + 1 if depth else points
     needed = theory_memory(chosen.name, len(kin), times)
     if needed is not None:
@@ -166,7 +171,7 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
     reporter = Progress(f"kernel-eft theory: {chosen.name} {name} "
                         + (f"L={depth}" if depth is not None else "continuum"), enabled=progress, unit="times")
     with heartbeat(log, f"{chosen.name} closure"):
-        ds = chosen.solve(name, kin, sw2=sw2, sb2=sb2, time=time, depth=depth, points=points, progress=reporter,
+        ds = chosen.solve(act, kin, sw2=sw2, sb2=sb2, time=time, depth=depth, points=points, progress=reporter,
                           **options)
     layers = ds["layer"].values if "layer" in ds.coords else None
     message = non_finite_message({key: var.transpose("t", ...).values for key, var in ds.data_vars.items()

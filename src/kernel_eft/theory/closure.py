@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernel_eft import schema
-from kernel_eft.core.activations import CollinearInputsError, get_activation
+from kernel_eft.core.activations import CollinearInputsError
 from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.validation import InputError, check_float, check_int
 
@@ -118,7 +118,8 @@ class Closure:
 
     def solve(self, activation, kin, *, sw2: float, sb2: float, time: float, depth: int | None = None,
               points: int | None = None, progress=None, **options):
-        """The theory as an xarray Dataset of the theory schema (standard fields, parts, every parameter as an
+        """activation: the Activation object (names are resolved once, at the API/CLI/study edge).
+        The theory as an xarray Dataset of the theory schema (standard fields, parts, every parameter as an
         attribute).  A numerical failure raises FloatingPointError naming the layer (or t)."""
         raise NotImplementedError
 
@@ -134,7 +135,7 @@ class Closure:
         missing = [name for name in STANDARD_FIELDS if name not in values]
         if missing:
             raise ValueError(f"closure {self.name!r} did not compute the standard fields {missing}")
-        act = get_activation(activation)
+        act = activation  # the Activation object: resolved once at the edge (kernel_eft.api)
         kin = np.asarray(kin, dtype=np.float64)
         P = kin.shape[-1]
         coords = {"t": np.asarray(times, float)}
