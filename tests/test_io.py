@@ -30,7 +30,7 @@ def test_atomic_write_round_trips_bitwise_and_leaves_no_temporary(tmp_path):
 
 def test_a_dead_writers_temporary_is_removed_by_the_next_write(tmp_path):
     path = tmp_path / "a.nc"
-    stale = tmp_path / f"a.nc.{io._HOST}-999999999.abcd.tmp"  # no such pid"
+    stale = tmp_path / f"a.nc.{io._HOST}-999999999.abcd.tmp"  # no such pid
     stale.write_bytes(b"partial")
     write_dataset_atomic(_dataset(), path)
     assert not stale.exists() and remove_stale_temporaries(str(path)) == []
