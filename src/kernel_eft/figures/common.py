@@ -154,7 +154,7 @@ def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
     width_in = fig.get_size_inches()[0]
     wrapped = "\n".join(textwrap.wrap(caption, width=int(width_in * 15.5)))
     fig.text(0.01, -0.01, wrapped, ha="left", va="top", fontsize=7.5, wrap=False)
-    RENDERED.append((stem, legend_labels(fig), caption))
+    fig.set_label(stem)  # the figure names itself (tests read its legend when it is closed; no global list)
     # the tight bounding box once (nothing clipped), for both formats: bbox_inches="tight" would lay the whole
     # figure out again for each file
     box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.08)
@@ -169,7 +169,6 @@ def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
     return paths
 
 
-RENDERED: list = []  # (stem, legend labels, caption) of every figure drawn in this process (tests read it)
 
 
 def legend_labels(fig) -> list[str]:
