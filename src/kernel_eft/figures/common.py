@@ -22,6 +22,7 @@ import numpy as np
 from kernel_eft.diagnose.compare import ENTRY_CLASSES, entry_classes, pair_label
 from kernel_eft.diagnose.tags import default_point_tag
 from kernel_eft.theory.registry import get_closure, reference_closure
+from kernel_eft.theory.closure import TheoryLabel
 from kernel_eft.validation import parse_kin
 
 # applied while a study is rendered (kernel_eft.figures.study), not to the caller's matplotlib
@@ -39,14 +40,14 @@ class Figure:
 
 def theory_style(label: str) -> dict:
     """Line style and legend label of a theory (gonly_discrete, exact_continuum, ...) from its closure."""
-    name, form = str(label).rsplit("_", 1)
-    closure = get_closure(name)
+    parsed = TheoryLabel.parse(label)
+    closure, form = get_closure(parsed.closure), parsed.form
     return dict(closure.style[form], label=f"{closure.label}, "
                                            f"{'discrete layers' if form == 'discrete' else 'continuum'}")
 
 
 def closure_of(label: str):
-    return get_closure(str(label).rsplit("_", 1)[0])
+    return get_closure(TheoryLabel.parse(label).closure)
 
 
 def first_of_each_closure(labels) -> list:

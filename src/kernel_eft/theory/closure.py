@@ -36,6 +36,31 @@ STANDARD_FIELDS = ("K0", "V4", "K1", "K1_source")
 DEPTH_FORMS = ("discrete", "continuum")
 
 
+
+@dataclass(frozen=True)
+class TheoryLabel:
+    """Which theory a curve is: a closure and its depth form ("discrete" at the network's L, or "continuum").
+    Spelled `<closure>_<form>` only at the file edge (the diagnostics' `theory` coordinate values)."""
+
+    closure: str
+    form: str
+
+    def __str__(self) -> str:
+        return f"{self.closure}_{self.form}"
+
+    @classmethod
+    def parse(cls, text) -> "TheoryLabel":
+        """The label of a file's `theory` coordinate value (the closure name may itself hold underscores)."""
+        closure, _, form = str(text).rpartition("_")
+        if form not in ("discrete", "continuum") or not closure:
+            raise ValueError(f"not a theory label (<closure>_discrete or <closure>_continuum): {text!r}")
+        return cls(closure, form)
+
+    @classmethod
+    def of(cls, closure: str, depth) -> "TheoryLabel":
+        return cls(closure, "continuum" if depth is None else "discrete")
+
+
 @dataclass(frozen=True)
 class Option:
     """A closure-specific keyword of `solve`: its name, type (float, int or str; None: API only, e.g. an
@@ -125,7 +150,7 @@ class Closure:
 
     def theory_label(self, depth) -> str:
         """The diagnostics' name of one of its solutions: gonly_discrete, exact_continuum, ..."""
-        return f"{self.name}_{'continuum' if depth is None else 'discrete'}"
+        return str(TheoryLabel.of(self.name, depth))
 
     def dataset(self, values: dict, times, layers, activation, kin, sw2: float, sb2: float, time: float,
                 params: dict, title: str):
