@@ -29,7 +29,7 @@ from kernel_eft.resources import (FILE_OVERHEAD, check_memory, format_bytes, for
                                   theory_memory, theory_seconds)
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
-from kernel_eft.theory.registry import CLOSURES, Closure, get_closure
+from kernel_eft.theory.registry import CLOSURES, Closure, get_closure, reference_closure
 from kernel_eft.validation import (InputError, NonFiniteError, check_float, check_int, check_kin, format_kin,
                                    non_finite_message)
 
@@ -122,17 +122,18 @@ def merge(inputs, *, out=None, log=None):
 # ----------------------------------------------------------------------------------------------
 
 
-def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, closure="gonly",
+def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, closure=None,
            depth: int | None = None, points: int | None = None, out=None, progress: bool = False, log=None,
            **options):
     """A closure's theory of K0, V4, K1 and the K1 source (and its parts) as a Dataset.
 
     depth=L: the network's layer recursion at depth L (every layer 0..L: compare Monte Carlo at depth L with
     this); depth=None: the continuous-depth limit on `points` uniform times (default: the closure's).
+    closure: a registered name or Closure (default: the reference closure, theory.registry.reference_closure).
     options: the closure's own keywords (Closure.options: name, type, default, help)."""
     act = _activation(activation)  # resolved once here; the closure receives the object
     name = act.name
-    chosen = _closure(closure)
+    chosen = reference_closure() if closure is None else _closure(closure)
     kin = check_kin(kin, "kin")
     time = check_float(time, "time", positive=True)
     sw2 = check_float(sw2, "sw2", nonnegative=True)
