@@ -125,3 +125,22 @@ def write_point(tmp_path, tag, sw2=1.0, widths=(64, 128, 256), continuum=True):
         theory_dataset("linear", KIN, sw2, 0.1, 1.0, 32, depth=False).to_netcdf(path)
         th_paths.append(str(path))
     return paths, th_paths
+
+
+def record_figures(monkeypatch) -> list:
+    """[(stem, legend labels, caption)] of every figure that kernel_eft.figures.common.finish saves while the
+    test runs: read from the Figure itself as it is closed (its label is the stem) and from its caption file."""
+    import matplotlib.pyplot as plt
+
+    from kernel_eft.figures.common import legend_labels
+
+    recorded, close = [], plt.close
+
+    def recording_close(fig=None):
+        if fig is not None and not isinstance(fig, str) and getattr(fig, "get_label", lambda: "")():
+            caption = fig.texts[-1].get_text().replace("\n", " ") if fig.texts else ""
+            recorded.append((fig.get_label(), legend_labels(fig), caption))
+        return close(fig)
+
+    monkeypatch.setattr(plt, "close", recording_close)
+    return recorded

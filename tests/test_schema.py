@@ -13,6 +13,7 @@ import pytest
 import xarray as xr
 
 from kernel_eft import schema
+from kernel_eft.core.activations import get_activation
 from kernel_eft.cli import main
 from kernel_eft.simulate.dataset import mc_dataset
 from kernel_eft.simulate.estimates import summarize
@@ -76,7 +77,7 @@ def test_theory_files_of_every_closure():
     written = set()
     for name, closure in CLOSURES.items():
         for depth, points in ((4, None), (None, 9)):
-            ds = closure.solve("relu", KIN, sw2=1.0, sb2=0.0, time=1.0, depth=depth, points=points)
+            ds = closure.solve(get_activation("relu"), KIN, sw2=1.0, sb2=0.0, time=1.0, depth=depth, points=points)
             assert {"K0", "V4", "K1", "K1_source"} <= set(ds.data_vars), name
             assert_attributes(ds, "theory")
             written |= set(ds.data_vars)

@@ -22,14 +22,14 @@ import time as _time
 
 import xarray as xr
 
-from kernel_eft.core.activations import ACTIVATIONS, get_activation
+from kernel_eft.core.activations import ACTIVATIONS, Activation, get_activation
 from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
 from kernel_eft.resources import (FILE_OVERHEAD, check_memory, format_bytes, format_seconds, resident_bytes,
                                   theory_memory, theory_seconds)
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
-from kernel_eft.theory.registry import CLOSURES, Closure, get_closure
+from kernel_eft.theory.registry import CLOSURES, Closure, get_closure, reference_closure
 from kernel_eft.validation import (InputError, NonFiniteError, check_float, check_int, check_kin, format_kin,
                                    non_finite_message)
 
@@ -48,8 +48,12 @@ def _registered(field: str, get, registry: dict, item, register: str):
     return found
 
 
+def _activation(activation) -> Activation:
+    return _registered("activation", get_activation, ACTIVATIONS, activation, "register_activation")
+
+
 def _activation_name(activation) -> str:
-    return _registered("activation", get_activation, ACTIVATIONS, activation, "register_activation").name
+    return _activation(activation).name
 
 
 def _closure(closure) -> Closure:
@@ -120,16 +124,18 @@ def merge(inputs, *, out=None, log=None):
 # ----------------------------------------------------------------------------------------------
 
 
-def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, closure="gonly",
+def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, closure=None,
            depth: int | None = None, points: int | None = None, out=None, progress: bool = False, log=None,
            **options):
     """A closure's theory of K0, V4, K1 and the K1 source (and its parts) as a Dataset.
 
     depth=L: the network's layer recursion at depth L (every layer 0..L: compare Monte Carlo at depth L with
     this); depth=None: the continuous-depth limit on `points` uniform times (default: the closure's).
+    closure: a registered name or Closure (default: the reference closure, theory.registry.reference_closure).
     options: the closure's own keywords (Closure.options: name, type, default, help)."""
-    name = _activation_name(activation)
-    chosen = _closure(closure)
+    act = _activation(activation)  # resolved once here; the closure receives the object
+    name = act.name
+    chosen = reference_closure() if closure is None else _closure(closure)
     kin = check_kin(kin, "kin")
     time = check_float(time, "time", positive=True)
     sw2 = check_float(sw2, "sw2", nonnegative=True)
@@ -148,7 +154,7 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
     if out is not None:  # an upper bound of the file: ~30 fields of up to P^4 entries at every output time
         outputs = depth + 1 if depth else points
         check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * outputs)
-    chosen.check(name, kin, depth, points)
+    chosen.check(act, kin, depth, points)
     times = depth + 1 if depth else points
     needed = theory_memory(chosen.name, len(kin), times)
     if needed is not None:
@@ -168,7 +174,7 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
     reporter = Progress(f"kernel-eft theory: {chosen.name} {name} "
                         + (f"L={depth}" if depth is not None else "continuum"), enabled=progress, unit="times")
     with heartbeat(log, f"{chosen.name} closure"):
-        ds = chosen.solve(name, kin, sw2=sw2, sb2=sb2, time=time, depth=depth, points=points, progress=reporter,
+        ds = chosen.solve(act, kin, sw2=sw2, sb2=sb2, time=time, depth=depth, points=points, progress=reporter,
                           **options)
     layers = ds["layer"].values if "layer" in ds.coords else None
     message = non_finite_message({key: var.transpose("t", ...).values for key, var in ds.data_vars.items()

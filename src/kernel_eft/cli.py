@@ -186,7 +186,7 @@ def add_theory_parser(sub) -> None:
 
     p = sub.add_parser(
         "theory",
-        help="EFT solvers (G-only closure; exact O(1/n) theory) to netCDF",
+        help="EFT solvers (" + "; ".join(c.long_label for c in CLOSURES.values()) + ") to netCDF",
         description=(
             "Solve the collective-kernel EFT for the mean kernel K0, the kernel covariance V4 = n Cov(G, G) and the "
             "1/n mean correction K1, and write them with the separate right-hand-side terms (transport J V4 + V4 J^T, "
@@ -236,8 +236,8 @@ def add_diagnose_parser(sub) -> None:
     p.add_argument("--mc", required=True, nargs="+", metavar="MC.nc",
                    help="Monte Carlo files of one grid point, one per width (kernel-eft simulate)")
     p.add_argument("--theory", required=True, nargs="+", metavar="TH.nc",
-                   help="theory files of the same grid point (kernel-eft theory): at most one of each of "
-                        "gonly/exact x discrete/continuum")
+                   help="theory files of the same grid point (kernel-eft theory): at most one per closure "
+                        "and depth form (discrete/continuum)")
     p.add_argument("--threshold", default=0.1, type=_argtype(check_float, "--threshold", positive=True),
                    help="relative-error threshold of the validity window t* (default 0.1)")
     p.add_argument("--nsigma", default=4.0, type=_argtype(check_float, "--nsigma", positive=True),

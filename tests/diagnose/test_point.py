@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kernel_eft.core.activations import get_activation
 from kernel_eft.core.meanfield import mean_field_jacobian, source_s2, source_s4
 from kernel_eft.core.statistics import fit_inverse_width
 from kernel_eft.diagnose.compare import entry_classes, interpolate_in_time
@@ -359,10 +360,10 @@ def test_real_theory_files_are_recognised_and_aligned():
     from kernel_eft.theory import gonly
 
     mc, th = linear_point(L=8)
-    disc = gonly.solution_dataset(gonly.solve_gonly_discrete("linear", KIN, 1.0, 0.1, 1.0, 8), "linear", KIN,
+    disc = gonly.solution_dataset(gonly.solve_gonly_discrete("linear", KIN, 1.0, 0.1, 1.0, 8), get_activation("linear"), KIN,
                                   1.0, 0.1, 1.0)
     cont = gonly.solution_dataset(gonly.solve_gonly_continuous("linear", KIN, 1.0, 0.1, 1.0, points=33),
-                                  "linear", KIN, 1.0, 0.1, 1.0)
+                                  get_activation("linear"), KIN, 1.0, 0.1, 1.0)
     assert theory_kind(disc) == ("gonly", 8) and theory_kind(cont) == ("gonly", None)
     d = diagnose_point(mc, [("disc.nc", disc), ("cont.nc", cont)])
     assert list(d["theory"].values) == ["gonly_discrete", "gonly_continuum"]
@@ -388,7 +389,7 @@ def test_source_closure_mismatch_at_initialisation_tanh():
     prm = SimulationParams("tanh", 64, 2, 0.5, 1.0, 0.0, kin, 8000, seed=5, batches=16)
     b, _ = simulate(prm)
     mc = [("mc.nc", mc_dataset(prm, summarize(prm, b), b))]
-    th = gonly.solution_dataset(gonly.solve_gonly_discrete("tanh", kin, 1.0, 0.0, 0.5, 2), "tanh", kin,
+    th = gonly.solution_dataset(gonly.solve_gonly_discrete("tanh", kin, 1.0, 0.0, 0.5, 2), get_activation("tanh"), kin,
                                 1.0, 0.0, 0.5)
     d = diagnose_point(mc, [("th.nc", th)])
     assert np.all(np.abs(d["K1_source_t0_sigma"].values) < 5.0)

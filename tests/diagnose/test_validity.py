@@ -16,7 +16,7 @@ from kernel_eft.core.statistics import (BatchMoments, ControlVariate, Moments, b
                                         extrapolate_inverse_width, first_crossing, fit_inverse_width, jackknife,
                                         percentile_interval)
 from kernel_eft.diagnose.point import diagnose_point
-from tests.helpers import KIN, linear_point, theory_dataset
+from tests.helpers import KIN, linear_point, record_figures, theory_dataset
 
 # ----------------------------------------------------------------------------------------------
 # The weighted 1/n extrapolation
@@ -205,7 +205,7 @@ def test_pulls_accept_the_exact_theory_and_reject_a_wrong_one(linear_three_width
 # ----------------------------------------------------------------------------------------------
 
 
-def test_validity_map_over_two_varying_axes(tmp_path):
+def test_validity_map_over_two_varying_axes(tmp_path, monkeypatch):
     """Four synthetic points (sw2 x sb2), each with its own injected V4 error: the map is drawn over both axes
     with at most 6 legend entries per study figure, and the summary holds the points' t* with attributes."""
     from kernel_eft.figures import common
@@ -220,13 +220,14 @@ def test_validity_map_over_two_varying_axes(tmp_path):
                               V4_factor=lambda t, s=onset: np.where(t >= s, 1.3, 1.0))
         points.append((f"p{k}.nc", diagnose_point(mc, th)))
     combined = collate([d for _, d in points])
-    common.RENDERED.clear()
+    rendered = record_figures(monkeypatch)
     for name in ("fig5_validity_map", "fig6_collapse"):
         FIGURES[name].render(StudyData(combined, tuple(d for _, d in points), 0.1, 4.0), str(tmp_path))
     assert (tmp_path / "fig5_validity_map.png").is_file() and (tmp_path / "fig6_collapse.png").is_file()
-    for stem, labels, _ in common.RENDERED:
+    assert {stem for stem, _, _ in rendered} == {"fig5_validity_map", "fig6_collapse"}
+    for stem, labels, _ in rendered:
         assert len(labels) <= common.MAX_LEGEND_ENTRIES, (stem, labels)
-    caption = next(c for stem, _, c in common.RENDERED if stem == "fig5_validity_map")
+    caption = next(c for stem, _, c in rendered if stem == "fig5_validity_map")
     assert "grid axes that vary (sb2, sw2)" in caption
     table = write_summary(points, combined, str(tmp_path), 0.1, 4.0)
     assert sorted(table.drop_duplicates("point")["tstar_V4_gonly"]) == [0.25, 0.5, 0.75, 1.0]

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from kernel_eft.cli import main
-from tests.helpers import write_point
+from tests.helpers import record_figures, write_point
 
 
 def test_diagnose_writes_file_and_rejects_mismatch(tmp_path, capsys):
@@ -41,7 +41,7 @@ def test_diagnose_missing_file_exit_2(tmp_path, capsys):
     assert "--mc" in capsys.readouterr().err
 
 
-def test_figures_render_everything_and_collate_grid(tmp_path):
+def test_figures_render_everything_and_collate_grid(tmp_path, monkeypatch):
     diags = []
     for tag, sw2 in (("p1", 1.0), ("p2", 1.5)):
         mc, th = write_point(tmp_path, tag, sw2=sw2)
@@ -51,9 +51,10 @@ def test_figures_render_everything_and_collate_grid(tmp_path):
     outdir = tmp_path / "figs"
     from kernel_eft.figures import common
 
-    common.RENDERED.clear()
+    rendered = record_figures(monkeypatch)
     assert main(["figures", "--diagnostics", *diags, "--outdir", str(outdir)]) == 0
-    for stem, labels, _ in common.RENDERED:  # a shared legend, colour = width, line style = closure
+    assert rendered
+    for stem, labels, _ in rendered:  # a shared legend, colour = width, line style = closure
         assert len(labels) <= common.MAX_LEGEND_ENTRIES, (stem, labels)
     files = os.listdir(outdir)
     for stem in ("fig1_mean_kernel", "fig2_kernel_covariance", "fig3_residual", "fig4_k1_source"):
@@ -109,10 +110,9 @@ def test_figures_reject_mixed_validity_criteria(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("widths", [(64,), (64, 256)])
-def test_no_fit_is_drawn_without_a_degree_of_freedom(tmp_path, widths):
+def test_no_fit_is_drawn_without_a_degree_of_freedom(tmp_path, widths, monkeypatch):
     """With one or two widths a 1/n fit would go through every point (zero degrees of freedom): no extrapolation
     is stored or drawn, the pull panels say why, and every figure is still drawn."""
-    from kernel_eft.figures import common
     from kernel_eft.figures.registry import FIGURES, check_diagnostics
 
     mc, th = write_point(tmp_path, "few", widths=widths, continuum=False)
@@ -122,25 +122,25 @@ def test_no_fit_is_drawn_without_a_degree_of_freedom(tmp_path, widths):
         assert int(ds.attrs["fit_dof"]) == 0
         assert not any(name.endswith(("_inf", "_pull")) for name in ds.data_vars)
         check_diagnostics([(str(out), ds)])
-        common.RENDERED.clear()
+        rendered = record_figures(monkeypatch)
         for name in ("fig2_kernel_covariance", "fig4_k1_source"):  # the two that draw the fits when present
             FIGURES[name].render(ds, str(tmp_path / "figs"))
     assert len([f for f in os.listdir(tmp_path / "figs") if f.endswith(".png")]) == 2
-    for stem, labels, caption in common.RENDERED:
+    assert len(rendered) == 2
+    for stem, labels, caption in rendered:
         assert not any("extrapolated" in label for label in labels), (stem, labels)
         assert "no 1/n extrapolation" in caption
 
 
-def test_three_widths_draw_the_extrapolation_with_its_degree_of_freedom(tmp_path):
-    from kernel_eft.figures import common
+def test_three_widths_draw_the_extrapolation_with_its_degree_of_freedom(tmp_path, monkeypatch):
     from kernel_eft.figures.registry import FIGURES
 
     mc, th = write_point(tmp_path, "three", continuum=False)
     out = tmp_path / "diag.nc"
     assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
-    common.RENDERED.clear()
+    rendered = record_figures(monkeypatch)
     with xr.open_dataset(out) as ds:
         assert int(ds.attrs["fit_dof"]) == 1
         FIGURES["fig2_kernel_covariance"].render(ds, str(tmp_path / "figs"))
-    (stem, labels, caption), = common.RENDERED
+    (stem, labels, caption), = rendered
     assert any("extrapolated to n → ∞ (1 dof)" in label for label in labels)

@@ -108,8 +108,8 @@ def test_second_derivative_kernels_are_price_derivatives(name):
 def test_gaussian_quadrature_converges(name, tol):
     """The default rule against a 1.5x refined one, at L = 8: relative change of V4 and K1 below tol."""
     act = get_activation(name)
-    base = exact.exact_theory_discrete(name, KIN2, 1.0, 0.1, 3.0, 8, exact.default_rule(act))
-    fine = exact.exact_theory_discrete(name, KIN2, 1.0, 0.1, 3.0, 8, exact.default_rule(act).refined())
+    base = exact.exact_theory_discrete(get_activation(name), KIN2, 1.0, 0.1, 3.0, 8, exact.default_rule(act))
+    fine = exact.exact_theory_discrete(get_activation(name), KIN2, 1.0, 0.1, 3.0, 8, exact.default_rule(act).refined())
     change = exact.relative_change(base, fine)
     assert change["V4"] < tol and change["K1"] < tol, change
 
@@ -123,7 +123,7 @@ def test_linear_activation_discrete_equals_gonly():
     """Linear phi: S = G, so the G-only layer recursion is exact at O(1); the exact theory must equal it on
     the layer grid (no time quadrature: agreement to rounding), and K1 = 0."""
     kin = np.array([[1.0, 0.3], [0.3, 0.7]])
-    res = exact.exact_theory_discrete("linear", kin, 1.1, 0.2, 2.0, 8)
+    res = exact.exact_theory_discrete(get_activation("linear"), kin, 1.1, 0.2, 2.0, 8)
     gonly = solve_gonly_discrete("linear", kin, 1.1, 0.2, 2.0, 8)
     assert np.max(np.abs(res.V4 - gonly.V4)) < 1e-12 * np.max(np.abs(gonly.V4))
     assert np.max(np.abs(res.K1)) < 1e-8
@@ -134,8 +134,8 @@ def test_linear_activation_continuous_equals_gonly():
     """Continuum: agreement after removing the O(h^2) trapezoid error by Richardson extrapolation (h, h/2)."""
     kin = np.array([[1.0, 0.3], [0.3, 0.7]])
     sw2, sb2, T = 1.1, 0.2, 2.0
-    coarse = exact.exact_theory("linear", kin, sw2, sb2, T, 20)
-    fine = exact.exact_theory("linear", kin, sw2, sb2, T, 40)
+    coarse = exact.exact_theory(get_activation("linear"), kin, sw2, sb2, T, 20)
+    fine = exact.exact_theory(get_activation("linear"), kin, sw2, sb2, T, 40)
     richardson = (4 * fine.V4[::2] - coarse.V4) / 3
     gonly = solve_gonly_continuous("linear", kin, sw2, sb2, T, times=coarse.times)
     scale = np.max(np.abs(gonly.V4))
@@ -148,7 +148,7 @@ def test_one_layer_relu_single_input_closed_form():
     """L = 1, P = 1, relu, sb2 = 0: n Var(G^1) = n Var(G + dt sw2 S) + E[noise] in closed form,
     2K^2 + 4 dt sw2 K^2 + (7/4) dt^2 sw2^2 K^2 (Var relu^2 = 5K^2/4, Cov(z^2, relu^2) = K^2), and K1 = 0."""
     K, sw2, T = 1.3, 1.2, 0.7
-    res = exact.exact_theory_discrete("relu", np.array([[K]]), sw2, 0.0, T, 1)
+    res = exact.exact_theory_discrete(get_activation("relu"), np.array([[K]]), sw2, 0.0, T, 1)
     closed = 2 * K ** 2 + 4 * T * sw2 * K ** 2 + 1.75 * (T * sw2) ** 2 * K ** 2
     assert res.V4[1, 0, 0] == pytest.approx(closed, rel=1e-12)
     assert np.all(res.K1 == 0.0)
@@ -160,7 +160,7 @@ def test_one_layer_p2_against_independent_quadrature(name):
     covariances C = Cov(psi, zz^T), Cov(psi, psi) at K_in from an independent 2-D quadrature, and K1^1 = 0."""
     sw2, sb2, dt = 1.3, 0.2, 0.5
     act = get_activation(name)
-    res = exact.exact_theory_discrete(name, KIN2, sw2, sb2, dt, 1, BlockRule(24, 24, 48))
+    res = exact.exact_theory_discrete(get_activation(name), KIN2, sw2, sb2, dt, 1, BlockRule(24, 24, 48))
     kaa, kbb, kab = KIN2[0, 0], KIN2[1, 1], KIN2[0, 1]
     a, b = np.triu_indices(2)
 
@@ -181,8 +181,8 @@ def test_one_layer_p2_against_independent_quadrature(name):
 
 
 def test_initial_values_and_symmetry():
-    for res in (exact.exact_theory("tanh", KIN2, 1.0, 0.1, 1.0, 8),
-                exact.exact_theory_discrete("tanh", KIN2, 1.0, 0.1, 1.0, 8)):
+    for res in (exact.exact_theory(get_activation("tanh"), KIN2, 1.0, 0.1, 1.0, 8),
+                exact.exact_theory_discrete(get_activation("tanh"), KIN2, 1.0, 0.1, 1.0, 8)):
         assert np.allclose(res.V4[0], four_index_to_pairs(wishart_v4(KIN2)), atol=1e-14)
         assert np.all(res.K1[0] == 0) and np.all(res.B[0] == 0)
         assert np.allclose(res.V4, np.swapaxes(res.V4, 1, 2), atol=1e-12 * np.max(np.abs(res.V4)))
@@ -192,8 +192,8 @@ def test_input_permutation_covariance():
     """Swapping the two inputs permutes every output (checks the sector and conditioning bookkeeping)."""
     swapped = KIN2[::-1, ::-1]
     perm = np.array([2, 1, 0])  # pairs (00, 01, 11) -> (11, 01, 00)
-    a = exact.exact_theory_discrete("relu", KIN2, 1.0, 0.1, 1.5, 6)
-    b = exact.exact_theory_discrete("relu", swapped, 1.0, 0.1, 1.5, 6)
+    a = exact.exact_theory_discrete(get_activation("relu"), KIN2, 1.0, 0.1, 1.5, 6)
+    b = exact.exact_theory_discrete(get_activation("relu"), swapped, 1.0, 0.1, 1.5, 6)
     assert np.allclose(a.V4, b.V4[:, perm][:, :, perm], rtol=1e-9, atol=1e-10)
     assert np.allclose(a.K1, b.K1[:, perm], rtol=1e-8, atol=1e-10)
 
@@ -202,8 +202,8 @@ def test_three_inputs_block_conditioning_matches_two_input_sub_problem():
     """P = 3 conditions on (a, b) blocks with the third input integrated out in closed form; its entries on
     inputs {0, 1} must equal the P = 2 theory of those inputs alone (the sub-process is the same)."""
     kin3 = np.array([[1.0, 0.4, 0.2], [0.4, 1.5, -0.3], [0.2, -0.3, 0.8]])
-    r3 = exact.exact_theory_discrete("relu", kin3, 1.0, 0.1, 1.5, 4)
-    r2 = exact.exact_theory_discrete("relu", kin3[:2, :2], 1.0, 0.1, 1.5, 4)
+    r3 = exact.exact_theory_discrete(get_activation("relu"), kin3, 1.0, 0.1, 1.5, 4)
+    r2 = exact.exact_theory_discrete(get_activation("relu"), kin3[:2, :2], 1.0, 0.1, 1.5, 4)
     sub = [0, 1, 3]  # pairs 00, 01, 11 among (00, 01, 02, 11, 12, 22)
     assert np.allclose(r3.V4[:, sub][:, :, sub], r2.V4, rtol=1e-7, atol=1e-9)
     assert np.allclose(r3.K1[:, sub], r2.K1, rtol=1e-6, atol=1e-8)
@@ -237,7 +237,7 @@ def test_p1_reduction_relu():
     """General-P code at P = 1 equals the direct P = 1 formulas (acceptance: 1e-6)."""
     kin, sw2, T, steps = 1.3, 1.2, 3.0, 30
     K, free, cross, feedback, B, K1 = _direct_relu_p1(kin, sw2, T, steps)
-    res = exact.exact_theory("relu", np.array([[kin]]), sw2, 0.0, T, steps)
+    res = exact.exact_theory(get_activation("relu"), np.array([[kin]]), sw2, 0.0, T, steps)
     assert np.max(np.abs(res.K0[:, 0, 0] - K) / K) < 1e-9
     for got, want in ((res.V4_free[:, 0, 0], free), (res.V4_cross[:, 0, 0], cross),
                       (res.V4_feedback[:, 0, 0], feedback), (res.B[:, 0], B), (res.K1[:, 0], K1)):
@@ -247,7 +247,7 @@ def test_p1_reduction_relu():
 def test_time_quadrature_is_second_order():
     """Continuum trapezoid error falls by ~4 per halving of the step: errors at h, h/2 against h/4."""
     kin = np.array([[1.0]])
-    runs = [exact.exact_theory("erf", kin, 1.0, 0.0, 2.0, s) for s in (10, 20, 40)]
+    runs = [exact.exact_theory(get_activation("erf"), kin, 1.0, 0.0, 2.0, s) for s in (10, 20, 40)]
     e1 = np.max(np.abs(runs[0].V4 - runs[2].V4[::4]))
     e2 = np.max(np.abs(runs[1].V4[::2] - runs[2].V4[::4]))
     ratio = (e1 - e2) / max(e2, 1e-300)
@@ -259,9 +259,9 @@ def test_richardson_extrapolation_removes_the_second_order_error():
     """The continuum's trapezoid error is O(h^2) with a clean order, so X_h + (X_h - X_2h)/3 is much closer to
     a 4x finer grid than X_h itself, at every output time (the odd ones by the interpolated correction)."""
     kin = np.array([[1.0, 0.6], [0.6, 1.0]])
-    fine = exact.exact_theory("relu", kin, 1.0, 0.1, 3.0, 16)
-    mid = exact.exact_theory("relu", kin, 1.0, 0.1, 3.0, 8)
-    ref = exact.exact_theory("relu", kin, 1.0, 0.1, 3.0, 64)
+    fine = exact.exact_theory(get_activation("relu"), kin, 1.0, 0.1, 3.0, 16)
+    mid = exact.exact_theory(get_activation("relu"), kin, 1.0, 0.1, 3.0, 8)
+    ref = exact.exact_theory(get_activation("relu"), kin, 1.0, 0.1, 3.0, 64)
     extrapolated = exact.richardson(fine, mid)
     for name in ("V4", "K1"):
         plain = np.max(np.abs(getattr(fine, name) - getattr(ref, name)[::4]))
@@ -273,8 +273,8 @@ def test_layer_recursion_approaches_continuum_at_first_order():
     """X_L - X_inf ~ c / L: the differences X_L - X_2L halve with L (measured order 1 within 0.15), and the
     continuum lies where the extrapolation X_2L + (X_2L - X_L) puts it (relu, P = 1, T = 2)."""
     kin, T = np.array([[1.0]]), 2.0
-    runs = {L: exact.exact_theory_discrete("relu", kin, 1.0, 0.1, T, L) for L in (32, 64, 128)}
-    cont = exact.exact_theory("relu", kin, 1.0, 0.1, T, 256)
+    runs = {L: exact.exact_theory_discrete(get_activation("relu"), kin, 1.0, 0.1, T, L) for L in (32, 64, 128)}
+    cont = exact.exact_theory(get_activation("relu"), kin, 1.0, 0.1, T, 256)
     for name in ("V4", "K1"):
         final = {L: getattr(r, name)[-1].ravel() for L, r in runs.items()}
         d1 = np.max(np.abs(final[32] - final[64]))
@@ -291,8 +291,8 @@ def test_smooth_activation_with_three_inputs_restricts_to_two():
     per-pair conditioning blocks, bivariate moments of the third input) restricted to {0, 1} is the P = 2 theory
     (one conditioning block) up to the quadrature error of the two routes."""
     kin = np.array([[1.0, 0.2, 0.1], [0.2, 1.2, 0.3], [0.1, 0.3, 0.9]])
-    three = exact.exact_theory_discrete("gelu", kin, 1.0, 0.1, 0.5, 2)
-    two = exact.exact_theory_discrete("gelu", kin[:2, :2], 1.0, 0.1, 0.5, 2)
+    three = exact.exact_theory_discrete(get_activation("gelu"), kin, 1.0, 0.1, 0.5, 2)
+    two = exact.exact_theory_discrete(get_activation("gelu"), kin[:2, :2], 1.0, 0.1, 0.5, 2)
     sub = [0, 1, 3]  # pairs (0,0), (0,1), (1,1) of the three inputs
     np.testing.assert_allclose(three.V4[:, sub][:, :, sub], two.V4, rtol=1e-8, atol=1e-8 * np.abs(two.V4).max())
     for name in ("K1", "B"):

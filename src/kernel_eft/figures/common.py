@@ -22,6 +22,7 @@ import numpy as np
 from kernel_eft.diagnose.compare import ENTRY_CLASSES, entry_classes, pair_label
 from kernel_eft.diagnose.tags import default_point_tag
 from kernel_eft.theory.registry import get_closure, reference_closure
+from kernel_eft.theory.closure import TheoryLabel
 from kernel_eft.validation import parse_kin
 
 # applied while a study is rendered (kernel_eft.figures.study), not to the caller's matplotlib
@@ -39,14 +40,14 @@ class Figure:
 
 def theory_style(label: str) -> dict:
     """Line style and legend label of a theory (gonly_discrete, exact_continuum, ...) from its closure."""
-    name, form = str(label).rsplit("_", 1)
-    closure = get_closure(name)
+    parsed = TheoryLabel.parse(label)
+    closure, form = get_closure(parsed.closure), parsed.form
     return dict(closure.style[form], label=f"{closure.label}, "
                                            f"{'discrete layers' if form == 'discrete' else 'continuum'}")
 
 
 def closure_of(label: str):
-    return get_closure(str(label).rsplit("_", 1)[0])
+    return get_closure(TheoryLabel.parse(label).closure)
 
 
 def first_of_each_closure(labels) -> list:
@@ -154,7 +155,7 @@ def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
     width_in = fig.get_size_inches()[0]
     wrapped = "\n".join(textwrap.wrap(caption, width=int(width_in * 15.5)))
     fig.text(0.01, -0.01, wrapped, ha="left", va="top", fontsize=7.5, wrap=False)
-    RENDERED.append((stem, legend_labels(fig), caption))
+    fig.set_label(stem)  # the figure names itself (tests read its legend when it is closed; no global list)
     # the tight bounding box once (nothing clipped), for both formats: bbox_inches="tight" would lay the whole
     # figure out again for each file
     box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.08)
@@ -169,7 +170,6 @@ def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
     return paths
 
 
-RENDERED: list = []  # (stem, legend labels, caption) of every figure drawn in this process (tests read it)
 
 
 def legend_labels(fig) -> list[str]:

@@ -28,12 +28,37 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernel_eft import schema
-from kernel_eft.core.activations import CollinearInputsError, get_activation
+from kernel_eft.core.activations import CollinearInputsError
 from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.validation import InputError, check_float, check_int
 
 STANDARD_FIELDS = ("K0", "V4", "K1", "K1_source")
 DEPTH_FORMS = ("discrete", "continuum")
+
+
+
+@dataclass(frozen=True)
+class TheoryLabel:
+    """Which theory a curve is: a closure and its depth form ("discrete" at the network's L, or "continuum").
+    Spelled `<closure>_<form>` only at the file edge (the diagnostics' `theory` coordinate values)."""
+
+    closure: str
+    form: str
+
+    def __str__(self) -> str:
+        return f"{self.closure}_{self.form}"
+
+    @classmethod
+    def parse(cls, text) -> "TheoryLabel":
+        """The label of a file's `theory` coordinate value (the closure name may itself hold underscores)."""
+        closure, _, form = str(text).rpartition("_")
+        if form not in ("discrete", "continuum") or not closure:
+            raise ValueError(f"not a theory label (<closure>_discrete or <closure>_continuum): {text!r}")
+        return cls(closure, form)
+
+    @classmethod
+    def of(cls, closure: str, depth) -> "TheoryLabel":
+        return cls(closure, "continuum" if depth is None else "discrete")
 
 
 @dataclass(frozen=True)
@@ -118,13 +143,14 @@ class Closure:
 
     def solve(self, activation, kin, *, sw2: float, sb2: float, time: float, depth: int | None = None,
               points: int | None = None, progress=None, **options):
-        """The theory as an xarray Dataset of the theory schema (standard fields, parts, every parameter as an
+        """activation: the Activation object (names are resolved once, at the API/CLI/study edge).
+        The theory as an xarray Dataset of the theory schema (standard fields, parts, every parameter as an
         attribute).  A numerical failure raises FloatingPointError naming the layer (or t)."""
         raise NotImplementedError
 
     def theory_label(self, depth) -> str:
         """The diagnostics' name of one of its solutions: gonly_discrete, exact_continuum, ..."""
-        return f"{self.name}_{'continuum' if depth is None else 'discrete'}"
+        return str(TheoryLabel.of(self.name, depth))
 
     def dataset(self, values: dict, times, layers, activation, kin, sw2: float, sb2: float, time: float,
                 params: dict, title: str):
@@ -134,7 +160,7 @@ class Closure:
         missing = [name for name in STANDARD_FIELDS if name not in values]
         if missing:
             raise ValueError(f"closure {self.name!r} did not compute the standard fields {missing}")
-        act = get_activation(activation)
+        act = activation  # the Activation object: resolved once at the edge (kernel_eft.api)
         kin = np.asarray(kin, dtype=np.float64)
         P = kin.shape[-1]
         coords = {"t": np.asarray(times, float)}

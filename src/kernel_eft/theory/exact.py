@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernel_eft.core.activations import get_activation, moments_for
+from kernel_eft.core.activations import Activation
 from kernel_eft.core.expectations import f_matrix, kernel_derivatives
 from kernel_eft.core.meanfield import mean_kernel_discrete
 from kernel_eft.core.moments import UnsupportedActivation, check_tabulable
@@ -300,9 +300,8 @@ def assemble_continuous(path: MeanPath, kernels: TwoTimeKernels, sw2: float) -> 
 # ----------------------------------------------------------------------------------------------
 
 
-def check_exact_inputs(activation, kin) -> None:
+def check_exact_inputs(act: Activation, kin) -> None:
     """Raise UnsupportedActivation / ValueError for inputs the exact theory cannot integrate."""
-    act = get_activation(activation)
     if any(c != 0.0 for c, _ in act.kinks):
         raise UnsupportedActivation(f"activation {act.name!r} has a kink away from 0; the exact theory's "
                                     "quadratures split at 0 only")
@@ -318,7 +317,7 @@ def moments_for_path(act, K0: Array, rule: BlockRule):
     """The moment provider, with tables (smooth activations) covering every mean and scale the run uses."""
     diag = np.max(np.diagonal(K0, axis1=-2, axis2=-1))
     scale = np.sqrt(diag)
-    return moments_for(act, mu_max=(rule.radius + 8.5) * scale * 1.05 + 1.0, s_max=1.05 * scale + 0.1)
+    return act.gaussian_moments(mu_max=(rule.radius + 8.5) * scale * 1.05 + 1.0, s_max=1.05 * scale + 0.1)
 
 
 def check_finite(res: ExactResult) -> None:
@@ -334,10 +333,10 @@ def check_finite(res: ExactResult) -> None:
                                      "or the input norm")
 
 
-def exact_theory_discrete(activation, kin, sw2: float, sb2: float, time: float, depth: int,
+def exact_theory_discrete(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
                           rule: BlockRule = BlockRule(), same_layer: bool = True, progress=None) -> ExactResult:
-    """The exact O(1/n) theory of the layer recursion at depth L = depth, every layer 0..L."""
-    act = get_activation(activation)
+    """The exact O(1/n) theory of the layer recursion at depth L = depth, every layer 0..L (act: the resolved
+    Activation object; names are resolved once at the edge, kernel_eft.api)."""
     check_exact_inputs(act, kin)
     started = _time.perf_counter()
     path = mean_path_discrete(act, kin, sw2, sb2, time, depth)
@@ -351,10 +350,9 @@ def exact_theory_discrete(activation, kin, sw2: float, sb2: float, time: float, 
     return res
 
 
-def exact_theory(activation, kin, sw2: float, sb2: float, time: float, steps: int,
+def exact_theory(act: Activation, kin, sw2: float, sb2: float, time: float, steps: int,
                  rule: BlockRule = BlockRule(), progress=None) -> ExactResult:
     """The continuous-depth exact O(1/n) theory on the uniform grid t_j = j T / steps, j = 0..steps."""
-    act = get_activation(activation)
     check_exact_inputs(act, kin)
     started = _time.perf_counter()
     times = np.linspace(0.0, time, steps + 1)
@@ -428,17 +426,15 @@ def relative_change(a: ExactResult, b: ExactResult, stride_a: int = 1, stride_b:
 # ----------------------------------------------------------------------------------------------
 
 
-def default_rule(activation) -> BlockRule:
+def default_rule(act: Activation) -> BlockRule:
     """The Gaussian rule of the closure.  Closed-form moments (relu, linear: piecewise polynomial along rays)
     converge faster: 10 x 10 per sector reaches 1e-8 on V4 and 2e-6 on K1; tabulated smooth activations
     use 12 x 12 (1e-7 on V4, 4e-5 on K1), measured against refined rules (docs/exact_theory.md)."""
-    act = get_activation(activation)
     return BlockRule(10, 10, 32) if act.moments is not None else BlockRule(12, 12, 32)
 
 
-def result_dataset(res: ExactResult, activation, kin, sw2: float, sb2: float, time: float, extra_attrs=None):
+def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: float, time: float, extra_attrs=None):
     """The theory file of an exact-theory result: the standard fields (K1_source = sw2 B) and the V4 parts."""
-    act = get_activation(activation)
     P = res.K0.shape[-1]
     values = {"K0": res.K0, "V4": res.four_index("V4"), "K1": res.K1_matrix(), "K1_source": from_pairs(sw2 * res.B, P),
               "V4_free": res.four_index("V4_free"), "V4_cross": res.four_index("V4_cross"),
@@ -493,8 +489,9 @@ class Exact(Closure):
 
     def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, rule=None):
         """The discrete theory at depth L, else the continuous one at `points` uniform times, Richardson-
-        extrapolated, with its accuracy estimated by refinement (file attributes)."""
-        act = get_activation(activation)
+        extrapolated, with its accuracy estimated by refinement (file attributes).  activation: the Activation
+        object (resolved once at the edge)."""
+        act = activation
         rule = rule or default_rule(act)
         extra = {}
         try:

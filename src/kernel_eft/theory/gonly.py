@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernel_eft.core.activations import get_activation
+from kernel_eft.core.activations import Activation, get_activation
 from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.core.meanfield import source_s2, source_s4
 from kernel_eft.core.pairs import from_pairs, n_pairs, pairs_to_four_index, to_pairs
@@ -238,10 +238,9 @@ def solve_gonly_discrete(activation, kin, sw2: float, sb2: float, time: float, d
 # ----------------------------------------------------------------------------------------------
 
 
-def solution_dataset(sol: GOnlySolution, activation, kin, sw2: float, sb2: float, time: float,
+def solution_dataset(sol: GOnlySolution, act: Activation, kin, sw2: float, sb2: float, time: float,
                      extra_attrs: dict | None = None):
     """The theory file of a G-only solution: the standard fields (K1_source = the tadpole) and the parts."""
-    act = get_activation(activation)
     values = sol.matrices()
     values = {"K0": values["K0"], "V4": values["V4"], "K1": values["K1"], "K1_source": values["tadpole"],
               **{name: values[name] for name in ("transport", "source", "tadpole", "discrete_correction")
