@@ -17,10 +17,6 @@ import resource
 
 from kernel_eft.validation import InputError
 
-# Cost model of the block sampler per (seed, layer), P = 2: (a seconds per neuron, b seconds) fitted to timed
-# jobs on the project's 2-core machine (config/README.md); other activations take the slowest measured.
-BLOCK_COST = {"relu": (50e-9, 1.4e-6), "tanh": (115e-9, 3.2e-6), "gelu": (112e-9, 1.5e-6), "erf": (97e-9, 0.4e-6)}
-SLOWEST = (115e-9, 3.2e-6)
 WEIGHTS_COST = 14e-9  # seconds per n^2 per (seed, layer) of the weights sampler (relu, n = 256, P = 2, one core)
 START_SECONDS = 1.2  # interpreter, imports, provenance
 FLOAT = 8
@@ -79,8 +75,9 @@ def simulation_memory(params, keep_samples: bool, ranks: int = 1) -> dict:
 
 def simulation_seconds(params) -> float:
     """Core-seconds of the whole run on this project's machine (the benchmarks' cost model)."""
-    a, b = BLOCK_COST.get(params.activation, SLOWEST)
-    per_seed_layer = a * params.width * params.P / 2 + b * (params.P / 2) ** 2
+    from kernel_eft.core.allocation import block_seconds  # the one cost model of the block sampler
+
+    per_seed_layer = block_seconds(params.activation, params.width, params.P)
     if params.sampler == "weights":
         per_seed_layer += WEIGHTS_COST * params.width ** 2 * params.P / 2
     return START_SECONDS + params.samples * params.depth * per_seed_layer

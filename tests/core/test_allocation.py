@@ -41,7 +41,7 @@ def test_allocation_beats_equal_samples_and_equal_cpu_and_matches_a_brute_force_
 
 def test_every_width_keeps_its_share_and_bad_input_is_refused():
     widths = np.array([16, 32, 64, 128])
-    cost = sample_cost(widths, depth=64)
+    cost = sample_cost(widths, depth=64, activation="relu")
     samples = allocate_samples(widths, 1000.0, widths * 10.0, cost, degree=2, min_fraction=0.2)
     assert np.all(samples * cost >= 0.2 * 1000.0 / 4 * 0.999)
     with pytest.raises(ValueError):

@@ -19,19 +19,25 @@ from __future__ import annotations
 
 import numpy as np
 
-# Block sampler, P = 2, one core (config/README.md, "Size and cost"): seconds per sample and layer = a n + b.
-BLOCK_COST_A = {"relu": 50e-9, "tanh": 115e-9, "gelu": 112e-9, "erf": 97e-9}
-BLOCK_COST_B = {"relu": 1.4e-6, "tanh": 3.2e-6, "gelu": 1.5e-6, "erf": 0.4e-6}
+def block_seconds(activation, width, P: int = 2):
+    """CPU seconds per (sample, layer) of the block sampler on one core: a n P/2 + b (P/2)^2 with the activation's
+    measured (a, b) (Activation.block_cost, config/README.md "Size and cost"; the dearest measured one where an
+    activation has none).  The one cost model of the Monte Carlo: the allocation, the planner
+    (kernel_eft.study.jobs) and the start-line estimate (kernel_eft.resources) all use it."""
+    from kernel_eft.core.activations import activation_names, get_activation
+
+    cost = get_activation(activation).block_cost
+    if cost is None:
+        measured = [c for c in (get_activation(name).block_cost for name in activation_names()) if c is not None]
+        cost = max(measured)  # the dearest measured (largest a; tanh's)
+    a, b = cost
+    return a * width * P / 2 + b * (P / 2) ** 2
 
 
-def sample_cost(widths, depth: int, activation: str = "relu", P: int = 2, control_factor: float = 1.0) -> np.ndarray:
-    """CPU seconds per sample at each width: depth (a n + b) P / 2 (the cost model is measured at P = 2 and is
-    linear in P), times control_factor for the control variates' extra work (measured: benchmarks/
-    error_per_cpu.py)."""
-    n = np.asarray(widths, dtype=np.float64)
-    a = BLOCK_COST_A.get(activation, max(BLOCK_COST_A.values()))
-    b = BLOCK_COST_B.get(activation, max(BLOCK_COST_B.values()))
-    return control_factor * depth * (a * n + b) * (P / 2.0)
+def sample_cost(widths, depth: int, activation, P: int = 2, control_factor: float = 1.0) -> np.ndarray:
+    """CPU seconds per sample at each width: depth x block_seconds, times control_factor for the control
+    variates' extra work (measured: benchmarks/error_per_cpu.py)."""
+    return control_factor * depth * block_seconds(activation, np.asarray(widths, dtype=np.float64), P)
 
 
 def extrapolation_weights(widths, variances, degree: int = 1) -> np.ndarray:
@@ -85,5 +91,5 @@ def allocate_samples(widths, budget_seconds: float, sample_variance, cost_per_sa
     return samples
 
 
-__all__ = ["BLOCK_COST_A", "BLOCK_COST_B", "allocate_samples", "extrapolated_variance", "extrapolation_weights",
+__all__ = ["allocate_samples", "block_seconds", "extrapolated_variance", "extrapolation_weights",
            "sample_cost"]

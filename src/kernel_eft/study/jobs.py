@@ -17,14 +17,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel_eft.core.allocation import block_seconds
 from kernel_eft.study import paths
 from kernel_eft.study.grid import CONTROL_COST_FACTOR, Point, Study
 
 STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point", "figures")
 
-# Monte Carlo, block sampler: seconds per sample and layer = a * n + b (config/README.md, fits of 2026-11-25)
-MC_COST = {"relu": (50e-9, 1.4e-6), "tanh": (115e-9, 3.2e-6), "gelu": (112e-9, 1.5e-6), "erf": (97e-9, 0.4e-6)}
-MC_COST_OTHER = MC_COST["tanh"]  # an activation without its own fit: the dearest measured one
 MC_STARTUP = 1.2
 WEIGHTS_FACTOR_PER_WIDTH = 1 / 64  # weights sampler O(n^2 P): a rough n/64 times the block sampler (unfitted)
 # Theory per job, midpoints of the measured ranges: G-only ~1.5 s (continuous up to 3.5 s); exact (relu / other
@@ -50,8 +48,7 @@ class Job:
 
 def mc_seconds(study: Study, point: Point, width: int) -> float:
     mc = study.monte_carlo
-    a, b = MC_COST.get(point.activation, MC_COST_OTHER)
-    per_sample_layer = a * width + b
+    per_sample_layer = block_seconds(point.activation, width, point.P)  # Activation.block_cost
     if mc["sampler"] == "weights":
         per_sample_layer *= max(1.0, width * WEIGHTS_FACTOR_PER_WIDTH)
     if mc["control_variates"] != "none":

@@ -55,6 +55,8 @@ class Activation:
     `jet` (optional) returns (phi, phi', phi'') in one pass (quadrature speed).
     `kernel` (optional): closed forms of F, DF, D2F; `moments` (optional): a class, called with the
     activation, providing closed forms of the shifted Gaussian moments of the exact theory.
+    `block_cost` (optional): the block sampler's measured cost (a, b), seconds per (sample, layer) = a n + b at
+    P = 2 on one core (config/README.md, "Size and cost"); without it the cost models take the dearest measured.
     """
 
     name: str
@@ -67,6 +69,7 @@ class Activation:
     jet: Callable[[Array], tuple] | None = None
     kernel: KernelForms | None = None
     moments: Callable | None = None
+    block_cost: tuple[float, float] | None = None
 
     @property
     def closed_form(self) -> bool:

@@ -74,6 +74,7 @@ def erf_pair_mean(m1, m2, s11, s22, s12) -> np.ndarray:
 
 
 ERF = Activation("erf", special.erf, _erf_d, _erf_d2, "erf(x); Williams' arcsine kernel",
-                 kernel=KernelForms(_erf_F_block, _erf_block_derivatives, _erf_diag_derivatives))
+                 kernel=KernelForms(_erf_F_block, _erf_block_derivatives, _erf_diag_derivatives),
+                 block_cost=(97e-9, 0.4e-6))  # block_cost: measured, config/README.md
 
 ACTIVATIONS = (ERF,)  # registered by kernel_eft.core.activations

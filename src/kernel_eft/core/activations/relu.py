@@ -196,6 +196,6 @@ def relu_pair_mean(m1, m2, s11, s22, s12) -> Array:
 
 RELU = Activation("relu", _relu, _relu_d, zero, "max(x, 0); arc-cosine kernel", kinks=((0.0, 1.0),),
                   kernel=KernelForms(_relu_F_block, _relu_block_derivatives, _relu_diag_derivatives),
-                  moments=ReluMoments)
+                  moments=ReluMoments, block_cost=(50e-9, 1.4e-6))  # block_cost: measured, config/README.md
 
 ACTIVATIONS = (RELU,)  # registered by kernel_eft.core.activations

@@ -65,8 +65,10 @@ def _silu_d2(x):
     return s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
 
 
-TANH = Activation("tanh", np.tanh, _tanh_d, _tanh_d2, "tanh(x); quadrature", jet=_tanh_jet)
-GELU = Activation("gelu", _gelu, _gelu_d, _gelu_d2, "x Phi(x) (exact GELU); quadrature", jet=_gelu_jet)
+TANH = Activation("tanh", np.tanh, _tanh_d, _tanh_d2, "tanh(x); quadrature", jet=_tanh_jet,
+                  block_cost=(115e-9, 3.2e-6))  # block_cost: measured, config/README.md
+GELU = Activation("gelu", _gelu, _gelu_d, _gelu_d2, "x Phi(x) (exact GELU); quadrature", jet=_gelu_jet,
+                  block_cost=(112e-9, 1.5e-6))  # block_cost: measured, config/README.md
 SILU = Activation("silu", _silu, _silu_d, _silu_d2, "x sigmoid(x); quadrature", jet=_silu_jet)
 
 ACTIVATIONS = (TANH, GELU, SILU)  # registered by kernel_eft.core.activations
