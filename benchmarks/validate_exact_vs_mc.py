@@ -78,7 +78,7 @@ def theory_curves(activation, kin, time, sw2, sb2, depth, layers):
     ex = assemble_discrete(path, kernels, sw2, time / depth, same_layer=True)
     ex0 = assemble_discrete(path, kernels, sw2, time / depth, same_layer=False)
     steps = depth * max(1, 64 // depth)
-    cont = exact_theory(activation, kin, sw2, sb2, time, steps)
+    cont = exact_theory(act, kin, sw2, sb2, time, steps)
     go = solve_gonly_discrete(activation, kin, sw2, sb2, time, depth)
     ci = layers * (steps // depth)
     return {
