@@ -17,8 +17,6 @@ import resource
 
 from kernel_eft.validation import InputError
 
-WEIGHTS_COST = 14e-9  # seconds per n^2 per (seed, layer) of the weights sampler (relu, n = 256, P = 2, one core)
-START_SECONDS = 1.2  # interpreter, imports, provenance
 FLOAT = 8
 FILE_OVERHEAD = 1 << 20  # netCDF header, attributes, coordinates: a generous allowance
 WRITE_FACTOR = 0.5  # a further half copy of the kept samples while netCDF4 + zlib write them (measured peak RSS)
@@ -75,12 +73,10 @@ def simulation_memory(params, keep_samples: bool, ranks: int = 1) -> dict:
 
 def simulation_seconds(params) -> float:
     """Core-seconds of the whole run on this project's machine (the benchmarks' cost model)."""
-    from kernel_eft.core.allocation import block_seconds  # the one cost model of the block sampler
+    from kernel_eft.core.allocation import run_seconds  # the one cost model of the Monte Carlo
 
-    per_seed_layer = block_seconds(params.activation, params.width, params.P)
-    if params.sampler == "weights":
-        per_seed_layer += WEIGHTS_COST * params.width ** 2 * params.P / 2
-    return START_SECONDS + params.samples * params.depth * per_seed_layer
+    return run_seconds(params.activation, params.width, params.depth, params.samples, params.P, params.sampler,
+                       params.control_variates)
 
 
 def simulation_output_bytes(params, keep_samples: bool) -> int:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kernel_eft.study.grid import Study
-from kernel_eft.study.jobs import MC_STARTUP, incomplete_outputs, jobs, mc_seconds, plan, status
+from kernel_eft.core.allocation import MC_STARTUP_SECONDS as MC_STARTUP
+from kernel_eft.study.jobs import incomplete_outputs, jobs, mc_seconds, plan, status
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -34,10 +34,32 @@ def block_seconds(activation, width, P: int = 2):
     return a * width * P / 2 + b * (P / 2) ** 2
 
 
-def sample_cost(widths, depth: int, activation, P: int = 2, control_factor: float = 1.0) -> np.ndarray:
-    """CPU seconds per sample at each width: depth x block_seconds, times control_factor for the control
-    variates' extra work (measured: benchmarks/error_per_cpu.py)."""
-    return control_factor * depth * block_seconds(activation, np.asarray(widths, dtype=np.float64), P)
+MC_STARTUP_SECONDS = 1.2  # a Monte Carlo process's start-up: interpreter, imports, provenance
+WEIGHTS_COST = 14e-9  # weights sampler: further seconds per n^2 per (sample, layer) at P = 2 (relu, n = 256, one core)
+CONTROL_COST_FACTOR = 1.4  # CPU of a controlled run over a plain one, measured 1.1-1.6 (docs/control_variates.md)
+
+
+def sample_seconds(activation, width, depth: int, P: int = 2, sampler: str = "block",
+                   control_variates: str = "none"):
+    """CPU seconds of one network through `depth` layers on one core: the block sampler's cost (block_seconds),
+    the weights sampler's n^2 term, and the control variates' measured factor."""
+    per_layer = block_seconds(activation, width, P)
+    if sampler == "weights":
+        per_layer = per_layer + WEIGHTS_COST * np.asarray(width, dtype=np.float64) ** 2 * P / 2
+    factor = CONTROL_COST_FACTOR if control_variates != "none" else 1.0
+    return factor * depth * per_layer
+
+
+def run_seconds(activation, width, depth: int, samples: int, P: int = 2, sampler: str = "block",
+                control_variates: str = "none") -> float:
+    """CPU seconds of one Monte Carlo run (one process, one core): start-up plus samples x sample_seconds."""
+    return MC_STARTUP_SECONDS + samples * float(sample_seconds(activation, width, depth, P, sampler, control_variates))
+
+
+def sample_cost(widths, depth: int, activation, P: int = 2, control_variates: str = "none") -> np.ndarray:
+    """CPU seconds per sample at each width (block sampler), the allocation's cost."""
+    return sample_seconds(activation, np.asarray(widths, dtype=np.float64), depth, P,
+                          control_variates=control_variates)
 
 
 def extrapolation_weights(widths, variances, degree: int = 1) -> np.ndarray:
@@ -91,5 +113,6 @@ def allocate_samples(widths, budget_seconds: float, sample_variance, cost_per_sa
     return samples
 
 
-__all__ = ["allocate_samples", "block_seconds", "extrapolated_variance", "extrapolation_weights",
+__all__ = ["CONTROL_COST_FACTOR", "MC_STARTUP_SECONDS", "WEIGHTS_COST", "allocate_samples", "block_seconds",
+           "run_seconds", "sample_seconds", "extrapolated_variance", "extrapolation_weights",
            "sample_cost"]

@@ -75,10 +75,6 @@ def geometry_of(entry: dict, field: str) -> Geometry:
     return Geometry(tag, text)
 
 
-MC_STARTUP_SECONDS = 1.2  # a Monte Carlo job's start-up (config/README.md, "Size and cost")
-CONTROL_COST_FACTOR = 1.4  # CPU of a controlled run over a plain one, measured 1.1-1.6 (docs/control_variates.md)
-
-
 class Study:
     """A validated study config and everything derived from it: name, geometries, points, seeds."""
 
@@ -168,12 +164,12 @@ class Study:
         between widths matter), and a sample costs the block sampler's cost model (times the measured 1.4 of the
         control variates when they are on).  Every width keeps 10% / W of the budget and at least
         max(64, batches) samples, so the fit's chi^2 test and the jackknife have data."""
-        from kernel_eft.core.allocation import allocate_samples, sample_cost
+        from kernel_eft.core.allocation import MC_STARTUP_SECONDS, allocate_samples, sample_cost
 
         mc = self.monte_carlo
         startup = MC_STARTUP_SECONDS * len(self.widths)
-        factor = CONTROL_COST_FACTOR if mc["control_variates"] != "none" else 1.0
-        cost = sample_cost(self.widths, point.depth, point.activation, P=point.P, control_factor=factor)
+        cost = sample_cost(self.widths, point.depth, point.activation, P=point.P,
+                           control_variates=mc["control_variates"])
         return allocate_samples(self.widths, max(mc["budget_cpu_seconds"] - startup, 1e-9), self.widths, cost,
                                 min_samples=max(64, mc["batches"]))
 

@@ -17,14 +17,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kernel_eft.core.allocation import block_seconds
+from kernel_eft.core.allocation import run_seconds
 from kernel_eft.study import paths
-from kernel_eft.study.grid import CONTROL_COST_FACTOR, Point, Study
+from kernel_eft.study.grid import Point, Study
 
 STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point", "figures")
 
-MC_STARTUP = 1.2
-WEIGHTS_FACTOR_PER_WIDTH = 1 / 64  # weights sampler O(n^2 P): a rough n/64 times the block sampler (unfitted)
 # Theory per job, midpoints of the measured ranges: G-only ~1.5 s (continuous up to 3.5 s); exact (relu / other
 # activations) at L = 32 and 128,
 # continuous 101 points.  Interpolated linearly in L between the measured depths.
@@ -48,12 +46,8 @@ class Job:
 
 def mc_seconds(study: Study, point: Point, width: int) -> float:
     mc = study.monte_carlo
-    per_sample_layer = block_seconds(point.activation, width, point.P)  # Activation.block_cost
-    if mc["sampler"] == "weights":
-        per_sample_layer *= max(1.0, width * WEIGHTS_FACTOR_PER_WIDTH)
-    if mc["control_variates"] != "none":
-        per_sample_layer *= CONTROL_COST_FACTOR
-    return MC_STARTUP + study.samples(point, width) * point.depth * per_sample_layer
+    return run_seconds(point.activation, width, point.depth, study.samples(point, width), point.P, mc["sampler"],
+                       mc["control_variates"])
 
 
 def theory_seconds(closure, point: Point, depth: int | None) -> float:
