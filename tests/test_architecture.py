@@ -120,3 +120,89 @@ def test_the_study_room_does_not_use_the_api():
 def test_nothing_but_the_cli_and_the_package_root_uses_the_api():
     users = sorted(name for name, deps in GRAPH.items() if "kernel_eft.api" in deps)
     assert set(users) <= {"kernel_eft", "kernel_eft.cli"}
+
+
+# ---------------------------------------------------------------------------------------------
+# A closure or an activation is named only in its own module (and in docs, docstrings and comments)
+# ---------------------------------------------------------------------------------------------
+
+# names that are also English words ("an exact identity", "a linear fit") count only where they are used as
+# a name: the whole string, a quoted word, a theory label or config key, or after "closure" / "activation"
+ENGLISH = {"exact", "linear"}
+SUFFIXES = r"(_discrete|_continuum|_points|_L\d)"
+
+
+def registered_names() -> dict[str, set[Path]]:
+    """{name: the files allowed to name it}: a closure's own module (and the theory helpers it alone
+    imports), an activation's module in core/activations/ (the folder: several share smooth.py)."""
+    from kernel_eft.core.activations import ACTIVATIONS
+    from kernel_eft.theory.registry import CLOSURES
+
+    owners = {}
+    activations = set((PACKAGE / "core" / "activations").glob("*.py"))
+    for name in ACTIVATIONS:
+        owners[name] = activations
+    for name, closure in CLOSURES.items():
+        own = MODULES[type(closure).__module__]
+        private = {MODULES[m] for m in imports_of(type(closure).__module__)
+                   if m.startswith("kernel_eft.theory.") and not any(
+                       m in imports_of(other) for other in MODULES if other != type(closure).__module__
+                       and other.startswith("kernel_eft.theory.") and MODULES[other] != MODULES[m])}
+        owners[name] = {own} | private
+    return owners
+
+
+def name_pattern(name: str):
+    import re
+
+    if name not in ENGLISH:
+        return re.compile(rf"\b{name}\b")
+    return re.compile(rf"^{name}$|['\"`]{name}['\"`]|\b{name}{SUFFIXES}|\b(closure|activation)[ =:]+{name}\b")
+
+
+def named_in_code(path: Path, pattern) -> list[str]:
+    """Non-docstring string literals and identifiers of `path` that match."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str)}
+    hits = []
+    for node in ast.walk(tree):
+        text = None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            text = node.value
+        elif isinstance(node, ast.Name):
+            text = node.id
+        elif isinstance(node, ast.Attribute):
+            text = node.attr
+        elif isinstance(node, ast.arg):
+            text = node.arg
+        if text is not None and pattern.search(text):
+            hits.append(f"{path.relative_to(SRC)}:{node.lineno}: {text[:80]!r}")
+    return hits
+
+
+def test_no_closure_or_activation_is_named_outside_its_own_module():
+    """Adding or renaming a closure or an activation is one file: the CLI, the schema, the study, the diagnostics
+    and the captions take names, labels, options and cost models from the registries (docs/architecture.md)."""
+    hits = []
+    for name, allowed in registered_names().items():
+        pattern = name_pattern(name)
+        for path in sorted(set(MODULES.values()) - allowed):
+            hits += named_in_code(path, pattern)
+    assert hits == [], "closure or activation names outside their modules:\n" + "\n".join(hits)
+
+
+def test_the_name_check_can_fail(tmp_path):
+    """The check sees a name used as a value, and lets the English word pass."""
+    bad = tmp_path / "bad.py"
+    bad.write_text('"""An exact identity (docstring: allowed)."""\nif closure == "exact":\n    table = {"relu": 1}\n'
+                   'label = f"exact_discrete"\nnote = "an exact identity"\n')
+    src = SRC
+    try:
+        globals()["SRC"] = tmp_path
+        found = named_in_code(bad, name_pattern("exact")) + named_in_code(bad, name_pattern("relu"))
+    finally:
+        globals()["SRC"] = src
+    assert [hit.split(": ", 1)[1] for hit in found] == ["'exact'", "'exact_discrete'", "'relu'"]

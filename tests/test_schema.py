@@ -19,7 +19,7 @@ from kernel_eft.simulate.dataset import mc_dataset
 from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.simulate.samplers import simulate
-from kernel_eft.theory.registry import CLOSURES
+from kernel_eft.theory.registry import CLOSURES, closure_parts
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "data_format.md"
 KIN = np.array([[1.0, 0.6], [0.6, 1.0]])
@@ -28,7 +28,8 @@ KIN = np.array([[1.0, 0.6], [0.6, 1.0]])
 def table_names(kind: str) -> tuple[set[str], set[str]]:
     """(every name of the kind's table, with the _se of those that have one; the conditional ones)."""
     names, conditional = set(), set()
-    for name, var in schema.VARIABLES[kind].items():
+    declared = {**schema.VARIABLES[kind], **(closure_parts() if kind == "theory" else {})}
+    for name, var in declared.items():
         row = {name, name + "_se"} if var.se else {name}
         names |= row
         if var.note.startswith("only"):
@@ -46,7 +47,7 @@ def assert_schema(kind: str, written: set[str], unchecked: set[str] = frozenset(
 def assert_attributes(ds: xr.Dataset, kind: str) -> None:
     """long_name and units from the schema, X linked to X_se, coordinates described."""
     for name, var in ds.data_vars.items():
-        entry = schema.variable(kind, name)
+        entry = schema.variable(kind, name, closure_parts() if kind == "theory" else None)
         assert var.attrs["long_name"], name
         assert var.attrs.get("units") == entry.units, name
         if name + "_se" in ds:
@@ -57,7 +58,8 @@ def assert_attributes(ds: xr.Dataset, kind: str) -> None:
 
 def test_document_tables_are_generated_from_the_schema():
     text = DOC.read_text()
-    assert schema.render_document(text) == text, "regenerate: python -m kernel_eft.schema docs/data_format.md"
+    assert schema.render_document(text, {"theory": closure_parts()}) == text, \
+        "regenerate: python -m kernel_eft.theory.registry docs/data_format.md"
 
 
 def test_monte_carlo_file():

@@ -25,8 +25,8 @@ import xarray as xr
 from kernel_eft.core.activations import ACTIVATIONS, Activation, get_activation
 from kernel_eft.io import check_writable, provenance_attrs, read_dataset, refuse_overwriting_inputs, write_result
 from kernel_eft.progress import Progress, format_params, heartbeat
-from kernel_eft.resources import (FILE_OVERHEAD, check_memory, format_bytes, format_seconds, resident_bytes,
-                                  theory_memory, theory_seconds)
+from kernel_eft.resources import (FILE_OVERHEAD, LIBRARIES, check_memory, format_bytes, format_seconds,
+                                  resident_bytes)
 from kernel_eft.simulate import run as mc_run
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.theory.registry import CLOSURES, Closure, get_closure, reference_closure
@@ -156,11 +156,12 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
         check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * outputs)
     chosen.check(act, kin, depth, points)
     times = depth + 1 if depth else points
-    needed = theory_memory(chosen.name, len(kin), times)
+    needed = chosen.estimate_memory(len(kin), times)
     if needed is not None:
+        needed += LIBRARIES
         check_memory(needed, "depth" if depth else "points", f"the {chosen.name} closure's two-time kernels on "
                      f"{times} x {times} times", "reduce --depth" if depth else "reduce --points")
-    seconds = theory_seconds(chosen.name, name, times, depth is None)
+    seconds = chosen.estimate_seconds(act, len(kin), times, depth is None)
     estimate = "; estimated " + ", ".join(
         part for part in (f"peak memory {format_bytes(needed + resident_bytes())}" if needed is not None else "",
                           f"CPU time {format_seconds(seconds)}" if seconds is not None else "") if part)

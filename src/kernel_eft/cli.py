@@ -189,12 +189,10 @@ def add_theory_parser(sub) -> None:
         help="EFT solvers (" + "; ".join(c.long_label for c in CLOSURES.values()) + ") to netCDF",
         description=(
             "Solve the collective-kernel EFT for the mean kernel K0, the kernel covariance V4 = n Cov(G, G) and the "
-            "1/n mean correction K1, and write them with the separate right-hand-side terms (transport J V4 + V4 J^T, "
-            "source S4(K0), tadpole H:V4/2) to netCDF.  Without --depth: the continuous-depth ODEs (scipy solve_ivp) "
+            "1/n mean correction K1, and write them with the closure's parts (the terms of its equations) to netCDF.  Without --depth: the continuous-depth ODEs (scipy solve_ivp) "
             "at --points uniform times from 0 to T.  With --depth L: the discrete-layer recursion including the dt^2 "
-            "terms, output at every layer (compare Monte Carlo at depth L with this one).  --closure exact: the "
-            "O(1/n) theory of docs/exact_theory.md, at the network's own depth with --depth L (exact on the layer "
-            "grid), or in continuous depth (the L -> infinity limit) with its accuracy estimated by refinement."
+            "terms, output at every layer (compare Monte Carlo at depth L with this one).  The closures: "
+            + "; ".join(f"{c.name}: {c.description}" for c in CLOSURES.values()) + "."
         ),
     )
     add_network_arguments(p, depth_required=False)
@@ -220,6 +218,8 @@ def add_theory_parser(sub) -> None:
 
 
 def add_diagnose_parser(sub) -> None:
+    from kernel_eft.theory.registry import CLOSURES
+
     p = sub.add_parser(
         "diagnose",
         help="compare Monte Carlo with theory at one grid point: residuals, validity window, 1/n fits",
@@ -227,9 +227,10 @@ def add_diagnose_parser(sub) -> None:
             "Diagnostics of one grid point (same activation, depth L, T, sw2, sb2, K_in; several widths): "
             "relative error of K0; V4 against each theory with the validity window t*; the V4 equation residual "
             "R = dV4_MC/dt - RHS_EFT(V4_MC) split into transport and source parts and accumulated over t; K1 "
-            "per width and from a weighted 1/n fit; the exact K1 source against the G-only tadpole. Errors come "
+            "per width and from a weighted 1/n fit; the measured K1 source n sw2 (E[S] - F(E[G])) against each "
+            "closure's prediction of it. Errors come "
             "from the delete-one-batch jackknife over the batch-resolved raw moments of the Monte Carlo files. "
-            "Theory files are recognised by their attributes (closure gonly/exact; depth = discrete layers, "
+            "Theory files are recognised by their attributes (closure: " + " or ".join(CLOSURES) + "; depth = discrete layers, "
             "none = continuum, interpolated onto the Monte Carlo times). Exit 2 names a mismatched attribute."
         ),
     )

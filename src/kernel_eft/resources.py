@@ -88,31 +88,6 @@ def simulation_output_bytes(params, keep_samples: bool) -> int:
     return FLOAT * (estimates + moments + kept) + FILE_OVERHEAD
 
 
-def theory_memory(closure: str, P: int, times: int) -> int | None:
-    """Peak bytes of a closure's solve beyond the process, where it is known: the exact closure holds its
-    two-time kernels on the N x N grid of times (kernel_eft.theory.two_time: Cpp (N, N, p, p), Q (N, N, p, nk)
-    with nk = P + 3 P(P-1)/2, and the Volterra sums' (N, N) and (N, N, p) arrays), with half again for
-    temporaries; the G-only closure's O(N p^2) is negligible (None: not estimated)."""
-    if closure != "exact":
-        return None
-    p, nk = _pairs(P), P + 3 * P * (P - 1) // 2
-    return int(1.5 * FLOAT * times * times * (p * p + p * nk + p + 1)) + LIBRARIES
-
-
-def theory_seconds(closure: str, activation: str, times: int, continuous: bool) -> float | None:
-    """CPU seconds of a theory job on this project's machine, from config/README.md's measurements (P = 2):
-    G-only ~1.5 s (continuous ~2.5 s); the exact closure a + c N^2 over its N times (its two-time kernels), with
-    (a, c) = (1.2 s, 1.45e-4 s) for relu (closed-form moments) and (2.9 s, 1.03e-3 s) for the quadrature-based
-    activations, fitted to L = 32 and 128; continuous depth also solves on N/2 and N/4 times (x1.5).  None for
-    closures without a cost model."""
-    if closure == "gonly":
-        return 2.5 if continuous else 1.5
-    if closure != "exact":
-        return None
-    a, c = (1.2, 1.45e-4) if activation == "relu" else (2.9, 1.03e-3)
-    return a + c * times * times * (1.5 if continuous else 1.0)
-
-
 # ---------------------------------------------------------------------------------------------
 # What there is
 # ---------------------------------------------------------------------------------------------
@@ -223,5 +198,4 @@ def free_disk(directory: str) -> int | None:
 
 
 __all__ = ["available_memory", "check_memory", "format_bytes", "format_seconds", "free_disk", "local_ranks",
-           "resident_bytes", "theory_memory", "theory_seconds",
-           "simulation_memory", "simulation_output_bytes", "simulation_seconds"]
+           "resident_bytes", "simulation_memory", "simulation_output_bytes", "simulation_seconds"]

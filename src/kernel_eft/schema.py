@@ -7,8 +7,8 @@ here (`update_document`, checked by tests/test_schema.py).  CF-1.10: every varia
 `units` ("1": kernels are dimensionless); coordinates never carry `_FillValue` (kernel_eft.io).
 
 A long_name may hold {placeholders} filled from the writer's context (a threshold, a closure's label).
-A closure may write parts beyond the standard fields; they are declared here (built-in closures) or passed
-as `extra` by the closure that writes them.
+A closure may write parts beyond the standard fields; the closure declares them (`Closure.parts`) and passes
+them as `extra`, so this module names no closure.
 """
 
 from __future__ import annotations
@@ -126,19 +126,6 @@ VARIABLES: dict[str, dict[str, Variable]] = {
         "K1_source": Variable(KERNEL, "the closure's K1 source, dK1/dt = J K1 + K1_source: its prediction of the "
                                       "exact source n sw2 (E[S] - F(E[G])) at O(1/n) (G-only: the tadpole "
                                       "(1/2) H : V4; exact: sw2 B)"),
-        # parts of the G-only closure
-        "transport": Variable(COV, "transport term J V4 + V4 J^T of dV4/dt, J = Df(K0)", note="only gonly"),
-        "source": Variable(COV, "source term S4(K0, f(K0)) of dV4/dt", note="only gonly"),
-        "tadpole": Variable(KERNEL, "tadpole (1/2) H : V4 of dK1/dt, H = D2f(K0) (G-only: equal to K1_source)",
-                            note="only gonly"),
-        "discrete_correction": Variable(COV, "dt^2 part of the discrete V4 step per dt: dt (J V4 J^T + S2(f(K0)))",
-                                        note="only gonly with --depth"),
-        # parts of the exact closure
-        "V4_free": Variable(COV, "free part of V4: Wishart form of K0(t), Cov of the free field A_hh",
-                            note="only exact"),
-        "V4_cross": Variable(COV, "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field",
-                             note="only exact"),
-        "V4_feedback": Variable(COV, "feedback part of V4: Cov(y, y)", note="only exact"),
     },
     "diagnostics": {
         "G_mean": Variable(W_T_P, "Monte Carlo mean kernel", se=True),
@@ -303,16 +290,17 @@ _DOC_KINDS = {"mc": "Monte Carlo file", "theory": "Theory file", "diagnostics": 
 SUMMARY_COORDINATES = ("activation", "sw2", "sb2", "kin", "depth", "T", "width", "rho")
 
 
-def markdown_table(kind: str) -> str:
-    """The variable table of a file kind, one row per variable (with its _se on the same row); placeholders
-    filled by the writer appear as <name>.  The summary table starts with its grid coordinates."""
+def markdown_table(kind: str, extra: dict | None = None) -> str:
+    """The variable table of a file kind, one row per variable (with its _se on the same row), then the rows of
+    `extra` {name: Variable} (what the writers declare beyond this table, such as a closure's parts);
+    placeholders filled by the writer appear as <name>.  The summary table starts with its grid coordinates."""
     name_header = "column" if kind == "summary" else "variable"
     lines = [f"| {name_header} | dims | meaning |", "|---|---|---|"]
     if kind == "summary":
         for name in SUMMARY_COORDINATES:
             coord = COORDINATES[name]
             lines.append(f"| `{name}` | {','.join(coord.dims)} | grid coordinate: {coord.long_name} |")
-    for name, var in VARIABLES[kind].items():
+    for name, var in {**VARIABLES[kind], **(extra or {})}.items():
         shown = var.column or name
         names = f"`{shown}`, `{shown}_se`" if var.se else f"`{shown}`"
         meaning = re.sub(r"\{(\w+)(:[^}]*)?\}", r"<\1>", var.long_name).replace("|", "\\|")
@@ -329,31 +317,28 @@ def _block(kind: str) -> str:
     return f"<!-- schema:{kind} (generated from src/kernel_eft/schema.py; do not edit) -->"
 
 
-def render_document(text: str) -> str:
-    """The document with every generated table replaced by the current one."""
+def render_document(text: str, extra: dict | None = None) -> str:
+    """The document with every generated table replaced by the current one; extra: {kind: {name: Variable}}
+    declared outside this module (kernel_eft.theory.registry.document_tables passes the closures' parts)."""
     for kind in KINDS:
         begin, end = _block(kind), f"<!-- /schema:{kind} -->"
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
         if not pattern.search(text):
             raise ValueError(f"the document has no generated table for {kind} ({begin} ... {end})")
-        text = pattern.sub(lambda _: f"{begin}\n{markdown_table(kind)}\n{end}", text)
+        table = markdown_table(kind, (extra or {}).get(kind))
+        text = pattern.sub(lambda _: f"{begin}\n{table}\n{end}", text)
     return text
 
 
-def update_document(path: str) -> bool:
+def update_document(path: str, extra: dict | None = None) -> bool:
     """Regenerate the tables of docs/data_format.md in place; True if anything changed."""
     with open(path) as fh:
         old = fh.read()
-    new = render_document(old)
+    new = render_document(old, extra)
     if new != old:
         with open(path, "w") as fh:
             fh.write(new)
     return new != old
-
-
-if __name__ == "__main__":  # python -m kernel_eft.schema docs/data_format.md
-    for target in sys.argv[1:]:
-        print(f"{target}: {'updated' if update_document(target) else 'up to date'}")
 
 
 __all__ = ["COORDINATES", "Coordinate", "KINDS", "VARIABLES", "Variable", "attributes", "coordinate", "dataset",

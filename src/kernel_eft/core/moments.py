@@ -40,7 +40,7 @@ def check_tabulable(act) -> None:
     """UnsupportedActivation unless the tables can integrate phi: smooth, with phi' and phi''."""
     if act.kinks:
         raise UnsupportedActivation(f"activation {act.name!r} has kinks but no closed-form moments; the exact "
-                                    "theory integrates kinked activations only through closed forms (relu)")
+                                    "theory integrates kinked activations only through closed forms (an activation's `moments`)")
     if act.dphi is None or act.d2phi is None:
         raise UnsupportedActivation(f"activation {act.name!r} needs phi' and phi'' (dphi=, d2phi=) for the "
                                     "exact theory")

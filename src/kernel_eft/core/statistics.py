@@ -362,9 +362,9 @@ def extrapolate_inverse_width(widths, values, errors, degree: int | str = EXTRAP
     shape = values.shape[1:]
     y = values.reshape(nw, -1)
     s = errors.reshape(nw, -1)
-    exact = np.all(s == 0, axis=0)  # noise-free values (synthetic files): an unweighted fit, zero error
-    good = np.all(np.isfinite(y), axis=0) & (np.all(s > 0, axis=0) | exact) & np.all(np.isfinite(s), axis=0)
-    w = np.where(good[None] & ~exact[None], 1.0 / np.where(good[None] & ~exact[None], s, 1.0) ** 2, 1.0)
+    noise_free = np.all(s == 0, axis=0)  # noise-free values (synthetic files): an unweighted fit, zero error
+    good = np.all(np.isfinite(y), axis=0) & (np.all(s > 0, axis=0) | noise_free) & np.all(np.isfinite(s), axis=0)
+    w = np.where(good[None] & ~noise_free[None], 1.0 / np.where(good[None] & ~noise_free[None], s, 1.0) ** 2, 1.0)
     A = np.einsum("wi,we,wj->eij", X, w, X)  # (E, k, k)
     A[~good] = np.eye(degree + 1)
     cov = np.linalg.inv(A)
@@ -372,8 +372,8 @@ def extrapolate_inverse_width(widths, values, errors, degree: int | str = EXTRAP
     coef = np.einsum("eiw,we->ie", lin, y)
     chi2 = np.sum(w * (y - X @ coef) ** 2, axis=0)
     value = np.where(good, coef[0], np.nan)
-    se = np.where(good, np.where(exact, 0.0, np.sqrt(cov[:, 0, 0])), np.nan)
-    chi2 = np.where(good & ~exact, chi2, np.nan)
+    se = np.where(good, np.where(noise_free, 0.0, np.sqrt(cov[:, 0, 0])), np.nan)
+    chi2 = np.where(good & ~noise_free, chi2, np.nan)
     weights = np.where(good[None], lin[:, 0, :].T, np.nan)  # (W, E)
     return Extrapolation(value.reshape(shape), se.reshape(shape), chi2.reshape(shape), nw - degree - 1,
                          weights.reshape((nw,) + shape))

@@ -115,11 +115,13 @@ def theory_label(closure: str, depth) -> str:
 
 
 def standard_fields(ds):
-    """The theory file with its standard fields.  Files written before K1_source became a standard field (G-only
-    files of kernel-eft before the Closure interface) carry the G-only prediction as `tadpole`: it is their
-    K1_source."""
-    if "K1_source" not in ds and "tadpole" in ds and str(ds.attrs.get("closure")) == "gonly":
-        ds = ds.assign(K1_source=ds["tadpole"])
+    """The theory file with its standard fields: a standard field that a closure's older files wrote under
+    another name (Closure.legacy_fields) is read from that name."""
+    name = str(ds.attrs.get("closure", ""))
+    legacy = get_closure(name).legacy_fields if name in closure_names() else {}
+    for field, old in legacy.items():
+        if field not in ds and old in ds:
+            ds = ds.assign({field: ds[old]})
     return ds
 
 

@@ -98,8 +98,8 @@ def render(study, outdir: str) -> list[str]:
         f"depth, for every recorded depth t > 0, every width and all {len(points)} grid point(s) of the study "
         f"(marker = activation: {markers_text}). Filled: error larger than 2 standard errors; open: within 2σ "
         "(noise). Dotted: error = r, the size of the next order; dashed: the validity threshold "
-        f"{threshold:g}; grey line: r = {R_LIMIT:g}. A closure error does not fall as r → 0 (the G-only closure "
-        "where it fails); the exact O(1/n) theory's error is its O(1/n²) remainder and follows r, so it ends as r "
+        f"{threshold:g}; grey line: r = {R_LIMIT:g}. A closure error does not fall as r → 0 (where the closure "
+        "fails); an exact O(1/n) theory's error is its O(1/n²) remainder and follows r, so it ends as r "
         f"approaches {R_LIMIT:g}. " + ". ".join(summary) + ".")
     return finish(fig, caption, outdir, FIGURE.name)
 

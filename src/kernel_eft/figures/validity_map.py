@@ -119,7 +119,7 @@ def render(study, outdir: str) -> list[str]:
         f"over the grid axes that vary ({varying}). Each cell: t* and its 68% interval from {BOOTSTRAP_REPLICATES} bootstrap "
         "resamplings of the seed batches; green: never up to T; grey, 'not resolved': the Monte Carlo cannot "
         f"resolve a {threshold:g} error at T. Last line and hatching: the depth from which r = V4/(n K0²) > {R_LIMIT:g} at "
-        "the smallest width, where the exact O(1/n) theory itself is no longer expected to hold (hatched where this "
+        "the smallest width, where an O(1/n) expansion itself is no longer expected to hold (hatched where this "
         "comes before t*). " + ("Cells with fewer than 3 widths use the largest width instead of the "
                                "extrapolation. " if any(s != "n → ∞" for s in sources) else "")
         + f"Grid points: {desc}. Monte Carlo samples per width: {samples}. Errors: bootstrap and delete-one-batch "

@@ -4,8 +4,9 @@ missing.  `kernel-eft study plan CONFIG` and `kernel-eft study status CONFIG` pr
 
 Cost model (CPU seconds on one core, P = 2; config/README.md "Size and cost" has the measurements it was
 fitted to): a Monte Carlo job takes startup + samples x L x (a x n + b), a and b per activation from
-least-squares fits to timed jobs (n = 64 to 1024, L = 32 and 64; each job within 11% of its fit); theory and
-diagnostics jobs a typical time per job read off the same measurements; figures ~3 s per figure (four per
+least-squares fits to timed jobs (n = 64 to 1024, L = 32 and 64; each job within 11% of its fit); a theory job
+by its closure's own model (Closure.estimate_seconds, fitted to the same measurements); diagnostics a typical
+time per job; figures ~3 s per figure (four per
 point in each point's figures job, two in the study's).  The costs scale with P only through the Monte Carlo's block sampler, which the
 fits do not cover for P > 2: a plan of P > 2 geometries is a lower bound.
 """
@@ -17,17 +18,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kernel_eft.core.activations import get_activation
 from kernel_eft.core.allocation import run_seconds
 from kernel_eft.study import paths
 from kernel_eft.study.grid import Point, Study
 
 STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point", "figures")
 
-# Theory per job, midpoints of the measured ranges: G-only ~1.5 s (continuous up to 3.5 s); exact (relu / other
-# activations) at L = 32 and 128,
-# continuous 101 points.  Interpolated linearly in L between the measured depths.
-GONLY_SECONDS = {"discrete": 1.5, "continuum": 3.5}
-EXACT_SECONDS = {"relu": {32: 1.35, 128: 3.6, None: 5.1}, "other": {32: 4.25, 128: 20.5, None: 23.0}}
+# A closure without a cost model of its own (Closure.estimate_seconds): the dearest measured theory job
+# (the exact continuum with tabulated moments, config/README.md)
+UNMODELLED_SECONDS = 25.0
 DIAGNOSE_SECONDS = 1.5
 FIGURE_SECONDS = 3.0
 POINT_FIGURES, STUDY_FIGURES = 4, 2
@@ -50,14 +50,11 @@ def mc_seconds(study: Study, point: Point, width: int) -> float:
                        mc["control_variates"])
 
 
-def theory_seconds(closure, point: Point, depth: int | None) -> float:
-    if not closure.config_points:  # the ODE closures (G-only and its kind)
-        return GONLY_SECONDS["continuum" if depth is None else "discrete"]
-    table = EXACT_SECONDS["relu" if point.activation == "relu" else "other"]
-    if depth is None:
-        return table[None]
-    low, high = table[32], table[128]
-    return max(low, low + (high - low) * (depth - 32) / (128 - 32))
+def theory_seconds(study: Study, closure, point: Point, depth: int | None) -> float:
+    """The closure's own cost model (Closure.estimate_seconds) at the point's depth or continuous points."""
+    times = depth + 1 if depth is not None else study.continuous_points(closure)
+    seconds = closure.estimate_seconds(get_activation(point.activation), point.P, times, depth is None)
+    return UNMODELLED_SECONDS if seconds is None else seconds
 
 
 def jobs(study: Study) -> list[Job]:
@@ -76,10 +73,10 @@ def jobs(study: Study) -> list[Job]:
                     seconds=mc_seconds(study, point, width), samples=study.samples(point, width)))
         for closure in study.discrete_closures:
             add(Job("theory_discrete", paths.THEORY_DISCRETE_FILE.format(closure=closure.name, **w), point,
-                    closure=closure, seconds=theory_seconds(closure, point, point.depth)))
+                    closure=closure, seconds=theory_seconds(study, closure, point, point.depth)))
         for closure in study.continuous_closures:
             add(Job("theory_continuous", paths.THEORY_CONTINUOUS_FILE.format(closure=closure.name, **w), point,
-                    closure=closure, seconds=theory_seconds(closure, point, None)))
+                    closure=closure, seconds=theory_seconds(study, closure, point, None)))
         add(Job("diagnose", paths.DIAG_FILE.format(**w), point, seconds=DIAGNOSE_SECONDS))
         add(Job("figures_point", paths.POINT_FIGURES_DIR.format(**w), point, seconds=FIGURE_SECONDS * POINT_FIGURES))
     add(Job("figures", paths.STUDY_FIGURES_DIR.format(study=study.name), None,

@@ -117,6 +117,8 @@ class Closure:
     config_points: bool = False
     options: tuple = ()  # Option: closure-specific keywords of solve (CLI flags, config keys)
     parts: dict = {}  # schema.Variable of each part it writes that kernel_eft.schema does not declare
+    # standard fields its files of earlier versions wrote under another name: {standard field: old name}
+    legacy_fields: dict = {}
 
     def check(self, activation, kin, depth: int | None, points: int) -> None:
         """Raise InputError for input this closure cannot solve, before any compute.  Every closure here
@@ -126,6 +128,16 @@ class Closure:
             kernel_derivatives(activation, kin, order=2)
         except CollinearInputsError as exc:
             raise InputError("kin", str(exc)) from None
+
+    def estimate_seconds(self, activation, P: int, times: int, continuous: bool) -> float | None:
+        """CPU seconds of one solve on this project's machine (config/README.md's measurements), for the start
+        line and the study planner; None: no cost model (the planner then assumes UNMODELLED_SECONDS)."""
+        return None
+
+    def estimate_memory(self, P: int, times: int) -> int | None:
+        """Peak bytes of one solve beyond the process, where they matter (checked before any compute); None:
+        negligible or not known."""
+        return None
 
     def option(self, name: str) -> Option:
         for option in self.options:

@@ -30,6 +30,7 @@ from kernel_eft.core.activations import Activation, get_activation
 from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.core.meanfield import source_s2, source_s4
 from kernel_eft.core.pairs import from_pairs, n_pairs, pairs_to_four_index, to_pairs
+from kernel_eft.schema import COV, KERNEL, Variable
 from kernel_eft.theory.closure import Closure, Option
 
 DEFAULT_RTOL = 1e-10
@@ -272,12 +273,27 @@ class GOnly(Closure):
     default_points = 201
     order = 1
     reference = True
+    # the terms of its equations, written beside the standard fields
+    parts = {
+        "transport": Variable(COV, "transport term J V4 + V4 J^T of dV4/dt, J = Df(K0)"),
+        "source": Variable(COV, "source term S4(K0, f(K0)) of dV4/dt"),
+        "tadpole": Variable(KERNEL, "tadpole (1/2) H : V4 of dK1/dt, H = D2f(K0) (G-only: equal to K1_source)"),
+        "discrete_correction": Variable(COV, "dt^2 part of the discrete V4 step per dt: dt (J V4 J^T + S2(f(K0)))",
+                                        note="only with --depth"),
+    }
+    # its files written before K1_source became a standard field carry its prediction as the tadpole
+    legacy_fields = {"K1_source": "tadpole"}
     style = {"discrete": dict(color="tab:orange", ls="--"), "continuum": dict(color="tab:orange", ls=":")}
     options = (Option("rtol", float, DEFAULT_RTOL, "continuous solver relative tolerance (>= 8 correct digits)",
                       positive=True),
                Option("atol", float, DEFAULT_ATOL, "continuous solver absolute tolerance", positive=True),
                Option("solver", str, DEFAULT_METHOD, "solve_ivp method of the continuous solver",
                       choices=SOLVER_METHODS))
+
+    def estimate_seconds(self, activation, P, times, continuous):
+        # measured (P = 2, one core): ~1.5 s at the network's depth, 2.5-3.5 s in continuous depth on 201-401
+        # points (config/README.md); the ODE solve grows with its output times
+        return 1.5 + (0.005 * times if continuous else 0.0)
 
     def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, rtol=DEFAULT_RTOL,
               atol=DEFAULT_ATOL, solver=DEFAULT_METHOD):

@@ -9,11 +9,15 @@ the closures' `order` (then registration): the order of the theories in diagnost
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
+from kernel_eft import schema
 from kernel_eft.discovery import declared_in, folder_of, lookup
 from kernel_eft.theory.closure import DEPTH_FORMS, STANDARD_FIELDS, Closure
 
-__all__ = ["CLOSURES", "Closure", "DEPTH_FORMS", "STANDARD_FIELDS", "closure_names", "get_closure",
-           "reference_closure", "register_closure", "theory_labels"]
+__all__ = ["CLOSURES", "Closure", "DEPTH_FORMS", "STANDARD_FIELDS", "closure_names", "closure_parts",
+           "document_tables", "get_closure", "reference_closure", "register_closure", "theory_labels"]
 
 CLOSURES: dict[str, Closure] = {}
 
@@ -54,11 +58,35 @@ def theory_labels() -> list[str]:
     return [closure.theory_label(depth) for closure in CLOSURES.values() for depth in (1, None)]
 
 
+def closure_parts() -> dict:
+    """{name: schema.Variable} of every registered closure's parts, each noted with the closure that writes it
+    (a part two closures write is listed once, noted with both)."""
+    parts, writers = {}, {}
+    for closure in CLOSURES.values():
+        for name, var in closure.parts.items():
+            parts.setdefault(name, var)
+            writers.setdefault(name, []).append(closure.name)
+    return {name: dataclasses.replace(var, note=" ".join(filter(None, (
+                f"only {' and '.join(writers[name])}", var.note.removeprefix("only ")))))
+            for name, var in parts.items()}
+
+
+def document_tables(path: str) -> bool:
+    """Regenerate docs/data_format.md's tables: the schema's, with the registered closures' parts in the theory
+    file's table.  True if anything changed."""
+    return schema.update_document(path, {"theory": closure_parts()})
+
+
 def _discover() -> None:
     """Register the CLOSURE of every module in kernel_eft/theory/."""
-    for closure in declared_in(__name__.rpartition(".")[0], folder_of(__file__), "CLOSURE"):
+    for closure in declared_in(__package__, folder_of(__file__), "CLOSURE"):
         if isinstance(closure, Closure):
             register_closure(closure)
 
 
 _discover()
+
+
+if __name__ == "__main__":  # python -m kernel_eft.theory.registry docs/data_format.md
+    for target in sys.argv[1:]:
+        print(f"{target}: {'updated' if document_tables(target) else 'up to date'}")
