@@ -26,6 +26,7 @@ from kernel_eft.diagnose.inputs import check_point_files, se_or_nan, theory_curv
 from kernel_eft.diagnose.residual import (RESIDUAL_PARTS, ResidualSetup, make_residual_setup, residual_estimator,
                                           unpack_residual)
 from kernel_eft.diagnose.tags import default_point_tag
+from kernel_eft.theory.closure import TheoryLabel
 from kernel_eft.theory.registry import reference_closure
 from kernel_eft.validation import InputError, parse_kin
 
@@ -162,7 +163,7 @@ def mean_kernel_errors(point: Point, th: Theories, est: Estimates) -> dict:
     gives one, the continuum K0."""
     refs = {"discrete": to_pairs(point.K0_discrete)}
     for i, label in enumerate(th.labels):
-        if label.endswith("continuum") and np.all(np.isfinite(th.K0[i])):
+        if TheoryLabel.parse(label).form == "continuum" and np.all(np.isfinite(th.K0[i])):
             refs["continuum"] = th.K0[i]
             break
     err = np.empty((len(refs), point.widths.size, point.R, point.p)); err_se = np.empty_like(err)  # noqa: E702
