@@ -60,6 +60,19 @@ def compare(activation, kin, sw2, sb2, time, depth, widths, samples, grid_points
     return th, rows
 
 
+def fit_second_order(widths, mc, se, V4, V4_1):
+    """Per layer, MC(n) - V4 - V4_1/n = c2 / n^2 fitted over the widths (c2 free: the O(1/n^2) term); returns c2, its
+    error, chi2 and the p-value with W - 1 degrees of freedom (the same fit as tests/theory/test_next_order_grid.py)."""
+    from scipy.stats import chi2 as chi2_dist
+
+    n = np.asarray(widths, float)[:, None]
+    r = mc - V4[None] - V4_1[None] / n
+    w, x = 1.0 / se ** 2, 1.0 / n ** 2
+    c2 = np.sum(w * x * r, axis=0) / np.sum(w * x ** 2, axis=0)
+    chi2 = np.sum(w * (r - c2 * x) ** 2, axis=0)
+    return c2, 1.0 / np.sqrt(np.sum(w * x ** 2, axis=0)), chi2, chi2_dist.sf(chi2, len(widths) - 1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--activation", default="relu")
@@ -91,6 +104,15 @@ def main(argv=None):
             print(f"  {key:>7} " + " ".join(f"{v:9.2f}" for v in r[key]))
         print("  n2res  " + " ".join(f"{v:9.0f}" for v in r["n2_resid"][1:]) + "   (last se %.0f)" % r["n2_resid_se"][-1])
         print("  n res  " + " ".join(f"{v:9.1f}" for v in r["n_resid"][1:]) + "   (last se %.1f)" % r["n_resid_se"][-1])
+    mc = np.array([r["mc"] for r in rows])[:, 1:]
+    se = np.array([r["se"] for r in rows])[:, 1:]
+    print(f"fit MC - V4 - X/n = c2/n^2 over n = {widths} (one c2 per layer), chi2 / p-value per layer:")
+    for name in ("V4_1", "known"):
+        c2, c2_se, chi2, p = fit_second_order(widths, mc, se, th["V4"][1:], th[name][1:])
+        print(f"  X = {name:>5}: p " + " ".join(f"{v:9.2g}" for v in p))
+        print(f"  {'':>9}  c2 " + " ".join(f"{v:9.0f}" for v in c2) + "  (last se %.0f)" % c2_se[-1])
+    c2, c2_se, chi2, p = fit_second_order(widths, mc, se, th["V4"][1:], 0 * th["V4"][1:])
+    print(f"  X =     0: p " + " ".join(f"{v:9.2g}" for v in p))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"theory": {k: np.asarray(v).tolist() for k, v in th.items()}, "rows": rows, "args": vars(args)},
