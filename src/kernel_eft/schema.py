@@ -139,6 +139,8 @@ VARIABLES: dict[str, dict[str, Variable]] = {
         "V4_cross": Variable(COV, "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field",
                              note="only exact"),
         "V4_feedback": Variable(COV, "feedback part of V4: Cov(y, y)", note="only exact"),
+        "V4_1": Variable(COV, "1/n coefficient of n Cov(G): n Cov(G) = V4 + V4_1/n + O(1/n^2)",
+                         note="only exact with --depth and one input (P = 1), docs/exact_theory.md section 7.1"),
     },
     "diagnostics": {
         "G_mean": Variable(W_T_P, "Monte Carlo mean kernel", se=True),

@@ -141,3 +141,23 @@ def test_v4_next_order_against_monte_carlo(case):
     assert np.min(p_next) > 1e-3, p_next
     assert np.min(p_known) < 1e-6, p_known
     assert np.min(p_lead) < 1e-6, p_lead
+
+
+def test_exact_closure_writes_v4_1_for_one_input():
+    """`kernel-eft theory --closure exact --depth L` with one input carries V4_1 (same dims and units as V4) from the
+    automatic grid; with two inputs it does not (no theory for P >= 2)."""
+    from kernel_eft.theory.exact import EXACT
+    from kernel_eft.theory.next_order_grid import automatic_grid_points
+
+    act = get_activation("relu")
+    args = dict(sw2=1.1, sb2=0.2, time=2.0, depth=4)
+    ds = EXACT.solve(act, np.array([[1.0]]), **args)
+    points = automatic_grid_points(act, 1.0, **args)
+    grid = v4_next_order_grid(act, 1.0, grid_points=points, **args)
+    assert ds.V4_1.dims == ds.V4.dims and ds.V4_1.attrs["units"] == ds.V4.attrs["units"]
+    assert ds.V4_1.attrs["long_name"].startswith("1/n coefficient of n Cov(G)")
+    assert np.array_equal(ds.V4_1.values[:, 0, 0, 0, 0], grid.V4_1)
+    assert int(ds.attrs["V4_1_grid_points"]) == points and points % 2 == 1
+    assert ds.attrs["V4_1_grid_spacing"] <= 0.6 * ds.attrs["V4_1_min_step_std"] + 1e-12
+    two = EXACT.solve(act, np.array([[1.0, 0.3], [0.3, 1.0]]), **args)
+    assert "V4_1" not in two

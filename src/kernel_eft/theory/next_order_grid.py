@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernel_eft.core.activations import get_activation
+from kernel_eft.core.expectations import f_matrix
 from kernel_eft.core.meanfield import mean_kernel_discrete
 
 Array = np.ndarray
@@ -96,7 +97,7 @@ def one_hot_third_cumulant(w: Array, M: Array) -> Array:
     (third cumulant of one multinomial draw): n^2 cum3(w' | w)."""
     N = M.shape[1]
     WM = w[:, None] * M
-    T = 2.0 * np.einsum("ia,ib,ic->abc", WM, M, M, optimize=True)
+    T = 2.0 * _outer_sum(WM, M)
     C = M.T @ WM  # (M^T W M)_ab
     r = np.arange(N)
     T[r, r, :] -= C
@@ -104,6 +105,13 @@ def one_hot_third_cumulant(w: Array, M: Array) -> Array:
     T[:, r, r] -= C
     T[r, r, r] += w @ M
     return T
+
+
+def _outer_sum(R: Array, M: Array) -> Array:
+    """sum_j R_ja M_jb M_jc as one BLAS product (N x J) @ (J x N^2): the N^4 step of the hierarchy."""
+    J, N = M.shape
+    MM = (M[:, :, None] * M[:, None, :]).reshape(J, N * N)
+    return (R.T @ MM).reshape(R.shape[1], N, N)
 
 
 def _sym(X: Array) -> Array:
@@ -137,6 +145,29 @@ def make_grid(act, kin: float, sw2: float, sb2: float, time: float, depth: int, 
     K0 = mean_kernel_discrete(act, [[kin]], sw2, sb2, time, depth, check_finite=True)[:, 0, 0]
     half = half_range_sd * np.sqrt(np.max(K0))
     return np.linspace(-half, half, grid_points), K0
+
+
+# The automatic grid: spacing 0.6 x the smallest one-layer step std (relu, L = 8: V4 to 1e-5 relative, V4_1 to 2e-5,
+# order h^4; smooth activations converge spectrally, docs/exact_theory.md section 7.1), at most MAX_GRID_POINTS (K3 is
+# N^3 float64: 218 MB a copy at 301, a few copies live; about 10 s a layer on one core), and the closure's default
+# also at most MAX_GRID_WORK.
+SPACING_PER_STEP_STD = 0.6
+MAX_GRID_POINTS = 301
+MAX_GRID_WORK = 201 ** 4 * 16  # grid_points^4 x depth the exact closure spends by default: about 30 s on one core
+
+
+def automatic_grid_points(activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                          half_range_sd: float = 10.0) -> int:
+    """The odd number of grid points whose spacing is SPACING_PER_STEP_STD x min_l sqrt(dt Om0_l) over the mean
+    path, Om0 = f(K0) (may exceed MAX_GRID_POINTS: the caller decides)."""
+    act = get_activation(activation)
+    kin = float(np.asarray(kin, float).reshape(-1)[0])
+    dt = time / depth
+    K0 = mean_kernel_discrete(act, [[kin]], sw2, sb2, time, depth, check_finite=True)
+    step_var = min(dt * float(f_matrix(act, K, sw2, sb2)[0, 0]) for K in K0[:-1])
+    half = half_range_sd * np.sqrt(np.max(K0))
+    intervals = int(np.ceil(2 * half / (SPACING_PER_STEP_STD * np.sqrt(step_var))))
+    return intervals + 1 if intervals % 2 == 0 else intervals + 2
 
 
 def v4_next_order_grid(activation, kin, sw2: float, sb2: float, time: float, depth: int, grid_points: int = 201,
@@ -206,7 +237,7 @@ def v4_next_order_grid(activation, kin, sw2: float, sb2: float, time: float, dep
         # --- order 0 of K3 = n^2 cum3(w) ---
         R = K20 @ A  # R_ja = (K2 A)_ja: Cov of delta_j with the linear part of E[w'_a | w]
         D1 = conditional_covariance(m0, M, M1, order=1)
-        X = -np.einsum("ja,jb,jc->abc", R, M, M, optimize=True)
+        X = -_outer_sum(R, M)
         r = np.arange(N)
         X[:, r, r] += R.T @ M
         X += sw2 * np.einsum("a,bc->abc", R.T @ psi, D1)
