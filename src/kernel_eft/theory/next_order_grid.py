@@ -48,6 +48,13 @@ class GridNextOrder:
     V4_1: Array
     x: Array
     info: dict = field(default_factory=dict)
+    # the identity's ingredients (docs/exact_theory.md section 7), from the same hierarchy: X = n Cov(G, Om) =
+    # X_0 + X_1/n, Y = n Cov(Om, Om) = Y_0 + Y_1/n, Sigma1 = n (E S - F(K0)) at O(1) (F(K0) = psi.m0 on the grid)
+    X_0: Array | None = None
+    X_1: Array | None = None
+    Y_0: Array | None = None
+    Y_1: Array | None = None
+    Sigma1: Array | None = None
 
 
 def transition_matrices(x: Array, variance: float, dvariance: float = 1.0) -> tuple[Array, Array, Array, Array]:
@@ -199,7 +206,8 @@ def v4_next_order_grid(activation, kin, sw2: float, sb2: float, time: float, dep
     K20 = np.diag(m0) - np.outer(m0, m0)
     K21 = np.zeros((N, N))
     K3 = one_hot_third_cumulant(np.ones(1), m0[None, :])
-    out = {k: [] for k in ("K0", "K1", "V4", "V4_1")}
+    names = ("K0", "K1", "V4", "V4_1", "X_0", "X_1", "Y_0", "Y_1", "Sigma1")
+    out = {k: [] for k in names}
     min_step = np.inf
 
     def record():
@@ -207,6 +215,11 @@ def v4_next_order_grid(activation, kin, sw2: float, sb2: float, time: float, dep
         out["K1"].append(q @ m1)
         out["V4"].append(q @ K20 @ q)
         out["V4_1"].append(q @ K21 @ q)
+        out["X_0"].append(sw2 * q @ K20 @ psi)
+        out["X_1"].append(sw2 * q @ K21 @ psi)
+        out["Y_0"].append(sw2 ** 2 * psi @ K20 @ psi)
+        out["Y_1"].append(sw2 ** 2 * psi @ K21 @ psi)
+        out["Sigma1"].append(psi @ m1)
 
     record()
     for _ in range(depth):
@@ -256,4 +269,6 @@ def v4_next_order_grid(activation, kin, sw2: float, sb2: float, time: float, dep
     info = {"grid_points": N, "spacing": spacing, "half_range": float(x[-1]), "min_step_std": float(min_step),
             "K0_mean_path": K0_ref}
     layers = np.arange(depth + 1)
-    return GridNextOrder(layers, layers * dt, *(np.array(out[k]) for k in ("K0", "K1", "V4", "V4_1")), x, info)
+    arrays = {k: np.array(v) for k, v in out.items()}
+    return GridNextOrder(layers, layers * dt, arrays.pop("K0"), arrays.pop("K1"), arrays.pop("V4"), arrays.pop("V4_1"),
+                         x, info, **arrays)
