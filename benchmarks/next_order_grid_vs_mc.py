@@ -113,6 +113,15 @@ def main(argv=None):
         print(f"  {'':>9}  c2 " + " ".join(f"{v:9.0f}" for v in c2) + "  (last se %.0f)" % c2_se[-1])
     c2, c2_se, chi2, p = fit_second_order(widths, mc, se, th["V4"][1:], 0 * th["V4"][1:])
     print(f"  X =     0: p " + " ".join(f"{v:9.2g}" for v in p))
+    # is n (MC - V4) flat (the O(1/n) theory plus a constant V4_1 only)?  A constant fit per layer
+    from scipy.stats import chi2 as chi2_dist
+
+    n = np.asarray(widths, float)[:, None]
+    y, e = n * (mc - th["V4"][None, 1:]), n * se
+    w = 1.0 / e ** 2
+    const = np.sum(w * y, axis=0) / np.sum(w, axis=0)
+    p_flat = chi2_dist.sf(np.sum(w * (y - const) ** 2, axis=0), len(widths) - 1)
+    print("  n (MC - V4) constant in n: p " + " ".join(f"{v:9.2g}" for v in p_flat))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"theory": {k: np.asarray(v).tolist() for k, v in th.items()}, "rows": rows, "args": vars(args)},
