@@ -83,6 +83,11 @@ def test_theory_files_of_every_closure():
             assert {"K0", "V4", "K1", "K1_source"} <= set(ds.data_vars), name
             assert_attributes(ds, "theory")
             written |= set(ds.data_vars)
+    # one input at a depth: the exact closure adds the next order V4_1 (docs/exact_theory.md section 7.1)
+    ds = CLOSURES["exact"].solve(get_activation("relu"), KIN[:1, :1], sw2=1.0, sb2=0.0, time=1.0, depth=4)
+    assert "V4_1" in ds.data_vars
+    assert_attributes(ds, "theory")
+    written |= set(ds.data_vars)
     assert_schema("theory", written)
 
 

@@ -434,12 +434,38 @@ def default_rule(act: Activation) -> BlockRule:
     return BlockRule(10, 10, 32) if act.moments is not None else BlockRule(12, 12, 32)
 
 
-def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: float, time: float, extra_attrs=None):
-    """The theory file of an exact-theory result: the standard fields (K1_source = sw2 B) and the V4 parts."""
+def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int):
+    """V4_1 (1/n coefficient of n Cov(G)) for one input on the layer grid, by the grid cumulant hierarchy
+    (kernel_eft.theory.next_order_grid, docs/exact_theory.md section 7.1) on the automatic grid; returns (V4_1 as
+    (L+1, 1, 1, 1, 1) or None, file attributes).  None when the grid would need more than MAX_GRID_POINTS points
+    or more work than MAX_GRID_WORK (deep networks: the one-layer step shrinks like sqrt(T/L), the cost grows
+    like L^3)."""
+    from kernel_eft.theory import next_order_grid as nog
+
+    points = nog.automatic_grid_points(act, kin, sw2, sb2, time, depth)
+    if points > nog.MAX_GRID_POINTS or points ** 4 * depth > nog.MAX_GRID_WORK:
+        return None, {"V4_1_method": f"not computed: the grid hierarchy would need {points} grid points at depth "
+                                     f"{depth} (limits: {nog.MAX_GRID_POINTS} points, points^4 x depth <= "
+                                     f"{nog.MAX_GRID_WORK:.3g}); call kernel_eft.theory.next_order_grid directly"}
+    grid = nog.v4_next_order_grid(act, kin, sw2, sb2, time, depth, grid_points=points)
+    attrs = {"V4_1_method": ("cumulant hierarchy of the empirical measure on a uniform spatial grid (docs/"
+                             "exact_theory.md section 7.1); error O(spacing^4) for a kinked phi, spectral for a "
+                             "smooth one"),
+             "V4_1_grid_points": int(grid.info["grid_points"]), "V4_1_grid_spacing": grid.info["spacing"],
+             "V4_1_min_step_std": grid.info["min_step_std"]}
+    return grid.V4_1.reshape(-1, 1, 1, 1, 1), attrs
+
+
+def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: float, time: float, extra_attrs=None,
+                   V4_1=None):
+    """The theory file of an exact-theory result: the standard fields (K1_source = sw2 B), the V4 parts and, where
+    given (one input, layer grid), V4_1."""
     P = res.K0.shape[-1]
     values = {"K0": res.K0, "V4": res.four_index("V4"), "K1": res.K1_matrix(), "K1_source": from_pairs(sw2 * res.B, P),
               "V4_free": res.four_index("V4_free"), "V4_cross": res.four_index("V4_cross"),
               "V4_feedback": res.four_index("V4_feedback")}
+    if V4_1 is not None:
+        values["V4_1"] = V4_1
     discrete = res.layers is not None
     params = {
         "time_quadrature": ("none: exact sums over layers (left point), same-layer dt^2 term of the K1 source "
@@ -476,6 +502,8 @@ class Exact(Closure):
         "V4_free": Variable(COV, "free part of V4: Wishart form of K0(t), Cov of the free field A_hh"),
         "V4_cross": Variable(COV, "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field"),
         "V4_feedback": Variable(COV, "feedback part of V4: Cov(y, y)"),
+        "V4_1": Variable(COV, "1/n coefficient of n Cov(G): n Cov(G) = V4 + V4_1/n + O(1/n^2)",
+                         note="only with --depth and one input (P = 1), docs/exact_theory.md section 7.1"),
     }
 
     def check(self, activation, kin, depth, points):
@@ -516,8 +544,12 @@ class Exact(Closure):
         rule = rule or default_rule(act)
         extra = {}
         try:
+            V4_1 = None
             if depth is not None:
                 res = exact_theory_discrete(act, kin, sw2, sb2, time, int(depth), rule, progress=progress)
+                if np.asarray(kin).shape[-1] == 1:  # the next order exists for one input only (section 7.1)
+                    V4_1, next_attrs = next_order_one_input(act, kin, sw2, sb2, time, int(depth))
+                    extra.update(next_attrs)
             else:
                 steps = int(points or self.default_points) - 1
                 res, extra = exact_theory_extrapolated(act, kin, sw2, sb2, time, steps, rule, progress=progress)
@@ -528,7 +560,7 @@ class Exact(Closure):
                                             "of the steps (upper bounds for this file's error)")
         except (FloatingPointError, ArithmeticError, ValueError) as exc:
             raise FloatingPointError(f"exact theory: {exc}") from None
-        return result_dataset(res, act, kin, sw2, sb2, time, extra)
+        return result_dataset(res, act, kin, sw2, sb2, time, extra, V4_1=V4_1)
 
 
 EXACT = Exact()

@@ -12,8 +12,9 @@ Write V4(n) := n Cov(G) = V4 + V4_1/n + O(1/n^2).  The law of total covariance o
 with X_0 = sw2 lim n Cov(G, S), Y_0 = sw2^2 lim n Cov(S, S) from the O(1/n) theory (`ExactResult.cov_gs`,
 `cov_ss`).  X_1 and Y_1, the 1/n corrections of n Cov(G, Om) and n Cov(Om, Om), are NOT derived here for a
 general activation (docs/exact_theory.md section 7 says how far the derivation goes): `known_terms` returns the
-mean-shift and contraction parts, the identity's known share of V4_1, named for what it is.  They close only
-where X and Y are linear in V4(n):
+mean-shift and contraction parts, the identity's known share of V4_1, named for what it is (for one input V4_1
+itself is computed without X_1, Y_1 by kernel_eft.theory.next_order_grid).  They close only where X and Y are
+linear in V4(n):
 
 - linear phi: S = G, so X = sw2 V4(n) and Y = sw2^2 V4(n); `linear_v4_at_width` gives V4(n) exactly at every n and
   `linear_v4_next_order` its exact 1/n coefficient;
