@@ -149,6 +149,15 @@ def band(ax, x, y, se, color, ls="-", label=None, alpha=0.25, lw=1.4, marker=Non
     ax.fill_between(x, y - se, y + se, color=color, alpha=alpha, lw=0)
 
 
+def panel_layout(fig, left=0.95, right=0.15, bottom=0.55, top=0.35, wspace=0.34, hspace=0.32):
+    """Fixed margins (inches) and gaps (fractions of a panel) for a grid of panels: what tight_layout would
+    find for this project's panels, without its extra layout pass (a quarter of a point's figure time; the
+    saved image is cropped to its tight bounding box anyway, so only the gaps matter)."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height,
+                        wspace=wspace, hspace=hspace)
+
+
 def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
     """Add the caption under the axes, save PDF and PNG (bbox tight: nothing clipped), write caption text."""
     os.makedirs(outdir, exist_ok=True)
@@ -162,7 +171,9 @@ def finish(fig, caption: str, outdir: str, stem: str) -> list[str]:
     paths = []
     for ext in ("pdf", "png"):
         path = os.path.join(outdir, f"{stem}.{ext}")
-        fig.savefig(path, dpi=150 if ext == "png" else None, bbox_inches=box)
+        # PNG: zlib level 1 (the default 6 spends several times longer for files ~15% smaller)
+        fig.savefig(path, dpi=150 if ext == "png" else None, bbox_inches=box,
+                    **({"pil_kwargs": {"compress_level": 1}} if ext == "png" else {}))
         paths.append(path)
     with open(os.path.join(outdir, f"{stem}.caption.txt"), "w") as fh:
         fh.write(caption + "\n")

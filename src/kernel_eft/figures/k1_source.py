@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernel_eft.figures.common import (DIMLESS, Figure, closure_of, entry_grid, finish, point_caption, point_tag,
-                                       reference_label, shared_legend, width_colors)
+from kernel_eft.figures.common import (DIMLESS, Figure, closure_of, entry_grid, finish, panel_layout, point_caption,
+                                       point_tag, reference_label, shared_legend, width_colors)
 from kernel_eft.figures.comparison import (YLABEL_PULL, compared_theories, legend_entries, pull_panel, pull_summary,
                                            value_panel)
 
@@ -30,7 +30,7 @@ def render(ds, outdir: str) -> list[str]:
             if ax.get_subplotspec().colspan.start == 0:
                 ax.set_ylabel(YLABEL_PULL)
         where(3, m).set_xlabel("depth time t " + DIMLESS)
-    fig.tight_layout()
+    panel_layout(fig)
     shared_legend(fig, legend_entries(ds, theories, "K1"))
     mism = ds["K1_source_mismatch_t0_sigma"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from kernel_eft.figures.common import (DIMLESS, Figure, entry_label, finish, point_caption, point_tag,
+from kernel_eft.figures.common import (DIMLESS, Figure, entry_label, finish, panel_layout, point_caption, point_tag,
                                        representative_entries, shared_legend, width_colors)
 from kernel_eft.figures.comparison import (YLABEL_PULL, compared_theories, error_panel, legend_entries,
                                            pull_panel, pull_summary, r_limit_text, value_panel, width_tstar_text)
@@ -31,7 +31,7 @@ def render(ds, outdir: str) -> list[str]:
     axes[1, 0].set_ylabel("relative error of V4 " + DIMLESS)
     axes[2, 0].set_ylabel(YLABEL_PULL)
     fig.align_ylabels(axes[:, 0])
-    fig.tight_layout()
+    panel_layout(fig)
     shared_legend(fig, legend_entries(ds, theories, "V4"))
     caption = point_caption(ds, (
         "Figure 2. Kernel covariance V4 = n Cov(G_m, G_m'), one representative entry per class (pairs m = ab; "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-from kernel_eft.figures.common import (DIMLESS, Figure, band, entry_grid, finish, legend_above, point_caption,
-                                       point_tag, width_colors)
+from kernel_eft.figures.common import (DIMLESS, Figure, band, entry_grid, finish, legend_above, panel_layout,
+                                       point_caption, point_tag, width_colors)
 
 
 def render(ds, outdir: str) -> list[str]:
@@ -29,7 +29,7 @@ def render(ds, outdir: str) -> list[str]:
         if ax.get_subplotspec().colspan.start == 0:
             ax.set_ylabel("(mean G − K0)_ab / √(K0_aa K0_bb)\n" + DIMLESS)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    panel_layout(fig)
     legend_above(fig, axes, ncol=min(4, 2 * ds.sizes["width"]))
     maxerr = ds["max_K0_relerr"]
     summary = "; ".join(f"{ref}: " + ", ".join(f"n={int(w)}: {float(maxerr.sel(k0_reference=ref, width=w)):.2g}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from kernel_eft.figures.common import (DIMLESS, PART_STYLE, Figure, band, entry_label, finish, legend_above,
-                                       point_caption, point_tag, representative_entries)
+                                       panel_layout, point_caption, point_tag, representative_entries)
 
 
 def render(ds, outdir: str) -> list[str]:
@@ -33,7 +33,7 @@ def render(ds, outdir: str) -> list[str]:
             if r == len(widths) - 1:
                 ax.set_xlabel("depth time t " + DIMLESS)
             ax.grid(alpha=0.3)
-    fig.tight_layout()
+    panel_layout(fig)
     legend_above(fig, axes, ncol=3)
     norms = ds["residual_norm_T"]
     norms_se = ds["residual_norm_T_se"]
