@@ -200,6 +200,26 @@ def test_pulls_accept_the_exact_theory_and_reject_a_wrong_one(linear_three_width
     assert est == 0.0 and lo <= est <= hi  # 20% off from the start
 
 
+def test_no_pull_where_the_extrapolated_error_is_rounding():
+    """With the martingale controls K1(0) = 0 and V4(0) = S2(K_in) exactly: an extrapolated se of ~1e-15 there
+    is rounding, and a rounding difference from the theory is no pull (NaN), while a real error bar keeps its
+    pull."""
+    from types import SimpleNamespace
+
+    from kernel_eft.core.statistics import Extrapolation
+    from kernel_eft.diagnose.validity import pulls
+
+    value = np.array([[1.2], [2.0], [3.0]])  # (t, entry)
+    se = np.array([[2e-15], [0.1], [0.1]])
+    theory = np.array([[[1.2 - 2e-14], [2.1], [3.0]]])  # (theory, t, entry): 10 "sigma" off at t = 0 by rounding
+    e = Extrapolation(value=value, se=se, chi2=np.zeros_like(value), dof=1, weights=np.zeros((3,) + value.shape))
+    th = SimpleNamespace(V4=theory, K1=theory, K1_source=theory)
+    out = pulls(th, {"V4": e})
+    assert np.isnan(out["V4_pull"][0, 0, 0])
+    assert out["V4_pull"][0, 1, 0] == pytest.approx(-1.0)
+    assert out["worst_pull_V4"][0] == pytest.approx(1.0)
+
+
 # ----------------------------------------------------------------------------------------------
 # Study figures from synthetic inputs
 # ----------------------------------------------------------------------------------------------

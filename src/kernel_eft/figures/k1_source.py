@@ -43,7 +43,7 @@ def render(ds, outdir: str) -> list[str]:
     caption = point_caption(ds, (
         "Figure 4. Rows 1-2: the 1/n mean correction K1 = n (mean G − K0_discrete) per width (blue, light to dark "
         "as n grows; with the input layer's fluctuation n (mean G(0) − K_in), of mean exactly zero, subtracted "
-        "as a control variate, which also makes K1(0) = 0) and extrapolated to n → ∞ by a weighted linear fit in 1/n (black squares), against every "
+        "as a control variate, which also makes K1(0) = 0) and extrapolated to n → ∞ by a weighted fit in 1/n (linear, with a 1/n² term where four or more widths and the χ² test call for it; black squares), against every "
         "theory's K1 (line style = closure), and the pulls (K1_MC∞ − K1_theory)/σ (|pull| ≤ 3 shaded, clipped at "
         "±10). K1: " + pull_summary(ds, "K1", compared) + " Rows 3-4: the exact K1 source n·sw2·(E[S] − F(E[G])) "
         "measured in Monte Carlo against each theory's prediction of it ("

@@ -36,7 +36,7 @@ def render(ds, outdir: str) -> list[str]:
     caption = point_caption(ds, (
         "Figure 2. Kernel covariance V4 = n Cov(G_m, G_m'), one representative entry per class (pairs m = ab; "
         "diag-diag, diag-off, off-off). Top: Monte Carlo per width (blue, light to dark as n grows; bands ±1 "
-        "standard error), Monte Carlo extrapolated to n → ∞ by a weighted linear fit in 1/n (black squares) and "
+        "standard error), Monte Carlo extrapolated to n → ∞ by a weighted fit in 1/n (linear, with a 1/n² term where four or more widths and the χ² test call for it; black squares) and "
         "every theory at the Monte Carlo depth (line style = closure). Middle: relative error "
         "(V4_MC − V4_theory) / scale, scale = the larger of √|V4[m,m] V4[m',m']| of Monte Carlo and theory, of each width (thin, blue) and of the extrapolation "
         f"(black) against each closure (line style); dotted: the validity threshold ±{thr:g}. Bottom: pulls "

@@ -114,7 +114,7 @@ def render(study, outdir: str) -> list[str]:
     varying = ", ".join(axes_vary) if axes_vary else "none (one grid point)"
     caption = (
         f"Figure 5. Validity map: t*, the first depth at which the relative error of V4 or K1 against Monte Carlo "
-        f"extrapolated to n → ∞ (weighted linear fit in 1/n over the widths {widths}) exceeds {threshold:g} in any "
+        f"extrapolated to n → ∞ (weighted fit in 1/n over the widths {widths}, linear, with a 1/n² term where four or more widths and the χ² test call for it) exceeds {threshold:g} in any "
         f"entry (deviations counted where they exceed {nsigma:g}σ), for each closure at the Monte Carlo depth, "
         f"over the grid axes that vary ({varying}). Each cell: t* and its 68% interval from {BOOTSTRAP_REPLICATES} bootstrap "
         "resamplings of the seed batches; green: never up to T; grey, 'not resolved': the Monte Carlo cannot "
