@@ -528,7 +528,7 @@ class Exact(Closure):
         """The two-time kernels on the N x N grid of times (two_time: Cpp (N, N, p, p), Q (N, N, p, nk) with
         nk = P + 3 P(P-1)/2, and the Volterra sums' (N, N) and (N, N, p) arrays), with half again for
         temporaries (float64)."""
-        p, nk = P * (P + 1) // 2, P + 3 * P * (P - 1) // 2
+        p, nk = n_pairs(P), P + 3 * P * (P - 1) // 2
         return int(1.5 * 8 * times * times * (p * p + p * nk + p + 1))
 
     def check_points(self, points):
