@@ -144,3 +144,38 @@ def test_three_widths_draw_the_extrapolation_with_its_degree_of_freedom(tmp_path
         FIGURES["fig2_kernel_covariance"].render(ds, str(tmp_path / "figs"))
     (stem, labels, caption), = rendered
     assert any("extrapolated to n → ∞ (1 dof)" in label for label in labels)
+
+
+def test_the_saved_region_holds_everything_drawn(tmp_path, monkeypatch):
+    """A point figure is saved without laying every panel out (common.saved_box): the region it saves must
+    hold the tight bounding box of everything drawn, or a label is clipped; a figure without fixed margins
+    must not be saved that way."""
+    from kernel_eft.figures import common
+
+    mc, th = write_point(tmp_path, "p", sw2=1.0)
+    diag = tmp_path / "diag.nc"
+    assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(diag)]) == 0
+    checked = []
+    saved_box = common.saved_box
+
+    def check(fig, pad=0.08):
+        box = saved_box(fig, pad)
+        drawn = fig.get_tightbbox(fig.canvas.get_renderer())
+        assert (box.x0 <= drawn.x0 and box.y0 <= drawn.y0 and box.x1 >= drawn.x1 and box.y1 >= drawn.y1), (
+            fig.get_label(), box, drawn)
+        checked.append((fig.get_label(), getattr(fig, "kernel_eft_fixed_margins", False)))
+        return box
+
+    monkeypatch.setattr(common, "saved_box", check)
+    assert main(["figures", "--diagnostics", str(diag), "--outdir", str(tmp_path / "figs")]) == 0
+    fast = sorted(label.split("_fig", 1)[1] for label, fixed in checked if fixed)
+    assert fast == ["1_mean_kernel", "2_kernel_covariance", "3_residual", "4_k1_source"], checked
+    assert len(checked) == 6  # and the two study figures, laid out in full
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()  # no panel_layout: a long tick label may stick out, so the full layout is used
+    ax.set_ylabel("a label " * 20)
+    outside = saved_box(fig)
+    assert outside.height > fig.get_size_inches()[1]
+    plt.close(fig)
