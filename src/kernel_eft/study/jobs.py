@@ -6,8 +6,8 @@ Cost model (CPU seconds on one core, P = 2; config/README.md "Size and cost" has
 fitted to): a Monte Carlo job takes startup + samples x L x (a x n + b), a and b per activation from
 least-squares fits to timed jobs (n = 64 to 1024, L = 32 and 64; each job within 11% of its fit); a theory job
 by its closure's own model (Closure.estimate_seconds, fitted to the same measurements); diagnostics a typical
-time per job; figures ~3 s per figure (four per
-point in each point's figures job, two in the study's).  The costs scale with P only through the Monte Carlo's block sampler, which the
+time per job; a point's figures job (four figures) and the study's figures job (the map, the collapse figure
+and the summary, a + b x points) as measured by benchmarks/figure_stage.py.  The costs scale with P only through the Monte Carlo's block sampler, which the
 fits do not cover for P > 2: a plan of P > 2 geometries is a lower bound.
 """
 
@@ -29,8 +29,11 @@ STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figur
 # (the exact continuum with tabulated moments, config/README.md)
 UNMODELLED_SECONDS = 25.0
 DIAGNOSE_SECONDS = 1.5
-FIGURE_SECONDS = 3.0
-POINT_FIGURES, STUDY_FIGURES = 4, 2
+# benchmarks/figure_stage.py on config/paper.yaml's grid (2026-12-03, config/README.md): a point's four figures
+# 5.8-7.8 CPU-s (8 points, mean 7.0); the study job 5.3 CPU-s over 8 points and 8.0 over 16 (a + b x points
+# through the two)
+POINT_FIGURES_SECONDS = 7.0
+STUDY_FIGURES_SECONDS = (2.6, 0.34)
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,10 @@ def jobs(study: Study) -> list[Job]:
             add(Job("theory_continuous", paths.THEORY_CONTINUOUS_FILE.format(closure=closure.name, **w), point,
                     closure=closure, seconds=theory_seconds(study, closure, point, None)))
         add(Job("diagnose", paths.DIAG_FILE.format(**w), point, seconds=DIAGNOSE_SECONDS))
-        add(Job("figures_point", paths.POINT_FIGURES_DIR.format(**w), point, seconds=FIGURE_SECONDS * POINT_FIGURES))
+        add(Job("figures_point", paths.POINT_FIGURES_DIR.format(**w), point, seconds=POINT_FIGURES_SECONDS))
+    fixed, per_point = STUDY_FIGURES_SECONDS
     add(Job("figures", paths.STUDY_FIGURES_DIR.format(study=study.name), None,
-            seconds=FIGURE_SECONDS * STUDY_FIGURES))
+            seconds=fixed + per_point * len(study.points)))
     return listed
 
 
