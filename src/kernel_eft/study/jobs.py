@@ -30,10 +30,10 @@ STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figur
 UNMODELLED_SECONDS = 25.0
 DIAGNOSE_SECONDS = 1.5
 # benchmarks/figure_stage.py on config/paper.yaml's grid (2026-12-03, config/README.md): a point's four figures
-# 5.8-7.8 CPU-s (8 points, mean 7.0); the study job 5.3 CPU-s over 8 points and 8.0 over 16 (a + b x points
-# through the two)
+# 5.8-7.8 CPU-s (8 points, mean 7.0); the study job 5.3 CPU-s over 8 points, 42-44 over 192 (a + b x points
+# through 5.3 at 8 and 43 at 192)
 POINT_FIGURES_SECONDS = 7.0
-STUDY_FIGURES_SECONDS = (2.6, 0.34)
+STUDY_FIGURES_SECONDS = (3.0, 0.2)
 
 
 @dataclass(frozen=True)
