@@ -16,6 +16,9 @@ from kernel_eft.theory.registry import closure_names, get_closure
 # grid axes in the order they take the roles x, y, panel (activation last: categorical rows read best)
 AXES = ("rho", "sb2", "sw2", "T", "depth", "kin", "activation")
 MAP_QUANTITIES = ("V4", "K1")
+# panels of one (quantity, closure) side by side, then wrapped onto further rows: the paper grid's 32 panels
+# in one row made a figure 146 inches wide
+MAX_PANEL_COLUMNS = 8
 
 
 def varying_axes(table) -> list[str]:
@@ -67,14 +70,19 @@ def render(study, outdir: str) -> list[str]:
     tmax = float(widest["T"].max())
     cmap = plt.get_cmap("viridis").with_extremes(over="#1a9641", bad="0.85")  # over: never (inf); bad: not resolved
     cw, ch = 1.25 + 0.2 * (x_axis == "kin"), 0.62
-    fig_w = max(7.0, len(panels) * (1.6 + cw * len(xs)))
-    fig_h = len(rows) * (1.0 + ch * len(ys))
-    fig, axs = plt.subplots(len(rows), len(panels), figsize=(fig_w, fig_h), squeeze=False)
+    ncols = min(len(panels), MAX_PANEL_COLUMNS)
+    panel_rows = -(-len(panels) // ncols)
+    fig_w = max(7.0, ncols * (1.6 + cw * len(xs)))
+    fig_h = len(rows) * panel_rows * (1.0 + ch * len(ys))
+    fig, axs = plt.subplots(len(rows) * panel_rows, ncols, figsize=(fig_w, fig_h), squeeze=False)
+    for r in range(len(rows)):
+        for c in range(len(panels), panel_rows * ncols):
+            axs[r * panel_rows + c // ncols, c % ncols].set_visible(False)
     image = None
     sources = set()
     for r, (q, closure) in enumerate(rows):
         for c, (key, sub) in enumerate(panels):
-            ax = axs[r, c]
+            ax = axs[r * panel_rows + c // ncols, c % ncols]
             grid = np.full((len(ys), len(xs)), np.nan)
             for row in sub.itertuples(index=False):
                 row = row._asdict()
@@ -97,14 +105,15 @@ def render(study, outdir: str) -> list[str]:
             ax.set_yticks(range(len(ys)), [_label(y) for y in ys] if y_axis else [""])
             if r == len(rows) - 1 and x_axis:
                 ax.set_xlabel(x_axis + ("" if x_axis in ("activation", "kin") else " " + DIMLESS))
-            if c == 0 and y_axis:
+            if c % ncols == 0 and y_axis:
                 ax.set_ylabel(y_axis)
             key = key if isinstance(key, tuple) else (key,)
             where = ", ".join(f"{a}={_label(v)}" for a, v in zip(panel_axes, key))
             ax.set_title(f"t* of {q}, {get_closure(closure).label}" + (f"\n{where}" if where else ""), fontsize=8.5)
     fig.tight_layout()
     if image is not None:
-        bar = fig.colorbar(image, ax=axs, extend="max", shrink=0.9, pad=0.02)
+        bar = fig.colorbar(image, ax=[ax for ax in axs.ravel() if ax.get_visible()], extend="max", shrink=0.9,
+                           pad=0.02)
         bar.set_label("validity window t* " + DIMLESS + " (green: never up to T)")
     pts = table[["activation", "sw2", "sb2", "kin", "depth", "T"]].drop_duplicates()
     desc = "; ".join(f"{r.activation}, sw2={r.sw2:g}, sb2={r.sb2:g}, K_in=[{r.kin}], L={r.depth}, T={r.T:g}"
