@@ -33,6 +33,9 @@ from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.validation import InputError, check_float, check_int
 
 STANDARD_FIELDS = ("K0", "V4", "K1", "K1_source")
+# optional fields that the diagnostics and figures use where a theory file has them (by presence, whatever the
+# closure): V4_1, the 1/n coefficient of n Cov(G) = V4 + V4_1/n + O(1/n^2), compared with each width as it is
+NEXT_ORDER_FIELDS = ("V4_1",)
 DEPTH_FORMS = ("discrete", "continuum")
 
 
