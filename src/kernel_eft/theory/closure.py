@@ -137,6 +137,13 @@ class Closure:
         line and the study planner; None: no cost model (the planner then assumes UNMODELLED_SECONDS)."""
         return None
 
+    def estimate_seconds_at(self, activation, kin, *, sw2: float, sb2: float, time: float, depth: int | None,
+                            times: int) -> float | None:
+        """estimate_seconds at one grid point, which the start line and the planner call: by default the model
+        of P and the number of times alone; a closure whose cost depends on the point itself (the exact closure's
+        V4_1 grid for one input) overrides it."""
+        return self.estimate_seconds(activation, int(np.asarray(kin).shape[-1]), times, depth is None)
+
     def estimate_memory(self, P: int, times: int) -> int | None:
         """Peak bytes of one solve beyond the process, where they matter (checked before any compute); None:
         negligible or not known."""
