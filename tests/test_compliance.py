@@ -1,6 +1,7 @@
 """CF-1.10 compliance of every kind of file, by the IOOS compliance checker (`compliance-checker --test cf:1.10`,
 from PyPI, in the test extras): a Monte Carlo file, a theory file of each closure (gonly at a depth, exact in
-continuous depth), a diagnostics file and summary.nc report no errors (high-priority failures; warnings are
+continuous depth; the exact one at a depth with one input, where it writes V4_1), a diagnostics file (with two inputs,
+and with one input and V4_1) and summary.nc report no errors (high-priority failures; warnings are
 allowed)."""
 
 from __future__ import annotations
@@ -45,6 +46,22 @@ def files(tmp_path_factory):
     # summary.nc as `kernel-eft figures` writes it (without drawing the figures)
     write_summary([(str(diagnostics), d)], collate([d]), str(directory), 0.1, 3.0)
     paths["summary"] = directory / "summary.nc"
+    # one input with the exact theory at a depth: V4_1, and the per-width comparison with V4 + V4_1/n
+    from tests.helpers import next_order_point
+
+    mc1, theories1, _ = next_order_point(widths=(8, 16), pilot=64, batches=4, depth=4)
+    diagnostics1 = directory / "diagnostics_p1.nc"
+    d1 = ke.diagnose([ds for _, ds in mc1], [ds for _, ds in theories1], out=diagnostics1)
+    assert "V4_next_width_pull" in d1
+    paths["diagnostics_p1"] = diagnostics1
+    exact1 = directory / "exact_L4_p1.nc"
+    from tests.helpers import NEXT_ORDER_POINT
+
+    assert "V4_1" in ke.theory(**{**NEXT_ORDER_POINT, "depth": 4}, closure="exact", out=exact1)
+    paths["exact_L4_p1"] = exact1
+    (directory / "p1").mkdir()
+    write_summary([(str(diagnostics1), d1)], collate([d1]), str(directory / "p1"), 0.1, 3.0)
+    paths["summary_p1"] = directory / "p1" / "summary.nc"
     return paths
 
 

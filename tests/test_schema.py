@@ -99,22 +99,36 @@ def diagnosed(tmp_path_factory):
     mc_files, theory_files = write_point(directory, "p", widths=(64, 128, 256))
     out = directory / "diag.nc"
     assert main(["diagnose", "--mc", *mc_files, "--theory", *theory_files, "--out", str(out)]) == 0
+    # a point with one input whose exact theory carries V4_1: the per-width next-order variables are written
+    from tests.helpers import next_order_point
+
+    mc, theories, _ = next_order_point(widths=(16, 32, 64), pilot=800, batches=8)
+    paths = {}
+    for name, ds in mc + theories:
+        paths[name] = directory / f"p1_{name}"
+        ds.to_netcdf(paths[name])
+    next_order = directory / "diag_p1.nc"
+    assert main(["diagnose", "--mc", *(str(paths[name]) for name, _ in mc), "--theory",
+                 *(str(paths[name]) for name, _ in theories), "--out", str(next_order)]) == 0
     # the summary files exactly as `kernel-eft figures` writes them, without drawing (tests/figures/test_plots.py draws)
     from kernel_eft.figures.study import write_summary
     from kernel_eft.figures.summary import collate
 
-    d = xr.load_dataset(out)
+    d, d1 = xr.load_dataset(out), xr.load_dataset(next_order)
     (directory / "figs").mkdir()
-    write_summary([(str(out), d)], collate([d]), str(directory / "figs"), float(d.attrs["threshold"]),
-                  float(d.attrs["nsigma"]))
-    return out, directory / "figs"
+    write_summary([(str(out), d), (str(next_order), d1)], collate([d, d1]), str(directory / "figs"),
+                  float(d.attrs["threshold"]), float(d.attrs["nsigma"]))
+    return (out, next_order), directory / "figs"
 
 
 def test_diagnostics_file(diagnosed):
-    path, _ = diagnosed
-    with xr.open_dataset(path) as ds:
-        assert_schema("diagnostics", set(ds.data_vars))
-        assert_attributes(ds, "diagnostics")
+    written = set()
+    for path in diagnosed[0]:
+        with xr.open_dataset(path) as ds:
+            assert_schema("diagnostics", set(ds.data_vars), unchecked=frozenset(schema.VARIABLES["diagnostics"]))
+            assert_attributes(ds, "diagnostics")
+            written |= set(ds.data_vars)
+    assert_schema("diagnostics", written)
 
 
 def test_summary_table(diagnosed):

@@ -161,7 +161,7 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
         needed += LIBRARIES
         check_memory(needed, "depth" if depth else "points", f"the {chosen.name} closure's two-time kernels on "
                      f"{times} x {times} times", "reduce --depth" if depth else "reduce --points")
-    seconds = chosen.estimate_seconds(act, len(kin), times, depth is None)
+    seconds = chosen.estimate_seconds_at(act, kin, sw2=sw2, sb2=sb2, time=time, depth=depth, times=times)
     estimate = "; estimated " + ", ".join(
         part for part in (f"peak memory {format_bytes(needed + resident_bytes())}" if needed is not None else "",
                           f"CPU time {format_seconds(seconds)}" if seconds is not None else "") if part)

@@ -89,6 +89,9 @@ _QUANTITY_DIMS = {"V4": ("t", "pair", "pair2"), "K1": ("t", "pair"), "K1_source"
 _TSTAR_PARTS = (("", "estimated"), ("_lo", "lower end (16th percentile over bootstrap replicates) of the"),
                 ("_hi", "upper end (84th percentile over bootstrap replicates) of the"))
 
+# the per-width comparison with V4 + V4_1/n (docs/diagnostics.md section 2)
+_NEXT_ORDER = "only where a theory file has V4_1 (one input, discrete layers)"
+
 _RAW = "batch-resolved raw moment (pair coordinates) for merging and re-analysis: "
 
 VARIABLES: dict[str, dict[str, Variable]] = {
@@ -172,6 +175,22 @@ VARIABLES: dict[str, dict[str, Variable]] = {
                                                 "the entry scale and > {nsigma:g} se (inf: never; NaN: not "
                                                 "resolved)")
            for q in _QUANTITY_DIMS for suffix, what in _TSTAR_PARTS},
+        # each width against a theory's V4 + V4_1/n at that width (kernel_eft.diagnose.validity.next_order_comparison)
+        "V4_1_theory": Variable(("theory", "t", "pair", "pair2"), "theory V4_1 at the Monte Carlo times: n Cov(G) = "
+                                "V4 + V4_1/n + O(1/n^2) (NaN: the theory gives none)", note=_NEXT_ORDER),
+        "V4_width_pull": Variable(("theory",) + W_T_PP, "pull (V4_MC - V4_theory) / se(V4_MC) at each width",
+                                  note=_NEXT_ORDER),
+        "V4_next_width_pull": Variable(("theory",) + W_T_PP, "pull (V4_MC - V4_theory - V4_1_theory/n) / se(V4_MC) "
+                                       "at each width n, no extrapolation", note=_NEXT_ORDER),
+        "worst_pull_V4_width": Variable(("theory", "width"), "max over depth and entries of |V4_width_pull|",
+                                        note=_NEXT_ORDER),
+        "worst_pull_V4_next_width": Variable(("theory", "width"), "max over depth and entries of "
+                                             "|V4_next_width_pull|", note=_NEXT_ORDER),
+        **{f"tstar_V4_next_width{suffix}": Variable(("theory", "width"), f"{what} validity window t* of V4 + V4_1/n "
+                                                    "per width: first t where |V4_MC - V4_theory - V4_1_theory/n| > "
+                                                    "{threshold:g} x the entry scale and > {nsigma:g} se (inf: "
+                                                    "never; NaN: not resolved, or no V4_1)", note=_NEXT_ORDER)
+           for suffix, what in _TSTAR_PARTS},
         "r_max": Variable(("width", "t"), "fluctuation ratio r = max over entries |V4_MC[ab,cd]| / (n sqrt(K0_aa "
                                           "K0_bb K0_cc K0_dd))"),
         "t_r_limit": Variable(("width",), "first t where r_max > {r_limit:g}, the end of the O(1/n) theory's own "
@@ -190,6 +209,17 @@ VARIABLES: dict[str, dict[str, Variable]] = {
            for q in _QUANTITY_DIMS for w in ("", "_width") for suffix, what in _TSTAR_PARTS},
         **{f"worst_pull_{q}": Variable(("closure",), f"max over depth and entries of |{q}_inf - {q}_theory| / "
                                        f"se({q}_inf)", column=f"worst_pull_{q}_<closure>") for q in _QUANTITY_DIMS},
+        **{f"tstar_V4_next_width{suffix}": Variable(("closure", "width"), f"{what} validity window t* of V4 + "
+                                                    "V4_1/n against Monte Carlo at each width: first t where the "
+                                                    "relative error exceeds {threshold:g} (inf: never)",
+                                                    note=_NEXT_ORDER, column=f"tstar_V4_<closure>_next_width{suffix}")
+           for suffix, what in _TSTAR_PARTS},
+        "worst_pull_V4_width": Variable(("closure", "width"), "max over depth and entries of |V4_MC - V4_theory| / "
+                                        "se(V4_MC) at each width", note=_NEXT_ORDER,
+                                        column="worst_pull_V4_<closure>_width"),
+        "worst_pull_V4_next_width": Variable(("closure", "width"), "max over depth and entries of |V4_MC - "
+                                             "V4_theory - V4_1_theory/n| / se(V4_MC) at each width n",
+                                             note=_NEXT_ORDER, column="worst_pull_V4_<closure>_next_width"),
         "r_max_T": Variable(("width",), "fluctuation ratio r = max |V4_MC| / (n K0 K0) at t = T"),
         "t_r_limit": Variable(("width",), "first t where r > {r_limit:g}, the O(1/n) theory's own limit "
                                           "(inf: never)"),

@@ -179,3 +179,85 @@ def test_the_saved_region_holds_everything_drawn(tmp_path, monkeypatch):
     outside = saved_box(fig)
     assert outside.height > fig.get_size_inches()[1]
     plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def next_order_diagnostics(tmp_path_factory):
+    """A P = 1 point with two widths whose exact theory carries V4_1: linear phi, L = 8, n = 16 and 32, samples
+    sized so that the 1/n shift V4_1(T)/n is 10 standard errors (tests/diagnose/test_validity.py)."""
+    import kernel_eft as ke
+    from tests.helpers import next_order_point
+
+    mc, theories, _ = next_order_point(widths=(16, 32), pulls=10.0, pilot=20000)
+    out = tmp_path_factory.mktemp("next_order") / "diag.nc"
+    ke.diagnose([ds for _, ds in mc], [ds for _, ds in theories], out=out)
+    return out
+
+
+def test_fig2_and_the_summary_judge_each_width_against_v4_plus_v4_1_over_n(next_order_diagnostics, tmp_path,
+                                                                         monkeypatch):
+    """Figure 2 draws V4 + V4_1/n at each width (the curves are those numbers, in the width's colour), takes each
+    width's pulls against it, and with two widths (no extrapolation) still states a verdict: the pulls against
+    V4 + V4_1/n stay within 4.5 while those against V4 alone exceed 5 (linear phi: V4(n) = V4 + V4_1/n exactly).
+    The summary gains the per-width columns; everything drawn stays inside the saved region."""
+    import re
+
+    from kernel_eft.figures import common, kernel_covariance
+    from kernel_eft.figures.summary import format_summary_table, read_summary
+    from kernel_eft.theory.registry import get_closure
+
+    drawn, finish, saved_box = [], kernel_covariance.finish, common.saved_box
+
+    def capture(fig, caption, outdir, stem):
+        drawn.append((fig, caption))
+        return finish(fig, caption, outdir, stem)
+
+    def check(fig, pad=0.08):
+        box, tight = saved_box(fig, pad), fig.get_tightbbox(fig.canvas.get_renderer())
+        assert box.x0 <= tight.x0 and box.y0 <= tight.y0 and box.x1 >= tight.x1 and box.y1 >= tight.y1, (
+            fig.get_label(), box, tight)
+        return box
+
+    monkeypatch.setattr(kernel_covariance, "finish", capture)
+    monkeypatch.setattr(common, "saved_box", check)
+    rendered = record_figures(monkeypatch)
+    outdir = tmp_path / "figs"
+    assert main(["figures", "--diagnostics", str(next_order_diagnostics), "--outdir", str(outdir)]) == 0
+    (fig, caption), = drawn
+    with xr.open_dataset(next_order_diagnostics) as ds:
+        exact = ds.sel(theory="exact_discrete")
+        widths = ds["width"].values
+        expected = exact["V4_theory"].values[None] + exact["V4_1_theory"].values[None] / widths[:, None, None, None]
+        colors = common.width_colors(widths)
+        t = ds["t"].values
+    value_ax, _, pull_ax = fig.axes[:3]
+    for i, w in enumerate(widths):
+        assert any(line.get_color() == colors[int(w)] and np.allclose(line.get_xdata(), t)
+                   and np.allclose(line.get_ydata(), expected[i, :, 0, 0], rtol=1e-12) for line in value_ax.lines), w
+    per_width = [line for line in pull_ax.lines if line.get_color() in [colors[int(w)] for w in widths]]
+    assert len(per_width) == 2 and max(np.nanmax(np.abs(line.get_ydata())) for line in per_width) < 4.5
+    label = get_closure("exact").label
+    (_, labels, _), = [r for r in rendered if r[0].endswith("fig2_kernel_covariance")]
+    assert len(labels) <= common.MAX_LEGEND_ENTRIES and any(label in x and "+ V4_1/n" in x for x in labels), labels
+    found = re.findall(r"n=(\d+): ([\d.]+) \(([\d.]+) against V4 alone\)", caption)
+    assert [int(n) for n, _, _ in found] == [16, 32], caption
+    assert all(float(a) < 4.5 and float(b) > 5.0 for _, a, b in found), found
+    assert "no 1/n extrapolation" in caption and "no extrapolated pulls" in caption
+    rows = read_summary(outdir / "summary.csv")
+    assert [int(r["width"]) for r in rows] == [16, 32]
+    assert all(float(r["worst_pull_V4_exact_next_width"]) < 4.5 < 5.0 < float(r["worst_pull_V4_exact_width"])
+               for r in rows), rows
+    assert all(r["tstar_V4_exact_next_width"] == "inf" for r in rows)
+    assert "pull V4(n) vs V4+V4_1/n" in format_summary_table(rows)
+
+
+def test_no_next_order_columns_without_v4_1(tmp_path):
+    """Two inputs (no V4_1): the summary table and its terminal form are as before, without per-width columns."""
+    from kernel_eft.figures.summary import collate, format_summary_table, summary_table
+
+    mc, th = write_point(tmp_path, "s", continuum=False)
+    out = tmp_path / "diag.nc"
+    assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
+    table = summary_table(collate([xr.load_dataset(out)]))
+    assert not [c for c in table.columns if c.endswith("_next_width") or c.startswith("worst_pull_V4_gonly_width")]
+    assert "V4_1" not in format_summary_table(table)

@@ -298,3 +298,34 @@ def test_smooth_activation_with_three_inputs_restricts_to_two():
     for name in ("K1", "B"):
         a, b = getattr(three, name)[:, sub], getattr(two, name)
         assert np.max(np.abs(a - b)) < 1e-5 * np.max(np.abs(b)), name
+
+
+def test_cost_model_counts_the_v4_1_grid_where_it_is_computed():
+    """The start line and the planner (Closure.estimate_seconds_at) add the V4_1 grid's cost at one input and a
+    depth, NEXT_ORDER_SECONDS x points^3 x L, and nothing where the grid is skipped, at two inputs or in
+    continuous depth; the predicted grid time is within a factor 4 of the measured one (relu L = 4: ~0.8 s)."""
+    import time
+
+    relu = get_activation("relu")
+    one, two = np.array([[1.0]]), np.array([[1.0, 0.5], [0.5, 1.2]])
+    point = dict(sw2=1.0, sb2=0.0, time=1.0)
+    for depth in (4, 8):
+        points, computed = exact.next_order_grid_points(relu, one, depth=depth, **point)
+        assert computed
+        extra = exact.EXACT.estimate_seconds_at(relu, one, depth=depth, times=depth + 1, **point) \
+            - exact.EXACT.estimate_seconds(relu, 1, depth + 1, False)
+        assert extra == pytest.approx(exact.NEXT_ORDER_SECONDS * points ** 3 * depth, rel=1e-12) and extra > 0.5
+    skipped = dict(sw2=1.0, sb2=0.1, time=1.0, depth=16)  # 231 points: beyond MAX_GRID_WORK
+    assert not exact.next_order_grid_points(relu, one, **skipped)[1]
+    assert exact.next_order_one_input(relu, one, **skipped)[0] is None
+    assert exact.EXACT.estimate_seconds_at(relu, one, times=17, **skipped) == exact.EXACT.estimate_seconds(
+        relu, 1, 17, False)
+    assert exact.EXACT.estimate_seconds_at(relu, two, depth=8, times=9, **point) == exact.EXACT.estimate_seconds(
+        relu, 2, 9, False)
+    assert exact.EXACT.estimate_seconds_at(relu, one, depth=None, times=101, **point) == \
+        exact.EXACT.estimate_seconds(relu, 1, 101, True)
+    started = time.perf_counter()
+    assert exact.next_order_one_input(relu, one, depth=4, **point)[0] is not None
+    measured = time.perf_counter() - started
+    predicted = exact.next_order_seconds(relu, one, depth=4, **point)
+    assert predicted / 4 < measured < 4 * predicted, (measured, predicted)  # a shared machine: loose

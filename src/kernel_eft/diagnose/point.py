@@ -5,9 +5,11 @@
   covariance_errors      V4 of each width against each theory (relative errors).
   source_closure         the exact K1 source at t = 0 against the reference closure's K1_source.
   validity (module)      V4, K1 and the K1 source extrapolated to n -> infinity (1/n fit, >= 3 widths), pulls,
-                         t* with a bootstrap interval per quantity, theory and width, and r = V4 / (n K0^2).
+                         t* with a bootstrap interval per quantity, theory and width, and r = V4 / (n K0^2);
+                         where a theory gives V4_1, each width's V4 against V4 + V4_1/n at that width.
   residuals (per width)  the V4 equation residual and its transport / source split, with jackknife errors.
-Theories enter only through their standard fields (K0, V4, K1, K1_source), whatever the closure.
+Theories enter only through their standard fields (K0, V4, K1, K1_source) and, where a file has it, V4_1
+(kernel_eft.theory.closure.NEXT_ORDER_FIELDS), whatever the closure.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class Theories:
     V4: np.ndarray  # (theory, R, p, p)
     K1: np.ndarray
     K1_source: np.ndarray
+    V4_1: np.ndarray | None = None  # (theory, R, p, p), NaN for a theory without it; None: no theory has it
 
 
 @dataclass
@@ -123,7 +126,9 @@ def stack_theories(point: Point, theories: list) -> Theories:
                 out[i] = curves[label][name]
         return out
 
-    return Theories(labels, stack("K0", (p,)), stack("V4", (p, p)), stack("K1", (p,)), stack("K1_source", (p,)))
+    V4_1 = stack("V4_1", (p, p)) if any(curves[label]["V4_1"] is not None for label in labels) else None
+    return Theories(labels, stack("K0", (p,)), stack("V4", (p, p)), stack("K1", (p,)), stack("K1_source", (p,)),
+                    V4_1)
 
 
 def mc_estimates(point: Point) -> Estimates:
@@ -250,6 +255,7 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "K1_MC": est.K1, "K1_MC_se": est.K1_se, "K1_source_MC": est.src, "K1_source_MC_se": est.src_se,
         **src, "max_K0_relerr": k0["max_K0_relerr"],
         **extrapolated_variables(extr), **validity.pulls(th, extr), **windows,
+        **validity.next_order_comparison(point, th, est, replicates, threshold, nsigma),
         **validity.fluctuation_ratio(point, est),
         **residual_variables(est),
         "V4_MC_norm_T": np.sqrt(np.sum(est.V4[:, -1] ** 2, axis=(1, 2))),

@@ -217,6 +217,46 @@ def validity_windows(point, th, est, extr: dict, replicates: dict, threshold: fl
     return out
 
 
+def width_pulls(value: np.ndarray, se: np.ndarray, theory: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(X_MC(n) - X_theory(n)) / se(X_MC(n)) per theory and width, (theory, width, R, ...), and its worst |value|
+    over depth and entries, (theory, width).  value, se: (width, R, ...); theory: (theory, width, R, ...).  No
+    pull (NaN) where se is zero or below ROUNDING_SE of the width's largest |X_MC| (as in `pulls`)."""
+    finite = np.where(np.isfinite(value), np.abs(value), 0.0)
+    floor = ROUNDING_SE * finite.reshape(finite.shape[0], -1).max(axis=1)
+    floor = floor.reshape((-1,) + (1,) * (value.ndim - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pull = np.where(se > floor, (value[None] - theory) / se[None], np.nan)
+    flat = np.abs(pull.reshape(pull.shape[:2] + (-1,)))
+    finite_rows = np.any(np.isfinite(flat), axis=-1)
+    worst = np.full(pull.shape[:2], np.nan)
+    worst[finite_rows] = np.nanmax(flat[finite_rows], axis=-1)
+    return pull, worst
+
+
+def next_order_comparison(point, th, est, replicates: dict, threshold: float, nsigma: float) -> dict:
+    """Where a theory gives V4_1 (n Cov(G) = V4 + V4_1/n + O(1/n^2)): each width's V4_MC(n) against that theory's
+    V4 + V4_1/n at the same n, with no extrapolation, so that one or two widths get a verdict too.  Per theory and
+    width: the pulls (`V4_next_width_pull`, beside `V4_width_pull` against V4 alone), their worst |value| and t*
+    with its bootstrap interval (`tstar_V4_next_width`).  NaN for the theories without V4_1; {} where none has it
+    (the file is then what it was before V4_1 existed)."""
+    if th.V4_1 is None:
+        return {}
+    n = point.widths.astype(np.float64)
+    V4_n = th.V4[:, None] + th.V4_1[:, None] / n[None, :, None, None, None]  # (theory, width, R, p, p)
+    pull_0, worst_0 = width_pulls(est.V4, est.V4_se, np.broadcast_to(th.V4[:, None], V4_n.shape))
+    pull_1, worst_1 = width_pulls(est.V4, est.V4_se, V4_n)
+    tstar = np.full((3, len(th.labels), n.size), np.nan)
+    for j in range(len(th.labels)):
+        for i in range(n.size):
+            tstar[:, j, i] = _tstar(point.t, est.V4[i], est.V4_se[i], replicates["V4"][i], V4_n[j, i], "V4",
+                                    point.P, threshold, nsigma)
+    out = {"V4_1_theory": th.V4_1, "V4_width_pull": pull_0, "worst_pull_V4_width": worst_0,
+           "V4_next_width_pull": pull_1, "worst_pull_V4_next_width": worst_1}
+    for k, suffix in enumerate(("", "_lo", "_hi")):
+        out[f"tstar_V4_next_width{suffix}"] = tstar[k]
+    return out
+
+
 def fluctuation_ratio(point, est) -> dict:
     """r(t) = max over entries |V4_MC[ab,cd]| / (n sqrt(K0_aa K0_bb K0_cc K0_dd)) per width, and the first t
     where it exceeds R_LIMIT (inf: never)."""

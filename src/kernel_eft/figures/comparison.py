@@ -1,5 +1,7 @@
 """The comparison panels that figures 2 and 4 share: a quantity against every theory, its relative error and its
-pulls, with Monte Carlo extrapolated to n -> infinity.  Not a figure itself (it defines no FIGURE).
+pulls, with Monte Carlo extrapolated to n -> infinity.  Not a figure itself (it defines no FIGURE).  Where a theory
+gives V4_1 (a diagnostics file with `V4_1_theory`), V4 + V4_1/n is drawn at each width, each width's relative
+error and pulls are taken against it (like with like, no extrapolation), and the extrapolation still against V4.
 
 Encoding, the same in every panel and figure: colour = width (light to dark blue as n grows; black = the 1/n
 extrapolation to n -> infinity), line style = closure (theory curves in the closure's colour in the value panel).
@@ -13,8 +15,8 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from kernel_eft.diagnose.validity import R_LIMIT, entry_scale
-from kernel_eft.figures.common import (INFINITE_WIDTH_COLOR, closure_line, first_of_each_closure, fmt_tstar,
-                                       theory_style, width_colors, width_handle)
+from kernel_eft.figures.common import (INFINITE_WIDTH_COLOR, closure_line, closure_of, first_of_each_closure,
+                                       fmt_tstar, theory_style, width_colors, width_handle)
 
 MC_VARIABLE = {"V4": "V4_MC", "K1": "K1_MC", "K1_source": "K1_source_MC"}
 PULL_LIMIT = 3.0
@@ -23,6 +25,27 @@ PULL_AXIS = 10.0  # pulls beyond are drawn at the axis edge
 
 def has_extrapolation(ds, q: str) -> bool:
     return f"{q}_inf" in ds and f"{q}_pull" in ds
+
+
+def next_order_theories(ds, q: str, theories) -> list:
+    """The theories among `theories` that give V4_1 (n Cov(G) = V4 + V4_1/n + O(1/n^2)): each width is then also
+    compared with V4 + V4_1/n at its own n (kernel_eft.diagnose.validity.next_order_comparison).  [] for K1 and
+    the K1 source, and for a file without V4_1."""
+    if q != "V4" or "V4_1_theory" not in ds or "V4_next_width_pull" not in ds:
+        return []
+    return [str(th) for th in theories if np.any(np.isfinite(ds["V4_1_theory"].sel(theory=th).values))]
+
+
+def next_order_values(ds, th: str) -> np.ndarray:
+    """V4 + V4_1/n of theory `th` at each width, (width, t, pair, pair2)."""
+    n = ds["width"].values.astype(np.float64)
+    V4, V4_1 = ds["V4_theory"].sel(theory=th).values, ds["V4_1_theory"].sel(theory=th).values
+    return V4[None] + V4_1[None] / n[:, None, None, None]
+
+
+def next_order_label(th: str) -> str:
+    """Legend and caption name of a theory's next order, from its closure's label ("... + V4_1/n")."""
+    return f"{closure_of(th).label} + V4_1/n"
 
 
 def _entry(values: np.ndarray, entry: tuple) -> np.ndarray:
@@ -51,6 +74,11 @@ def value_panel(ax, ds, q: str, entry: tuple, colors: dict, theories=None):
             style = theory_style(th)
             ax.plot(t, y, color=style["color"], ls=style["ls"], marker=style.get("marker"), ms=3,
                     markevery=max(1, t.size // 10), lw=1.4)
+    for th in next_order_theories(ds, q, theories if theories is not None else ds["theory"].values):
+        line = closure_line(th)
+        for i, (w, y) in enumerate(zip(ds["width"].values, next_order_values(ds, th))):
+            ax.plot(t, _entry(y, entry), color=colors[int(w)], lw=1.1, ls=line.get("ls", "-"),
+                    marker=line.get("marker"), ms=2.5, markevery=max(1, t.size // 10), markerfacecolor="none")
     theory_all = theory_values.values
     if np.nanmin(_entry(mc, entry)) > 0 and np.nanmin(_entry(theory_all, entry)) > 0:
         ax.set_yscale("log")
@@ -75,11 +103,13 @@ def error_panel(ax, ds, q: str, entry: tuple, colors: dict, compared: list):
     P = int(ds.attrs["P"])
     thr = float(ds.attrs["threshold"])
     mc, mc_se = ds[MC_VARIABLE[q]].values, ds[MC_VARIABLE[q] + "_se"].values
+    next_order = next_order_theories(ds, q, compared)
     for th in compared:
         theory = ds[f"{q}_theory"].sel(theory=th).values
         line = closure_line(th)
+        per_width = next_order_values(ds, th) if th in next_order else None  # like with like: V4 + V4_1/n at n
         for i, w in enumerate(ds["width"].values):
-            err, _ = _relative(q, mc[i], theory, mc_se[i], P, entry)
+            err, _ = _relative(q, mc[i], theory if per_width is None else per_width[i], mc_se[i], P, entry)
             ax.plot(t, err, color=colors[int(w)], lw=0.9, alpha=0.85, markevery=max(1, t.size // 8), ms=2.5, **line)
         if has_extrapolation(ds, q):
             err, se = _relative(q, ds[f"{q}_inf"].values, theory, ds[f"{q}_inf_se"].values, P, entry)
@@ -97,13 +127,20 @@ def error_panel(ax, ds, q: str, entry: tuple, colors: dict, compared: list):
 def pull_panel(ax, ds, q: str, entry: tuple, compared: list):
     """(MC_inf - theory) / sigma against each closure, |pull| <= 3 shaded; or a note without extrapolation."""
     t = ds["t"].values
-    if not has_extrapolation(ds, q):
+    next_order = next_order_theories(ds, q, compared)
+    if not has_extrapolation(ds, q) and not next_order:
         ax.text(0.5, 0.5, "fewer than 3 widths:\nno 1/n extrapolation, no pulls", ha="center", va="center",
                 transform=ax.transAxes, fontsize=8, color="0.3")
         ax.set_yticks([])
         return
     ax.axhspan(-PULL_LIMIT, PULL_LIMIT, color="0.88", lw=0)
-    for th in compared:
+    colors = width_colors(ds["width"].values)
+    for th in next_order:  # each width against V4 + V4_1/n at its own n (thin, width colour)
+        pulls = ds["V4_next_width_pull"].sel(theory=th).values
+        for i, w in enumerate(ds["width"].values):
+            ax.plot(t, np.clip(_entry(pulls[i], entry), -PULL_AXIS, PULL_AXIS), color=colors[int(w)], lw=0.9,
+                    markevery=max(1, t.size // 8), ms=2.5, **closure_line(th))
+    for th in compared if has_extrapolation(ds, q) else ():
         pull = _entry(ds[f"{q}_pull"].sel(theory=th).values, entry)
         ax.plot(t, np.clip(pull, -PULL_AXIS, PULL_AXIS), color=INFINITE_WIDTH_COLOR, lw=1.3,
                 markevery=max(1, t.size // 8), ms=3, **closure_line(th))
@@ -127,10 +164,17 @@ def legend_entries(ds, theories: list, q: str) -> list:
     if has_extrapolation(ds, q):
         entries.append((Line2D([], [], color=INFINITE_WIDTH_COLOR, marker="s", ms=3, lw=1.5),
                         f"MC extrapolated to n → ∞ ({int(ds.attrs['fit_dof'])} dof)"))
+    next_order = next_order_theories(ds, q, theories)
     for th in theories:
         style = theory_style(th)
-        entries.append((Line2D([], [], color=style["color"], ls=style["ls"], marker=style.get("marker"), ms=3,
-                               lw=1.4), style["label"]))
+        handle = Line2D([], [], color=style["color"], ls=style["ls"], marker=style.get("marker"), ms=3, lw=1.4)
+        if th in next_order:  # one entry for both (at most 6 entries): the theory, then its V4 + V4_1/n per width
+            colors = list(width_colors(ds["width"].values).values())
+            handle = (handle, Line2D([], [], color=colors[-1], ls=style["ls"], marker=style.get("marker"), ms=2.5,
+                                     markerfacecolor="none", lw=1.1))
+            entries.append((handle, f"{style['label']}; + V4_1/n per width"))
+        else:
+            entries.append((handle, style["label"]))
     return entries
 
 
@@ -145,7 +189,8 @@ def pull_summary(ds, q: str, compared: list) -> str:
     """Caption sentence: per closure, the worst pull and where the pulls leave +-3; t* with its interval."""
     if not has_extrapolation(ds, q):
         return (f"With {ds.sizes['width']} width(s) there is no 1/n extrapolation with a degree of freedom left "
-                "(it needs 3 widths): widths shown only, no pulls.")
+                "(it needs 3 widths): widths shown only, "
+                + ("no extrapolated pulls." if next_order_theories(ds, q, compared) else "no pulls."))
     parts = []
     for th in compared:
         worst = float(ds[f"worst_pull_{q}"].sel(theory=th))
@@ -155,8 +200,26 @@ def pull_summary(ds, q: str, compared: list) -> str:
     return "; ".join(parts) + "."
 
 
-def tstar_text(ds, q: str, th: str, width=None) -> str:
-    suffix = "" if width is None else "_width"
+def next_order_summary(ds, q: str, compared: list) -> str:
+    """Caption sentence for the theories with V4_1: per width, the worst |pull| of V4_MC(n) against V4 + V4_1/n
+    and against V4 alone, and t* against V4 + V4_1/n; '' where no theory gives V4_1."""
+    parts = []
+    for th in next_order_theories(ds, q, compared):
+        widths = ds["width"].values
+        worst = ds["worst_pull_V4_next_width"].sel(theory=th).values
+        alone = ds["worst_pull_V4_width"].sel(theory=th).values
+        parts.append(f"{next_order_label(th)} against each width (no extrapolation): max |pull| " + ", ".join(
+            f"n={int(w)}: {_pull(a)} ({_pull(b)} against V4 alone)" for w, a, b in zip(widths, worst, alone))
+            + "; t* " + ", ".join(f"n={int(w)}: {tstar_text(ds, q, th, w, '_next_width')}" for w in widths))
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def _pull(value) -> str:
+    return "-" if not np.isfinite(value) else f"{float(value):.1f}"
+
+
+def tstar_text(ds, q: str, th: str, width=None, suffix=None) -> str:
+    suffix = ("" if width is None else "_width") if suffix is None else suffix
     sel = {"theory": th} if width is None else {"theory": th, "width": width}
     est, lo, hi = (float(ds[f"tstar_{q}{suffix}{s}"].sel(**sel)) for s in ("", "_lo", "_hi"))
     if math.isnan(est):

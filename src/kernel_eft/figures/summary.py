@@ -26,6 +26,10 @@ GRID_DIMS = ("activation", "sw2", "sb2", "kin", "depth", "T")
 CLOSURE_VARIABLES = {f"tstar_{q}{w}{s}": ("width",) if w else () for q in QUANTITIES for w in ("", "_width")
                      for s in ("", "_lo", "_hi")}
 CLOSURE_VARIABLES.update({f"worst_pull_{q}": () for q in QUANTITIES})
+# each width against V4 + V4_1/n at its own n: only where a point's diagnostics have them (a theory gave V4_1)
+NEXT_ORDER_VARIABLES = {name: ("width",) for name in ("worst_pull_V4_width", "worst_pull_V4_next_width",
+                                                     "tstar_V4_next_width", "tstar_V4_next_width_lo",
+                                                     "tstar_V4_next_width_hi")}
 
 
 def column_name(variable: str, closure: str) -> str:
@@ -71,7 +75,8 @@ def point_summary(ds):
     for part in ("total", "transport", "source", "remainder"):
         data[f"residual_{part}_T"] = (("width",), ds["residual_norm_T"].sel(residual_part=part).values)
         data[f"residual_{part}_T_se"] = (("width",), ds["residual_norm_T_se"].sel(residual_part=part).values)
-    for name, dims in CLOSURE_VARIABLES.items():
+    present = {name: dims for name, dims in NEXT_ORDER_VARIABLES.items() if name in ds}
+    for name, dims in {**CLOSURE_VARIABLES, **present}.items():
         values = []
         for closure in closures:
             if name in ds:
@@ -148,6 +153,10 @@ def summary_html(table) -> str:
                "sigma| over depth and entries. r_max_T, t_r_limit: the fluctuation ratio r = V4 / (n K0^2) at T and "
                f"the first t where it exceeds {R_LIMIT:g} (the O(1/n) theory's own limit). Errors: delete-one-batch "
                "jackknife over seed batches.")
+    if any(str(c).endswith("_next_width") for c in table.columns):  # a theory gave V4_1 (one input)
+        caption += (" worst_pull_V4_{closure}_next_width: max |(V4_MC(n) - V4 - V4_1/n) / sigma| over depth and "
+                    "entries at each width n, no extrapolation, where the theory gives V4_1 (worst_pull_V4_{closure}"
+                    "_width: the same against V4 alone); tstar_V4_{closure}_next_width: t* of V4 + V4_1/n per width.")
     body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Summary</title><style>{style}</style>"
             f"</head><body><p>{html.escape(caption)}</p>{body}</body></html>\n")
@@ -176,6 +185,10 @@ def format_summary_table(table) -> str:
                 and not c.endswith(("_lo", "_hi")) and "_width" not in c]
     columns = ["point", "closure"] + [f"t* {q} [68%]" for q in QUANTITIES] + [f"worst pull {q}" for q in QUANTITIES]
     columns.append(f"r>{R_LIMIT:g} from t")
+    # where a theory gave V4_1: each width's worst |pull| against V4 + V4_1/n (and V4 alone), smallest; largest n
+    next_order = any(f"worst_pull_V4_{c}_next_width" in rows[0] for c in closures)
+    if next_order:
+        columns += ["pull V4(n) vs V4+V4_1/n [n min; max]", "vs V4 alone"]
     points: dict[str, list] = {}
     for row in rows:
         points.setdefault(str(row["point"]), []).append(row)
@@ -194,6 +207,12 @@ def format_summary_table(table) -> str:
                     line.append(f"{_t(est)} [{_t(lo)}, {_t(hi)}]")
             line += [_t(row.get(f"worst_pull_{q}_{closure}")) for q in QUANTITIES]
             line.append(_t(r_limit))
+            if next_order:
+                ends = sorted(group, key=lambda r: _number(r.get("width")))
+                ends = [ends[0], ends[-1]] if len(ends) > 1 else ends
+                for name in (f"worst_pull_V4_{closure}_next_width", f"worst_pull_V4_{closure}_width"):
+                    values = [_number(r.get(name)) for r in ends]
+                    line.append("-" if all(math.isnan(v) for v in values) else "; ".join(_t(v) for v in values))
             cells.append(line)
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
@@ -202,6 +221,9 @@ def format_summary_table(table) -> str:
     lines.append("t*: first depth where |theory - MC extrapolated to n -> inf| exceeds the threshold, 68% bootstrap "
                  "interval (never: up to T; n.r.: the Monte Carlo does not resolve the threshold at T; -: fewer than "
                  "3 widths, per-width t* in summary.csv). Pull: (MC - theory)/sigma.")
+    if next_order:
+        lines.append("pull V4(n): max |V4_MC(n) - V4 - V4_1/n| / sigma per width, no extrapolation (where the theory "
+                     "gives V4_1), at the smallest; largest width; vs V4 alone: the same without V4_1/n.")
     return "\n".join(lines)
 
 

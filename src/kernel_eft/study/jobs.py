@@ -22,6 +22,7 @@ from kernel_eft.core.activations import get_activation
 from kernel_eft.core.allocation import run_seconds
 from kernel_eft.study import paths
 from kernel_eft.study.grid import Point, Study
+from kernel_eft.validation import parse_kin
 
 STAGES = ("simulate", "theory_discrete", "theory_continuous", "diagnose", "figures_point", "figures")
 
@@ -54,9 +55,10 @@ def mc_seconds(study: Study, point: Point, width: int) -> float:
 
 
 def theory_seconds(study: Study, closure, point: Point, depth: int | None) -> float:
-    """The closure's own cost model (Closure.estimate_seconds) at the point's depth or continuous points."""
+    """The closure's own cost model (Closure.estimate_seconds_at) at the point's depth or continuous points."""
     times = depth + 1 if depth is not None else study.continuous_points(closure)
-    seconds = closure.estimate_seconds(get_activation(point.activation), point.P, times, depth is None)
+    seconds = closure.estimate_seconds_at(get_activation(point.activation), parse_kin(point.geometry.kin),
+                                          sw2=point.sw2, sb2=point.sb2, time=point.time, depth=depth, times=times)
     return UNMODELLED_SECONDS if seconds is None else seconds
 
 

@@ -33,6 +33,9 @@ from kernel_eft.core.expectations import kernel_derivatives
 from kernel_eft.validation import InputError, check_float, check_int
 
 STANDARD_FIELDS = ("K0", "V4", "K1", "K1_source")
+# optional fields that the diagnostics and figures use where a theory file has them (by presence, whatever the
+# closure): V4_1, the 1/n coefficient of n Cov(G) = V4 + V4_1/n + O(1/n^2), compared with each width as it is
+NEXT_ORDER_FIELDS = ("V4_1",)
 DEPTH_FORMS = ("discrete", "continuum")
 
 
@@ -133,6 +136,13 @@ class Closure:
         """CPU seconds of one solve on this project's machine (config/README.md's measurements), for the start
         line and the study planner; None: no cost model (the planner then assumes UNMODELLED_SECONDS)."""
         return None
+
+    def estimate_seconds_at(self, activation, kin, *, sw2: float, sb2: float, time: float, depth: int | None,
+                            times: int) -> float | None:
+        """estimate_seconds at one grid point, which the start line and the planner call: by default the model
+        of P and the number of times alone; a closure whose cost depends on the point itself (the exact closure's
+        V4_1 grid for one input) overrides it."""
+        return self.estimate_seconds(activation, int(np.asarray(kin).shape[-1]), times, depth is None)
 
     def estimate_memory(self, P: int, times: int) -> int | None:
         """Peak bytes of one solve beyond the process, where they matter (checked before any compute); None:

@@ -434,6 +434,34 @@ def default_rule(act: Activation) -> BlockRule:
     return BlockRule(10, 10, 32) if act.moments is not None else BlockRule(12, 12, 32)
 
 
+# Wall time of the V4_1 grid for one input (next_order_one_input) = NEXT_ORDER_SECONDS x grid_points^3 x depth,
+# fitted to its measured time on this project's machine (one core of two, shared): relu, kin 1, sw2 1, sb2 0, T 1 at
+# L = 4, 8, 12 (121, 171, 211 grid points) took 0.67-0.94, 4.3-4.9 and 13.1-13.2 s, i.e. 1.13e-7, 1.15e-7 and
+# 1.17e-7 s per points^3 x L (points^3, not points^4: the time per point^4 fell by 1.7x from L = 4 to 12); checked
+# on relu T = 2, L = 8 (153 points: 3.1 s measured, 3.3 s predicted) and tanh sw2 1.5, L = 8 (159: 3.1, 3.7).
+NEXT_ORDER_SECONDS = 1.15e-7
+
+
+def next_order_grid_points(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int) -> tuple[int, bool]:
+    """(grid points of the V4_1 hierarchy at this point, whether next_order_one_input computes it): not beyond
+    MAX_GRID_POINTS points or MAX_GRID_WORK."""
+    from kernel_eft.theory import next_order_grid as nog
+
+    points = nog.automatic_grid_points(act, kin, sw2, sb2, time, depth)
+    return points, points <= nog.MAX_GRID_POINTS and points ** 4 * depth <= nog.MAX_GRID_WORK
+
+
+def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int) -> float:
+    """Estimated wall seconds of the V4_1 grid (NEXT_ORDER_SECONDS): 0 where it is skipped or P >= 2."""
+    if np.asarray(kin).size != 1:
+        return 0.0
+    try:
+        points, computed = next_order_grid_points(act, kin, sw2, sb2, time, int(depth))
+    except (ValueError, ArithmeticError, FloatingPointError):  # a diverging mean path: the solve itself says so
+        return 0.0
+    return NEXT_ORDER_SECONDS * points ** 3 * int(depth) if computed else 0.0
+
+
 def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int):
     """V4_1 (1/n coefficient of n Cov(G)) for one input on the layer grid, by the grid cumulant hierarchy
     (kernel_eft.theory.next_order_grid, docs/exact_theory.md section 7.1) on the automatic grid; returns (V4_1 as
@@ -442,8 +470,8 @@ def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: flo
     like L^3)."""
     from kernel_eft.theory import next_order_grid as nog
 
-    points = nog.automatic_grid_points(act, kin, sw2, sb2, time, depth)
-    if points > nog.MAX_GRID_POINTS or points ** 4 * depth > nog.MAX_GRID_WORK:
+    points, computed = next_order_grid_points(act, kin, sw2, sb2, time, depth)
+    if not computed:
         return None, {"V4_1_method": f"not computed: the grid hierarchy would need {points} grid points at depth "
                                      f"{depth} (limits: {nog.MAX_GRID_POINTS} points, points^4 x depth <= "
                                      f"{nog.MAX_GRID_WORK:.3g}); call kernel_eft.theory.next_order_grid directly"}
@@ -523,6 +551,13 @@ class Exact(Closure):
         with tabulated ones; continuous depth also solves on N/2 and N/4 times (x1.5)."""
         a, c = (1.2, 1.45e-4) if activation.moments is not None else (2.9, 1.03e-3)
         return a + c * times * times * (1.5 if continuous else 1.0)
+
+    def estimate_seconds_at(self, activation, kin, *, sw2, sb2, time, depth, times):
+        """estimate_seconds, plus the V4_1 grid at one input and a depth (next_order_seconds: 0 where skipped)."""
+        seconds = self.estimate_seconds(activation, int(np.asarray(kin).shape[-1]), times, depth is None)
+        if depth is not None:
+            seconds += next_order_seconds(activation, kin, sw2, sb2, time, int(depth))
+        return seconds
 
     def estimate_memory(self, P, times):
         """The two-time kernels on the N x N grid of times (two_time: Cpp (N, N, p, p), Q (N, N, p, nk) with
