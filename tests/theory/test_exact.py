@@ -303,9 +303,8 @@ def test_smooth_activation_with_three_inputs_restricts_to_two():
 def test_cost_model_counts_the_v4_1_grid_where_it_is_computed():
     """The start line and the planner (Closure.estimate_seconds_at) add the V4_1 grid's cost at one input and a
     depth, NEXT_ORDER_SECONDS x points^3 x L, and nothing where the grid is skipped, at two inputs or in
-    continuous depth; the predicted grid time is within a factor 4 of the measured one (relu L = 4: ~0.8 s)."""
-    import time
-
+    continuous depth.  (The model's fit to measured grid times is in exact.py; timings are not asserted in unit
+    tests, which run on shared machines.)"""
     relu = get_activation("relu")
     one, two = np.array([[1.0]]), np.array([[1.0, 0.5], [0.5, 1.2]])
     point = dict(sw2=1.0, sb2=0.0, time=1.0)
@@ -324,8 +323,3 @@ def test_cost_model_counts_the_v4_1_grid_where_it_is_computed():
         relu, 2, 9, False)
     assert exact.EXACT.estimate_seconds_at(relu, one, depth=None, times=101, **point) == \
         exact.EXACT.estimate_seconds(relu, 1, 101, True)
-    started = time.perf_counter()
-    assert exact.next_order_one_input(relu, one, depth=4, **point)[0] is not None
-    measured = time.perf_counter() - started
-    predicted = exact.next_order_seconds(relu, one, depth=4, **point)
-    assert predicted / 4 < measured < 4 * predicted, (measured, predicted)  # a shared machine: loose
