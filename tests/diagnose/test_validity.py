@@ -320,6 +320,10 @@ def test_theory_without_v4_1_leaves_the_diagnostics_as_before(next_order_diagnos
     """V4_1 only adds: without it (skipped, or P >= 2) none of the next-order variables is written, and every
     variable, attribute and coordinate of that file is bitwise the same as in the file with V4_1."""
     with_v4_1, without, _, _ = next_order_diagnostics
+    # the provenance's history is stamped to the second: the two files were written at different moments
+    with_v4_1, without = with_v4_1.copy(), without.copy()
+    for ds in (with_v4_1, without):
+        ds.attrs.pop("history", None)
     assert not NEXT_ORDER_VARIABLES & set(without.data_vars)
     assert set(with_v4_1.data_vars) - set(without.data_vars) == NEXT_ORDER_VARIABLES
     assert with_v4_1.drop_vars(sorted(NEXT_ORDER_VARIABLES)).identical(without)
