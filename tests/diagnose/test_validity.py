@@ -263,7 +263,7 @@ def test_validity_map_over_two_varying_axes(tmp_path, monkeypatch):
 
 NEXT_ORDER_VARIABLES = {"V4_1_theory", "V4_width_pull", "V4_next_width_pull", "worst_pull_V4_width",
                         "worst_pull_V4_next_width", "tstar_V4_next_width", "tstar_V4_next_width_lo",
-                        "tstar_V4_next_width_hi"}
+                        "tstar_V4_next_width_hi", "t_r_limit_next_order"}
 SHIFT_PULLS = 10.0  # the 1/n shift V4_1(T)/n in standard errors of V4_MC(n) at T, which sizes the runs
 
 
@@ -307,6 +307,13 @@ def test_each_width_matches_v4_plus_v4_1_over_n_and_not_v4_alone(next_order_diag
     by_hand = (d["V4_MC"].values - exact["V4_theory"].values - exact["V4_1_theory"].values / n) / d["V4_MC_se"].values
     np.testing.assert_allclose(exact["V4_next_width_pull"].values, by_hand, rtol=1e-12, atol=1e-12)
     assert np.all(np.isinf(exact["tstar_V4_next_width"].values))
+    # V4 + V4_1/n's own limit: the first t where r > R_LIMIT_NEXT_ORDER, never before the O(1/n) theory's
+    from kernel_eft.diagnose.validity import R_LIMIT_NEXT_ORDER
+
+    over = d["r_max"].values > R_LIMIT_NEXT_ORDER
+    first = np.where(over.any(axis=1), d["t"].values[np.argmax(over, axis=1)], np.inf)
+    np.testing.assert_array_equal(d["t_r_limit_next_order"].values, first)
+    assert np.all(d["t_r_limit_next_order"].values >= d["t_r_limit"].values)
     t16, t32 = exact["tstar_V4_width"].values
     assert math.isfinite(t16) and 0.5 <= t16 <= 1.0 and math.isinf(t32), (t16, t32)
     # a theory without V4_1 (the G-only closure) gets no next-order verdict; its pulls against V4 alone are there
@@ -324,6 +331,8 @@ def test_theory_without_v4_1_leaves_the_diagnostics_as_before(next_order_diagnos
     with_v4_1, without = with_v4_1.copy(), without.copy()
     for ds in (with_v4_1, without):
         ds.attrs.pop("history", None)
+    # the one attribute V4_1 adds: V4 + V4_1/n's own r limit (where its error reaches the threshold)
+    assert "r_limit_next_order" not in without.attrs and with_v4_1.attrs.pop("r_limit_next_order") > 0.15
     assert not NEXT_ORDER_VARIABLES & set(without.data_vars)
     assert set(with_v4_1.data_vars) - set(without.data_vars) == NEXT_ORDER_VARIABLES
     assert with_v4_1.drop_vars(sorted(NEXT_ORDER_VARIABLES)).identical(without)

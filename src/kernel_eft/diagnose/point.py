@@ -288,6 +288,8 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         "mc_files": ",".join(str(path) for path, _ in point.mc),
         "theory_files": ",".join(str(path) for path, _ in theories),
     }
+    if "t_r_limit_next_order" in values:  # only where a theory gave V4_1: a file without it stays as it was
+        attrs["r_limit_next_order"] = validity.R_LIMIT_NEXT_ORDER
     context = {"threshold": threshold, "nsigma": nsigma, "reference": reference_closure().name, "r_limit": validity.R_LIMIT,
-               **fit_attrs}
+               "r_limit_next_order": validity.R_LIMIT_NEXT_ORDER, **fit_attrs}
     return schema.dataset("diagnostics", values, coords, attrs, context=context)

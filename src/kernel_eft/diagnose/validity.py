@@ -37,6 +37,9 @@ from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs
 QUANTITIES = ("V4", "K1", "K1_source")
 BOOTSTRAP_REPLICATES = 200
 R_LIMIT = 0.15  # the exact O(1/n) theory's own validity: r = V4 / (n K0^2) below this
+# V4 + V4_1/n's own validity: its error, measured as 0.25 r^2 (relu and gelu, one input, L = 8, n = 16-256;
+# docs/exact_theory.md section 7.2), reaches 0.1 at r = 0.63 (the O(1/n) theory's, 0.67 r, at r = 0.149)
+R_LIMIT_NEXT_ORDER = 0.63
 
 
 def entry_scale(name: str, values: np.ndarray, P: int) -> np.ndarray:
@@ -251,7 +254,8 @@ def next_order_comparison(point, th, est, replicates: dict, threshold: float, ns
             tstar[:, j, i] = _tstar(point.t, est.V4[i], est.V4_se[i], replicates["V4"][i], V4_n[j, i], "V4",
                                     point.P, threshold, nsigma)
     out = {"V4_1_theory": th.V4_1, "V4_width_pull": pull_0, "worst_pull_V4_width": worst_0,
-           "V4_next_width_pull": pull_1, "worst_pull_V4_next_width": worst_1}
+           "V4_next_width_pull": pull_1, "worst_pull_V4_next_width": worst_1,
+           "t_r_limit_next_order": first_over(point, fluctuation_ratio(point, est)["r_max"], R_LIMIT_NEXT_ORDER)}
     for k, suffix in enumerate(("", "_lo", "_hi")):
         out[f"tstar_V4_next_width{suffix}"] = tstar[k]
     return out
@@ -266,6 +270,10 @@ def fluctuation_ratio(point, est) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.abs(est.V4) / (point.widths[:, None, None, None] * s[None, :, :, None] * s[None, :, None, :])
     r_max = np.nanmax(r.reshape(r.shape[:2] + (-1,)), axis=-1)  # (W, R)
-    over = r_max > R_LIMIT
-    t_limit = np.where(over.any(axis=1), point.t[np.argmax(over, axis=1)], math.inf)
-    return {"r_max": r_max, "t_r_limit": t_limit}
+    return {"r_max": r_max, "t_r_limit": first_over(point, r_max, R_LIMIT)}
+
+
+def first_over(point, r_max: np.ndarray, limit: float) -> np.ndarray:
+    """Per width, the first t where r_max (W, R) exceeds limit (inf: never)."""
+    over = r_max > limit
+    return np.where(over.any(axis=1), point.t[np.argmax(over, axis=1)], math.inf)

@@ -239,6 +239,17 @@ def width_tstar_text(ds, q: str, compared: list) -> str:
 
 
 def r_limit_text(ds) -> str:
+    text = _r_limit_text(ds)
+    if "t_r_limit_next_order" in ds:  # a theory gave V4_1: its own limit, where its error 0.25 r^2 reaches 0.1
+        limit = float(ds.attrs["r_limit_next_order"])
+        values = ds["t_r_limit_next_order"].values
+        text += (f" V4 + V4_1/n's own limit, r > {limit:g} (docs/exact_theory.md section 7.2): "
+                 + ("never reached." if not np.any(np.isfinite(values)) else "first t " + ", ".join(
+                     f"n={int(w)}: {fmt_tstar(v)}" for w, v in zip(ds["width"].values, values)) + "."))
+    return text
+
+
+def _r_limit_text(ds) -> str:
     limit = float(ds.attrs.get("r_limit", R_LIMIT))
     if not np.any(np.isfinite(ds["t_r_limit"].values)):
         return f"r = V4/(n K0²) stays below {limit:g} (the O(1/n) theory's own limit) at every width and depth."

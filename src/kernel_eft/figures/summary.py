@@ -12,7 +12,7 @@ import xarray as xr
 
 from kernel_eft import schema
 from kernel_eft.figures.common import point_tag
-from kernel_eft.diagnose.validity import QUANTITIES, R_LIMIT
+from kernel_eft.diagnose.validity import QUANTITIES, R_LIMIT, R_LIMIT_NEXT_ORDER
 from kernel_eft.theory.registry import closure_names, get_closure, reference_closure
 from kernel_eft.validation import InputError
 
@@ -72,6 +72,8 @@ def point_summary(ds):
         "r_max_T": (("width",), ds["r_max"].values[:, -1]),
         "t_r_limit": (("width",), ds["t_r_limit"].values),
     }
+    if "t_r_limit_next_order" in ds:  # a theory gave V4_1
+        data["t_r_limit_next_order"] = (("width",), ds["t_r_limit_next_order"].values)
     for part in ("total", "transport", "source", "remainder"):
         data[f"residual_{part}_T"] = (("width",), ds["residual_norm_T"].sel(residual_part=part).values)
         data[f"residual_{part}_T_se"] = (("width",), ds["residual_norm_T_se"].sel(residual_part=part).values)
@@ -115,7 +117,8 @@ def collate(datasets):
         combined = xr.merge(parts, join="outer", combine_attrs="drop", compat="no_conflicts")
     a = datasets[0].attrs
     context = {"reference": reference_closure().label, "threshold": float(a["threshold"]),
-               "r_limit": float(a.get("r_limit", R_LIMIT))}
+               "r_limit": float(a.get("r_limit", R_LIMIT)),
+               "r_limit_next_order": float(a.get("r_limit_next_order", R_LIMIT_NEXT_ORDER))}
     combined = schema.set_attributes(combined, "summary", context)
     for name in combined.data_vars:  # the criterion travels with every t* (summary.nc is read on its own)
         if name.startswith("tstar_"):
@@ -156,7 +159,8 @@ def summary_html(table) -> str:
     if any(str(c).endswith("_next_width") for c in table.columns):  # a theory gave V4_1 (one input)
         caption += (" worst_pull_V4_{closure}_next_width: max |(V4_MC(n) - V4 - V4_1/n) / sigma| over depth and "
                     "entries at each width n, no extrapolation, where the theory gives V4_1 (worst_pull_V4_{closure}"
-                    "_width: the same against V4 alone); tstar_V4_{closure}_next_width: t* of V4 + V4_1/n per width.")
+                    "_width: the same against V4 alone); tstar_V4_{closure}_next_width: t* of V4 + V4_1/n per width; "
+                    "t_r_limit_next_order: the first t where r exceeds V4 + V4_1/n's own limit.")
     body = table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Summary</title><style>{style}</style>"
             f"</head><body><p>{html.escape(caption)}</p>{body}</body></html>\n")
