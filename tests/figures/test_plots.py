@@ -261,3 +261,34 @@ def test_no_next_order_columns_without_v4_1(tmp_path):
     table = summary_table(collate([xr.load_dataset(out)]))
     assert not [c for c in table.columns if c.endswith("_next_width") or c.startswith("worst_pull_V4_gonly_width")]
     assert "V4_1" not in format_summary_table(table)
+
+
+def test_the_validity_map_wraps_many_panels_onto_rows(tmp_path, monkeypatch):
+    """A grid with more panels than MAX_PANEL_COLUMNS (here 9 depths, each a panel of sb2 x sw2 cells) is drawn
+    on rows of at most that many panels, every panel once per quantity and closure (the paper grid's 32 panels
+    in one row made a figure 146 inches wide)."""
+    from kernel_eft import api
+    from kernel_eft.figures import validity_map
+
+    mc, th = write_point(tmp_path, "w")
+    diag = tmp_path / "w_diag.nc"
+    assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(diag)]) == 0
+    base = xr.load_dataset(diag)
+    points = []
+    for depth in range(8, 17):  # relabelled copies: the map reads the grid from the attributes
+        for sw2 in (1.0, 1.5):
+            for sb2 in (0.1, 0.2):
+                ds = base.copy()
+                ds.attrs.update(depth=depth, sw2=sw2, sb2=sb2, point=f"p_L{depth}_sw{sw2:g}_sb{sb2:g}")
+                points.append(ds)
+    drawn = []
+    monkeypatch.setattr(validity_map, "finish", lambda fig, caption, outdir, stem: drawn.append(fig) or [])
+    api.figures(points, str(tmp_path / "figs"), only="study")
+    fig, = drawn
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_title().startswith("t*")]
+    assert len(visible) == 9 * 2  # 9 panels x (V4, K1) of the one closure
+    columns = {round(ax.get_position().x0, 3) for ax in visible}
+    assert len(columns) == validity_map.MAX_PANEL_COLUMNS
+    titles = [ax.get_title() for ax in visible]
+    assert len(set(titles)) == len(titles) and all(any(f"depth={d}" in t for t in titles) for d in range(8, 17))
+    assert fig.get_size_inches()[0] < 3 * validity_map.MAX_PANEL_COLUMNS * 1.6
