@@ -195,8 +195,9 @@ VARIABLES: dict[str, dict[str, Variable]] = {
                                           "K0_bb K0_cc K0_dd))"),
         "t_r_limit": Variable(("width",), "first t where r_max > {r_limit:g}, the end of the O(1/n) theory's own "
                                           "validity (inf: never)"),
-        "t_r_limit_next_order": Variable(("width",), "first t where r_max > {r_limit_next_order:g}, the end of "
-                                         "V4 + V4_1/n's own validity (inf: never)", note=_NEXT_ORDER),
+        "t_r_limit_next_order": Variable(("width",), "first t where the theory's r = max |V4_theory| / (n K0 K0) "
+                                         "exceeds {r_limit_next_order:g}, the end of V4 + V4_1/n's own validity "
+                                         "(inf: never)", note=_NEXT_ORDER),
         "max_K0_relerr": Variable(("k0_reference", "width"), "max over t and entries of |K0_relerr|"),
     },
     "summary": {
@@ -225,8 +226,9 @@ VARIABLES: dict[str, dict[str, Variable]] = {
         "r_max_T": Variable(("width",), "fluctuation ratio r = max |V4_MC| / (n K0 K0) at t = T"),
         "t_r_limit": Variable(("width",), "first t where r > {r_limit:g}, the O(1/n) theory's own limit "
                                           "(inf: never)"),
-        "t_r_limit_next_order": Variable(("width",), "first t where r > {r_limit_next_order:g}, the limit of V4 + "
-                                         "V4_1/n (inf: never)", note=_NEXT_ORDER),
+        "t_r_limit_next_order": Variable(("width",), "first t where the theory's r = V4/(n K0^2) exceeds "
+                                         "{r_limit_next_order:g}, the limit of V4 + V4_1/n (inf: never)",
+                                         note=_NEXT_ORDER),
         "max_K0_relerr_discrete": Variable(("width",), "max |K0 relative error|, discrete K0"),
         "max_K0_relerr_continuum": Variable(("width",), "max |K0 relative error|, continuum K0"),
         "V4_MC_norm_T": Variable(("width",), "Frobenius norm of V4_MC at t = T"),

@@ -7,27 +7,56 @@ import numpy as np
 from matplotlib.lines import Line2D
 import matplotlib.pyplot as plt
 
-from kernel_eft.diagnose.validity import R_LIMIT, entry_scale
+from kernel_eft.diagnose.validity import R_LIMIT, R_LIMIT_NEXT_ORDER, entry_scale
 from kernel_eft.figures.common import DIMLESS, Figure, finish, first_of_each_closure, shared_legend, theory_style
 
 
-def errors_against_r(ds, label: str):
-    """(r, max over entries |V4_MC - V4_theory| / scale, its se) for every width and recorded t > 0."""
+# V4 + V4_1/n's error, measured over relu and gelu at one input (docs/exact_theory.md section 7.2): 0.25 r^2
+NEXT_ORDER_ERROR = 0.25
+
+
+def has_next_order(ds, label: str) -> bool:
+    """Whether the theory `label` gives V4_1 at this point (one input, discrete layers)."""
+    return "V4_1_theory" in ds and bool(np.all(np.isfinite(ds["V4_1_theory"].sel(theory=label).values)))
+
+
+def errors_against_r(ds, label: str, next_order: bool = False):
+    """(r, max over entries |V4_MC - V4_theory| / scale, its se) for every width and recorded t > 0, with r and
+    the scale from the Monte Carlo's V4.  With next_order: against V4_theory + V4_1_theory / n at each width n,
+    with r = V4_theory / (n K0^2) and the scale from V4_theory (the theory's own r, in which its error is
+    measured to follow 0.25 r^2: docs/exact_theory.md section 7.2)."""
     P = int(ds.attrs["P"])
     rs, errs, ses = [], [], []
-    theory = ds["V4_theory"].sel(theory=label).values
+    V4 = ds["V4_theory"].sel(theory=label).values
     for i in range(ds.sizes["width"]):
+        n = float(ds["width"].values[i])
+        theory = V4 + ds["V4_1_theory"].sel(theory=label).values / n if next_order else V4
         mc, se = ds["V4_MC"].values[i], ds["V4_MC_se"].values[i]
-        scale = entry_scale("V4", mc, P)
+        scale = entry_scale("V4", V4 if next_order else mc, P)
         with np.errstate(invalid="ignore", divide="ignore"):
             rel = np.abs(mc - theory) / scale
             rel_se = se / scale
         flat = rel.reshape(rel.shape[0], -1)
         k = np.nanargmax(np.where(np.isfinite(flat), flat, -1), axis=1)
-        rs.append(ds["r_max"].values[i, 1:])
+        if next_order:
+            rs.append(theory_ratio(ds, V4, n)[1:])
+        else:
+            rs.append(ds["r_max"].values[i, 1:])
         errs.append(flat[np.arange(flat.shape[0]), k][1:])
         ses.append(rel_se.reshape(rel.shape[0], -1)[np.arange(flat.shape[0]), k][1:])
     return np.concatenate(rs), np.concatenate(errs), np.concatenate(ses)
+
+
+def theory_ratio(ds, V4: np.ndarray, n: float) -> np.ndarray:
+    """r(t) = max over entries |V4[ab,cd]| / (n sqrt(K0_aa K0_bb K0_cc K0_dd)) of a theory's V4 (t, pair, pair2),
+    with the discrete K0 (as the diagnostics' r_max, which reads the Monte Carlo's V4)."""
+    pa, pb = ds["pair_a"].values, ds["pair_b"].values
+    K0 = ds["K0_discrete"].values  # (t, pair)
+    diagonal = {int(a): m for m, (a, b) in enumerate(zip(pa, pb)) if a == b}
+    s = np.sqrt(np.abs(K0[:, [diagonal[int(a)] for a in pa]] * K0[:, [diagonal[int(b)] for b in pb]]))  # (t, pair)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.abs(V4) / (n * s[:, :, None] * s[:, None, :])
+    return np.nanmax(r.reshape(r.shape[0], -1), axis=1)
 
 
 MARKERS = "os^Dv<>ph*"
@@ -53,14 +82,31 @@ def render(study, outdir: str) -> list[str]:
             activations.append(str(ds.attrs["activation"]))
     marker = {act: MARKERS[i % len(MARKERS)] for i, act in enumerate(activations)}
     summary, r_range = [], []
-    for label in labels:
+    # each theory's V4, and, where a point's theory gives V4_1, its V4 + V4_1/n (crosses)
+    curves = [(label, False) for label in labels] + [(label, True) for label in labels
+                                                      if any(label in list(ds["theory"].values)
+                                                             and has_next_order(ds, label) for ds in points)]
+    for label, next_order in curves:
         style = theory_style(label)
         per_activation = {}
         for ds in points:
             if label not in list(ds["theory"].values) or not np.all(np.isfinite(ds["V4_theory"].sel(theory=label))):
                 continue
+            if next_order and not has_next_order(ds, label):
+                continue
             act = str(ds.attrs["activation"])
-            r, err, se = errors_against_r(ds, label)
+            r, err, se = errors_against_r(ds, label, next_order)
+            if next_order:  # crosses: filled where resolved, thin where within 2 sigma
+                good = np.isfinite(r) & np.isfinite(err) & (err > 0)
+                resolved = good & (err > 2 * se)
+                ax.scatter(r[resolved], err[resolved], s=14, marker="x", color=style["color"], alpha=0.7, lw=0.9)
+                ax.scatter(r[good & ~resolved], err[good & ~resolved], s=14, marker="x", color=style["color"],
+                           alpha=0.3, lw=0.5)
+                rr, ee = per_activation.get(act, (np.empty(0), np.empty(0)))
+                per_activation[act] = (np.concatenate([rr, r[good]]), np.concatenate([ee, err[good]]))
+                if good.any():
+                    r_range += [r[good].min(), r[good].max()]
+                continue
             good = np.isfinite(r) & np.isfinite(err) & (err > 0)
             resolved = good & (err > 2 * se)  # below 2 sigma the error is noise: drawn open
             ax.scatter(r[resolved], err[resolved], s=9, marker=marker[act], color=style["color"], alpha=0.5, lw=0)
@@ -70,11 +116,15 @@ def render(study, outdir: str) -> list[str]:
             per_activation[act] = (np.concatenate([rr, r[good]]), np.concatenate([ee, err[good]]))
             if good.any():
                 r_range += [r[good].min(), r[good].max()]
-        summary.append(f"{style['label']}: median error " + "; ".join(
+        summary.append(f"{style['label']}{' + V4_1/n' if next_order else ''}: median error " + "; ".join(
             f"{act} {_median_text(e, r)}" for act, (r, e) in per_activation.items()))
     lo, hi = (min(r_range) / 1.5, max(max(r_range), R_LIMIT) * 1.5) if r_range else (1e-3, 1.0)
     x = np.geomspace(lo, hi, 50)
     ax.plot(x, x, color="0.4", ls=":", lw=1.2)
+    any_next = any(next_order for _, next_order in curves)
+    if any_next:
+        ax.plot(x, NEXT_ORDER_ERROR * x ** 2, color="0.4", ls="-.", lw=1.0)
+        ax.axvline(R_LIMIT_NEXT_ORDER, color="0.75", ls="-", lw=0.8)
     ax.set_xlim(lo, hi)
     ax.axhline(threshold, color="0.4", ls="--", lw=0.9)
     ax.axvline(R_LIMIT, color="0.6", ls="-", lw=0.8)
@@ -86,6 +136,9 @@ def render(study, outdir: str) -> list[str]:
     entries = [(Line2D([], [], color=theory_style(lab)["color"], ls="none", marker="o", ms=5),
                 theory_style(lab)["label"]) for lab in labels]
     entries.append((Line2D([], [], color="0.4", ls=":"), "error = r (the next order)"))
+    if any_next:
+        entries.append((Line2D([], [], color="0.3", ls="-.", marker="x", ms=5),
+                        f"× V4 + V4_1/n; error = {NEXT_ORDER_ERROR:g} r² (measured)"))
     shown = activations[:max(0, 6 - len(entries))]
     entries += [(Line2D([], [], color="0.3", ls="none", marker=marker[act], ms=5, mfc="none"), act) for act in shown]
     shared_legend(fig, entries)
@@ -100,7 +153,13 @@ def render(study, outdir: str) -> list[str]:
         "(noise). Dotted: error = r, the size of the next order; dashed: the validity threshold "
         f"{threshold:g}; grey line: r = {R_LIMIT:g}. A closure error does not fall as r → 0 (where the closure "
         "fails); an exact O(1/n) theory's error is its O(1/n²) remainder and follows r, so it ends as r "
-        f"approaches {R_LIMIT:g}. " + ". ".join(summary) + ".")
+        f"approaches {R_LIMIT:g}. " + (
+            f"Crosses: V4 + V4_1/n against the same width (where a theory gives V4_1: one input), error relative "
+            f"to the theory's V4 and plotted at the theory's own r = V4/(n K0²) (the Monte Carlo's r holds the "
+            f"error itself); its error follows r², measured as {NEXT_ORDER_ERROR:g} r² (dash-dotted; "
+            f"docs/exact_theory.md section 7.2), and reaches the threshold at r = {R_LIMIT_NEXT_ORDER:g} (light grey "
+            "line). " if any_next else "")
+        + ". ".join(summary) + ".")
     return finish(fig, caption, outdir, FIGURE.name)
 
 
