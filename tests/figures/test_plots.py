@@ -292,3 +292,43 @@ def test_the_validity_map_wraps_many_panels_onto_rows(tmp_path, monkeypatch):
     titles = [ax.get_title() for ax in visible]
     assert len(set(titles)) == len(titles) and all(any(f"depth={d}" in t for t in titles) for d in range(8, 17))
     assert fig.get_size_inches()[0] < 3 * validity_map.MAX_PANEL_COLUMNS * 1.6
+
+
+def test_the_collapse_draws_v4_plus_v4_1_over_n_at_the_theorys_r(next_order_diagnostics, tmp_path, monkeypatch):
+    """Where a theory gives V4_1 the collapse figure adds V4 + V4_1/n's error at each width as crosses, at the
+    theory's own r = V4/(n K0^2) (P = 1: |V4| / (n K0^2)), relative to the theory's V4.  Linear phi: V4(n) = V4 +
+    V4_1/n exactly, so the crosses are noise (within 5 standard errors), while V4 alone misses by the 1/n shift
+    (sized to 10 standard errors at T); a study without V4_1 has no crosses."""
+    from kernel_eft import api
+    from kernel_eft.figures import collapse
+
+    drawn = []
+    monkeypatch.setattr(collapse, "finish", lambda fig, caption, outdir, stem: drawn.append((fig, caption)) or [])
+    ds = xr.load_dataset(next_order_diagnostics)
+    api.figures([ds], str(tmp_path / "figs"), only="study")
+    (fig, caption), = drawn
+    crosses = [c for c in fig.axes[0].collections if c.get_gid() == collapse.NEXT_ORDER_GID]
+    points = np.concatenate([c.get_offsets() for c in crosses])
+    exact = ds.sel(theory="exact_discrete")
+    V4, V4_1 = exact["V4_theory"].values[1:, 0, 0], exact["V4_1_theory"].values[1:, 0, 0]
+    K0 = ds["K0_discrete"].values[1:, 0]
+    expected_r, bound, shift = [], [], []
+    for i, n in enumerate(ds["width"].values):
+        mc, se = ds["V4_MC"].values[i, 1:, 0, 0], ds["V4_MC_se"].values[i, 1:, 0, 0]
+        expected_r.append(np.abs(V4) / (n * K0 ** 2))
+        bound.append(5 * se / np.abs(V4))
+        shift.append(np.abs(mc - V4) / se)
+    np.testing.assert_allclose(np.sort(points[:, 0]), np.sort(np.concatenate(expected_r)), rtol=1e-12)
+    by_r = dict(zip(np.concatenate(expected_r).round(12), np.concatenate(bound)))
+    assert all(err <= by_r[round(r, 12)] for r, err in points), points
+    assert min(s[-1] for s in shift) > 5.0  # V4 alone: the 1/n shift at T is resolved at both widths
+    assert "Crosses: V4 + V4_1/n" in caption
+
+    drawn.clear()
+    mc, th = write_point(tmp_path, "s", continuum=False)  # two inputs: no V4_1
+    out = tmp_path / "diag.nc"
+    assert main(["diagnose", "--mc", *mc, "--theory", *th, "--out", str(out)]) == 0
+    api.figures([xr.load_dataset(out)], str(tmp_path / "figs2"), only="study")
+    (fig, caption), = drawn
+    assert not [c for c in fig.axes[0].collections if c.get_gid() == collapse.NEXT_ORDER_GID]
+    assert "Crosses" not in caption

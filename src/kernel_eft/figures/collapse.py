@@ -13,6 +13,7 @@ from kernel_eft.figures.common import DIMLESS, Figure, finish, first_of_each_clo
 
 # V4 + V4_1/n's error, measured over relu and gelu at one input (docs/exact_theory.md section 7.2): 0.25 r^2
 NEXT_ORDER_ERROR = 0.25
+NEXT_ORDER_GID = "V4 + V4_1/n"  # the crosses' artist id (tests find them by it)
 
 
 def has_next_order(ds, label: str) -> bool:
@@ -99,9 +100,10 @@ def render(study, outdir: str) -> list[str]:
             if next_order:  # crosses: filled where resolved, thin where within 2 sigma
                 good = np.isfinite(r) & np.isfinite(err) & (err > 0)
                 resolved = good & (err > 2 * se)
-                ax.scatter(r[resolved], err[resolved], s=14, marker="x", color=style["color"], alpha=0.7, lw=0.9)
+                ax.scatter(r[resolved], err[resolved], s=14, marker="x", color=style["color"], alpha=0.7, lw=0.9,
+                           gid=NEXT_ORDER_GID)
                 ax.scatter(r[good & ~resolved], err[good & ~resolved], s=14, marker="x", color=style["color"],
-                           alpha=0.3, lw=0.5)
+                           alpha=0.3, lw=0.5, gid=NEXT_ORDER_GID)
                 rr, ee = per_activation.get(act, (np.empty(0), np.empty(0)))
                 per_activation[act] = (np.concatenate([rr, r[good]]), np.concatenate([ee, err[good]]))
                 if good.any():
