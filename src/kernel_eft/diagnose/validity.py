@@ -28,20 +28,21 @@ import zlib
 import numpy as np
 
 from kernel_eft.core.expectations import kernel_derivatives
-from kernel_eft.core.pairs import from_pairs, pair_indices, to_pairs
+from kernel_eft.core.pairs import from_pairs, to_pairs
 from kernel_eft.core.statistics import (MIN_EXTRAPOLATION_WIDTHS, ControlVariate, bootstrap_pooled,
                                         bootstrap_weights, extrapolate_inverse_width, first_crossing,
                                         percentile_interval)
-from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs
+from kernel_eft.diagnose.compare import covariance_scale, kernel_scale, kernel_scale_pairs
 
 QUANTITIES = ("V4", "K1", "K1_source")
 BOOTSTRAP_REPLICATES = 200
 R_LIMIT = 0.15  # the exact O(1/n) theory's own validity: r = V4 / (n K0^2) below this
-# V4 + V4_1/n's own validity: its error relative to V4, measured as 0.25 r^2 with r = V4/(n K0^2) of the theory
-# (relu and gelu, one input, L = 8, n = 16-256; docs/exact_theory.md section 7.2), reaches 0.1 at r = 0.63 (the
-# O(1/n) theory's, 0.67 r, at r = 0.149).  With the Monte Carlo's own V4 in r the law is blurred (r then holds
-# the error itself), so this limit reads the theory's r.
-R_LIMIT_NEXT_ORDER = 0.63
+# V4 + V4_1/n's own validity: its error relative to V4, measured as NEXT_ORDER_ERROR r^2 with r = V4/(n K0^2) of
+# the theory (relu and gelu, one input, L = 8, n = 16-256; docs/exact_theory.md section 7.2), reaches 0.1 at
+# r = 0.63 (the O(1/n) theory's, 0.67 r, at r = 0.149).  With the Monte Carlo's own V4 in r the law is blurred (r
+# then holds the error itself), so this limit reads the theory's r.
+NEXT_ORDER_ERROR = 0.25
+R_LIMIT_NEXT_ORDER = round(math.sqrt(0.1 / NEXT_ORDER_ERROR), 2)  # 0.63
 
 
 def entry_scale(name: str, values: np.ndarray, P: int) -> np.ndarray:
@@ -179,13 +180,8 @@ def pulls(th, extr: dict) -> dict:
         if name not in extr:
             continue
         e = extr[name]
-        finite = np.abs(e.value[np.isfinite(e.value)])
-        floor = ROUNDING_SE * (float(finite.max()) if finite.size else 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pull = np.where(e.se > floor, (e.value[None] - theory) / e.se[None], np.nan)
-        out[f"{name}_pull"] = pull
-        flat = np.abs(pull.reshape(pull.shape[0], -1))
-        out[f"worst_pull_{name}"] = np.array([np.nanmax(row) if np.any(np.isfinite(row)) else np.nan for row in flat])
+        pull, worst = width_pulls(e.value[None], e.se[None], theory[:, None])  # the extrapolation as one "width"
+        out[f"{name}_pull"], out[f"worst_pull_{name}"] = pull[:, 0], worst[:, 0]
     return out
 
 
@@ -275,11 +271,15 @@ def fluctuation_ratio(point, est) -> dict:
 
 def ratio(point, V4: np.ndarray) -> np.ndarray:
     """max over entries |V4[ab,cd]| / (n sqrt(K0_aa K0_bb K0_cc K0_dd)), (W, R), for V4 (W, R, p, p)."""
-    a, b = pair_indices(point.P)
-    K0 = point.K0_discrete
-    s = np.sqrt(np.abs(K0[:, a, a] * K0[:, b, b]))  # (R, p)
+    return ratio_of(V4, kernel_scale(point.K0_discrete), point.widths)
+
+
+def ratio_of(V4: np.ndarray, k0_scale: np.ndarray, widths) -> np.ndarray:
+    """max over entries |V4[m,m']| / (n s_m s_m'), (W, R), for V4 (W, R, p, p), the discrete K0's scale
+    s_m = sqrt(|K0_aa K0_bb|) (R, p) (kernel_eft.diagnose.compare.kernel_scale) and the widths (W,)."""
+    s = k0_scale
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.abs(V4) / (point.widths[:, None, None, None] * s[None, :, :, None] * s[None, :, None, :])
+        r = np.abs(V4) / (np.asarray(widths)[:, None, None, None] * s[None, :, :, None] * s[None, :, None, :])
     return np.nanmax(r.reshape(r.shape[:2] + (-1,)), axis=-1)
 
 

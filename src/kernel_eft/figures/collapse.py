@@ -7,18 +7,18 @@ import numpy as np
 from matplotlib.lines import Line2D
 import matplotlib.pyplot as plt
 
-from kernel_eft.diagnose.validity import R_LIMIT, R_LIMIT_NEXT_ORDER, entry_scale
+from kernel_eft.diagnose.compare import kernel_scale_pairs
+from kernel_eft.diagnose.validity import NEXT_ORDER_ERROR, R_LIMIT, R_LIMIT_NEXT_ORDER, entry_scale, ratio_of
 from kernel_eft.figures.common import DIMLESS, Figure, finish, first_of_each_closure, shared_legend, theory_style
+from kernel_eft.figures.comparison import next_order_theories, next_order_values
 
 
-# V4 + V4_1/n's error, measured over relu and gelu at one input (docs/exact_theory.md section 7.2): 0.25 r^2
-NEXT_ORDER_ERROR = 0.25
 NEXT_ORDER_GID = "V4 + V4_1/n"  # the crosses' artist id (tests find them by it)
 
 
 def has_next_order(ds, label: str) -> bool:
     """Whether the theory `label` gives V4_1 at this point (one input, discrete layers)."""
-    return "V4_1_theory" in ds and bool(np.all(np.isfinite(ds["V4_1_theory"].sel(theory=label).values)))
+    return bool(next_order_theories(ds, "V4", [label]))
 
 
 def errors_against_r(ds, label: str, next_order: bool = False):
@@ -29,9 +29,10 @@ def errors_against_r(ds, label: str, next_order: bool = False):
     P = int(ds.attrs["P"])
     rs, errs, ses = [], [], []
     V4 = ds["V4_theory"].sel(theory=label).values
+    per_width = next_order_values(ds, label) if next_order else None
     for i in range(ds.sizes["width"]):
         n = float(ds["width"].values[i])
-        theory = V4 + ds["V4_1_theory"].sel(theory=label).values / n if next_order else V4
+        theory = per_width[i] if next_order else V4
         mc, se = ds["V4_MC"].values[i], ds["V4_MC_se"].values[i]
         scale = entry_scale("V4", V4 if next_order else mc, P)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -51,13 +52,8 @@ def errors_against_r(ds, label: str, next_order: bool = False):
 def theory_ratio(ds, V4: np.ndarray, n: float) -> np.ndarray:
     """r(t) = max over entries |V4[ab,cd]| / (n sqrt(K0_aa K0_bb K0_cc K0_dd)) of a theory's V4 (t, pair, pair2),
     with the discrete K0 (as the diagnostics' r_max, which reads the Monte Carlo's V4)."""
-    pa, pb = ds["pair_a"].values, ds["pair_b"].values
-    K0 = ds["K0_discrete"].values  # (t, pair)
-    diagonal = {int(a): m for m, (a, b) in enumerate(zip(pa, pb)) if a == b}
-    s = np.sqrt(np.abs(K0[:, [diagonal[int(a)] for a in pa]] * K0[:, [diagonal[int(b)] for b in pb]]))  # (t, pair)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.abs(V4) / (n * s[:, :, None] * s[:, None, :])
-    return np.nanmax(r.reshape(r.shape[0], -1), axis=1)
+    k0_scale = kernel_scale_pairs(ds["K0_discrete"].values, int(ds.attrs["P"]))
+    return ratio_of(V4[None], k0_scale, [n])[0]
 
 
 MARKERS = "os^Dv<>ph*"

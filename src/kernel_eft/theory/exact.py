@@ -554,7 +554,7 @@ class Exact(Closure):
 
     def estimate_seconds_at(self, activation, kin, *, sw2, sb2, time, depth, times):
         """estimate_seconds, plus the V4_1 grid at one input and a depth (next_order_seconds: 0 where skipped)."""
-        seconds = self.estimate_seconds(activation, int(np.asarray(kin).shape[-1]), times, depth is None)
+        seconds = super().estimate_seconds_at(activation, kin, sw2=sw2, sb2=sb2, time=time, depth=depth, times=times)
         if depth is not None:
             seconds += next_order_seconds(activation, kin, sw2, sb2, time, int(depth))
         return seconds
