@@ -22,6 +22,7 @@ import time as _time
 import numpy as np
 
 from kernel_eft.core.activations import get_activation
+from kernel_eft.diagnose.compare import next_order_verdict
 from kernel_eft.simulate.estimates import summarize
 from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.simulate.samplers import simulate
@@ -35,25 +36,6 @@ def theory(activation, kin, sw2, sb2, time, depth, **lattice):
     lat = v4_next_order_lattice(activation, kin, sw2, sb2, time, depth, **lattice)
     return {"V4": np.asarray(res.V4), "V4_1": lat.V4_1, "lattice_V4": lat.V4, "K1": np.asarray(res.K1),
             "lattice_K1": lat.K1, "points": lat.info["points"], "seconds": _time.perf_counter() - start}
-
-
-def judge(n, mc, se, V4, V4_1, sigma=4.0):
-    """The per-width verdict over layers >= 1 and the upper triangle of (p, p): dict of arrays and counts."""
-    iu, ju = np.triu_indices(V4.shape[-1])
-    diag = np.einsum("lmm->lm", V4)
-    scale = np.sqrt(np.abs(diag[:, :, None] * diag[:, None, :]))[1:, iu, ju]
-    mc, se, V4, V4_1 = mc[1:, iu, ju], se[1:, iu, ju], V4[1:, iu, ju], V4_1[1:, iu, ju]
-    lead, nxt = mc - V4, mc - V4 - V4_1 / n
-    e1 = np.abs(lead) / scale
-    tol = np.maximum.reduce([sigma * se, 0.01 * scale, 1.5 * e1 ** 2 * scale])
-    tested = np.abs(lead) > sigma * se
-    ok = np.abs(nxt) <= tol
-    return {"n": n, "tested": int(tested.sum()), "entries": int(tested.size), "failed": int((tested & ~ok).sum()),
-            "max_pull_next": float(np.max(np.abs(nxt / se))), "max_pull_lead": float(np.max(np.abs(lead / se))),
-            "median_ratio": float(np.median(np.abs(nxt[tested]) / np.abs(lead[tested]))) if tested.any() else None,
-            "worst_excess": float(np.max(np.abs(nxt) / tol)),
-            "n2_resid_last": (n ** 2 * nxt[-1]).tolist(), "n_resid_last": (n * lead[-1]).tolist(),
-            "se_last": se[-1].tolist()}
 
 
 def main(argv=None):
@@ -85,7 +67,7 @@ def main(argv=None):
                                   record_every=1, batches=32)
         start = _time.perf_counter()
         s = summarize(params, simulate(params)[0])
-        r = judge(n, s["V4"], s["V4_se"], th["V4"], th["V4_1"])
+        r = next_order_verdict(n, s["V4"], s["V4_se"], th["V4"], th["V4_1"])
         r["seconds"] = _time.perf_counter() - start
         r["mc"], r["se"] = s["V4"].tolist(), s["V4_se"].tolist()
         rows.append(r)

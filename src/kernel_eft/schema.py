@@ -90,7 +90,7 @@ _TSTAR_PARTS = (("", "estimated"), ("_lo", "lower end (16th percentile over boot
                 ("_hi", "upper end (84th percentile over bootstrap replicates) of the"))
 
 # the per-width comparison with V4 + V4_1/n (docs/diagnostics.md section 2)
-_NEXT_ORDER = "only where a theory file has V4_1 (one input, discrete layers)"
+_NEXT_ORDER = "only where a theory file has V4_1 (exact closure at a depth, P <= 2)"
 
 _RAW = "batch-resolved raw moment (pair coordinates) for merging and re-analysis: "
 

@@ -172,7 +172,7 @@ def test_v4_next_order_against_monte_carlo(case):
 
 def test_exact_closure_writes_v4_1_for_one_input():
     """`kernel-eft theory --closure exact --depth L` with one input carries V4_1 (same dims and units as V4) from the
-    automatic grid; with two inputs it does not (no theory for P >= 2)."""
+    automatic grid; with two inputs it comes from the lattice instead (tests/theory/test_next_order_lattice.py)."""
     from kernel_eft.theory.exact import EXACT
     from kernel_eft.theory.next_order_grid import automatic_grid_points
 
@@ -187,4 +187,4 @@ def test_exact_closure_writes_v4_1_for_one_input():
     assert int(ds.attrs["V4_1_grid_points"]) == points and points % 2 == 1
     assert ds.attrs["V4_1_grid_spacing"] <= 0.6 * ds.attrs["V4_1_min_step_std"] + 1e-12
     two = EXACT.solve(act, np.array([[1.0, 0.3], [0.3, 1.0]]), **args)
-    assert "V4_1" not in two
+    assert "V4_1" in two and "lattice" in two.attrs["V4_1_method"]  # two inputs: test_next_order_lattice.py

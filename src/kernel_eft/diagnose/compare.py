@@ -79,3 +79,27 @@ def kernel_scale_pairs(K_pairs: np.ndarray, P: int) -> np.ndarray:
     """kernel_scale for kernels already in pair coordinates, (..., p) -> (..., p)."""
     lut = pair_lookup(P)
     return kernel_scale(K_pairs[..., lut])
+
+
+def next_order_verdict(width: int, mc, se, V4, V4_1, sigma: float = 4.0) -> dict:
+    """One width's Monte Carlo n Cov(G) against V4 + V4_1/n with no extrapolation, entry by entry (pairs, layers
+    >= 1, upper triangle of (p, p)), by the criterion of docs/exact_theory.md section 7.3: where V4 alone is more
+    than `sigma` se off ("tested"), |MC - V4 - V4_1/n| <= max(sigma se, 1% of the entry's scale
+    sqrt(V4[m,m] V4[m',m']), 1.5 e1^2 of that scale), e1 = |MC - V4| / scale the O(1/n) theory's relative miss (the
+    size of the next order).  Returns counts, worst pulls, the median over tested entries of |MC - V4 - V4_1/n| /
+    |MC - V4| and the last layer's n^2 (MC - V4 - V4_1/n) and n (MC - V4) (flat in n, and tending to V4_1)."""
+    mc, se, V4, V4_1 = (np.asarray(a, float) for a in (mc, se, V4, V4_1))
+    iu, ju = np.triu_indices(V4.shape[-1])
+    scale = covariance_scale(V4)[1:, iu, ju]
+    mc, se, V4, V4_1 = (a[1:, iu, ju] for a in (mc, se, V4, V4_1))
+    lead, nxt = mc - V4, mc - V4 - V4_1 / width
+    tol = np.maximum.reduce([sigma * se, 0.01 * scale, 1.5 * (np.abs(lead) / scale) ** 2 * scale])
+    tested = np.abs(lead) > sigma * se
+    ok = np.abs(nxt) <= tol
+    return {"n": int(width), "tested": int(tested.sum()), "entries": int(tested.size),
+            "failed": int((tested & ~ok).sum()),
+            "max_pull_next": float(np.max(np.abs(nxt / se))), "max_pull_lead": float(np.max(np.abs(lead / se))),
+            "median_ratio": float(np.median(np.abs(nxt[tested]) / np.abs(lead[tested]))) if tested.any() else None,
+            "worst_excess": float(np.max(np.abs(nxt) / tol)),
+            "n2_resid_last": (width ** 2 * nxt[-1]).tolist(), "n_resid_last": (width * lead[-1]).tolist(),
+            "se_last": se[-1].tolist()}

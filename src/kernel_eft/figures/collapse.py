@@ -17,7 +17,7 @@ NEXT_ORDER_GID = "V4 + V4_1/n"  # the crosses' artist id (tests find them by it)
 
 
 def has_next_order(ds, label: str) -> bool:
-    """Whether the theory `label` gives V4_1 at this point (one input, discrete layers)."""
+    """Whether the theory `label` gives V4_1 at this point (exact closure at a depth, P <= 2)."""
     return bool(next_order_theories(ds, "V4", [label]))
 
 
@@ -152,7 +152,7 @@ def render(study, outdir: str) -> list[str]:
         f"{threshold:g}; grey line: r = {R_LIMIT:g}. A closure error does not fall as r → 0 (where the closure "
         "fails); an exact O(1/n) theory's error is its O(1/n²) remainder and follows r, so it ends as r "
         f"approaches {R_LIMIT:g}. " + (
-            f"Crosses: V4 + V4_1/n against the same width (where a theory gives V4_1: one input), error relative "
+            f"Crosses: V4 + V4_1/n against the same width (where a theory gives V4_1: exact at a depth, P <= 2), error relative "
             f"to the theory's V4 and plotted at the theory's own r = V4/(n K0²) (the Monte Carlo's r holds the "
             f"error itself); its error follows r², measured as {NEXT_ORDER_ERROR:g} r² (dash-dotted; "
             f"docs/exact_theory.md section 7.2), and reaches the threshold at r = {R_LIMIT_NEXT_ORDER:g} (light grey "

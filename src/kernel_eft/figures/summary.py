@@ -156,7 +156,7 @@ def summary_html(table) -> str:
                "sigma| over depth and entries. r_max_T, t_r_limit: the fluctuation ratio r = V4 / (n K0^2) at T and "
                f"the first t where it exceeds {R_LIMIT:g} (the O(1/n) theory's own limit). Errors: delete-one-batch "
                "jackknife over seed batches.")
-    if any(str(c).endswith("_next_width") for c in table.columns):  # a theory gave V4_1 (one input)
+    if any(str(c).endswith("_next_width") for c in table.columns):  # a theory gave V4_1 (exact at a depth, P <= 2)
         caption += (" worst_pull_V4_{closure}_next_width: max |(V4_MC(n) - V4 - V4_1/n) / sigma| over depth and "
                     "entries at each width n, no extrapolation, where the theory gives V4_1 (worst_pull_V4_{closure}"
                     "_width: the same against V4 alone); tstar_V4_{closure}_next_width: t* of V4 + V4_1/n per width; "

@@ -141,7 +141,7 @@ class Closure:
                             times: int) -> float | None:
         """estimate_seconds at one grid point, which the start line and the planner call: by default the model
         of P and the number of times alone; a closure whose cost depends on the point itself (the exact closure's
-        V4_1 grid for one input) overrides it."""
+        V4_1 grid or lattice) overrides it."""
         return self.estimate_seconds(activation, int(np.asarray(kin).shape[-1]), times, depth is None)
 
     def estimate_memory(self, P: int, times: int) -> int | None:

@@ -451,15 +451,67 @@ def next_order_grid_points(act: Activation, kin, sw2: float, sb2: float, time: f
     return points, points <= nog.MAX_GRID_POINTS and points ** 4 * depth <= nog.MAX_GRID_WORK
 
 
+# Wall time of the V4_1 lattice for two or more inputs (next_order_inputs) = LATTICE_SECONDS x its work, the work
+# being sum over layers of N_l^3 x (LATTICE_PRODUCTS + 2 p (L - 1 - l)) (the N x N products of one layer and of the
+# third-cumulant chain it carries; N_l: lattice l's points), fitted on this project's machine (two cores, quiet) to
+# relu P = 2, L = 8 at two points (833 and 887 points: 11.9 and 12.1 s measured, work 3.3e10 and 3.7e10; the
+# same point at 0.9 x the step std, 1 245 points, took 41.9 s: N^3 holds); docs/exact_theory.md section 7.3.  Computed by default up to MAX_LATTICE_SECONDS; beyond, the theory file says
+# why V4_1 is absent and kernel_eft.theory.next_order_lattice can be called directly.
+LATTICE_SECONDS = 6.0e-11
+LATTICE_PRODUCTS = 33
+MAX_LATTICE_SECONDS = 120.0
+
+
+def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int) -> float:
+    """Estimated wall seconds of the V4_1 lattice hierarchy at P >= 2 (LATTICE_SECONDS x work)."""
+    from kernel_eft.theory import next_order_lattice as nol
+
+    lattices, _, _ = nol.make_lattices(act, kin, sw2, sb2, time, depth)
+    p = n_pairs(np.asarray(kin).shape[-1])
+    work = sum(float(x.shape[0]) ** 3 * (LATTICE_PRODUCTS + 2 * p * (depth - 1 - layer))
+               for layer, x in enumerate(lattices[:-1]))
+    return LATTICE_SECONDS * work
+
+
 def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int) -> float:
-    """Estimated wall seconds of the V4_1 grid (NEXT_ORDER_SECONDS): 0 where it is skipped or P >= 2."""
-    if np.asarray(kin).size != 1:
-        return 0.0
+    """Estimated wall seconds of V4_1 (the grid for one input, NEXT_ORDER_SECONDS; the lattice for two,
+    LATTICE_SECONDS): 0 where it is skipped."""
+    P = np.asarray(kin).shape[-1] if np.asarray(kin).ndim else 1
     try:
-        points, computed = next_order_grid_points(act, kin, sw2, sb2, time, int(depth))
-    except (ValueError, ArithmeticError, FloatingPointError):  # a diverging mean path: the solve itself says so
+        if P == 1:
+            points, computed = next_order_grid_points(act, kin, sw2, sb2, time, int(depth))
+            return NEXT_ORDER_SECONDS * points ** 3 * int(depth) if computed else 0.0
+        if P == 2:
+            seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, int(depth))
+            return seconds if seconds <= MAX_LATTICE_SECONDS else 0.0
+    except (ValueError, ArithmeticError, FloatingPointError, np.linalg.LinAlgError):  # the solve itself says so
         return 0.0
-    return NEXT_ORDER_SECONDS * points ** 3 * int(depth) if computed else 0.0
+    return 0.0
+
+
+def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int):
+    """V4_1 for two inputs on the layer grid, by the lattice hierarchy (kernel_eft.theory.next_order_lattice,
+    docs/exact_theory.md section 7.3); returns (V4_1 as (L+1, P, P, P, P) or None, file attributes).  None for
+    P >= 3 (a lattice in R^3 is out of reach) and where the estimate exceeds MAX_LATTICE_SECONDS (deep networks:
+    the points grow like L, the work like L^5)."""
+    from kernel_eft.theory import next_order_lattice as nol
+
+    P = np.asarray(kin).shape[-1]
+    if P != 2:
+        return None, {"V4_1_method": f"not computed: the lattice hierarchy is implemented for P <= 2 inputs, not {P}"}
+    seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth)
+    if seconds > MAX_LATTICE_SECONDS:
+        return None, {"V4_1_method": f"not computed: the lattice hierarchy would take about {seconds:.3g} s at depth "
+                                     f"{depth} (limit {MAX_LATTICE_SECONDS:g} s); call "
+                                     "kernel_eft.theory.next_order_lattice.v4_next_order_lattice directly"}
+    lat = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth)
+    attrs = {"V4_1_method": ("cumulant hierarchy of the empirical measure on a lattice in R^P per layer, third "
+                             "cumulant along the back-propagated psi vectors (docs/exact_theory.md section 7.3); "
+                             "error O(spacing^4) for a kinked phi, spectral for a smooth one"),
+             "V4_1_grid_points": int(lat.info["points"]),
+             "V4_1_spacing_per_step_std": nol.SPACING_PER_STEP_STD, "V4_1_radius_sd": nol.RADIUS_SD,
+             "V4_1_seconds": round(float(lat.info["seconds"]), 2)}
+    return lat.four_index("V4_1"), attrs
 
 
 def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int):
@@ -487,7 +539,7 @@ def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: flo
 def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: float, time: float, extra_attrs=None,
                    V4_1=None):
     """The theory file of an exact-theory result: the standard fields (K1_source = sw2 B), the V4 parts and, where
-    given (one input, layer grid), V4_1."""
+    given (layer grid, P <= 2), V4_1."""
     P = res.K0.shape[-1]
     values = {"K0": res.K0, "V4": res.four_index("V4"), "K1": res.K1_matrix(), "K1_source": from_pairs(sw2 * res.B, P),
               "V4_free": res.four_index("V4_free"), "V4_cross": res.four_index("V4_cross"),
@@ -531,7 +583,7 @@ class Exact(Closure):
         "V4_cross": Variable(COV, "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field"),
         "V4_feedback": Variable(COV, "feedback part of V4: Cov(y, y)"),
         "V4_1": Variable(COV, "1/n coefficient of n Cov(G): n Cov(G) = V4 + V4_1/n + O(1/n^2)",
-                         note="only with --depth and one input (P = 1), docs/exact_theory.md section 7.1"),
+                         note="only with --depth and P <= 2 inputs, docs/exact_theory.md sections 7.1 and 7.3"),
     }
 
     def check(self, activation, kin, depth, points):
@@ -582,9 +634,11 @@ class Exact(Closure):
             V4_1 = None
             if depth is not None:
                 res = exact_theory_discrete(act, kin, sw2, sb2, time, int(depth), rule, progress=progress)
-                if np.asarray(kin).shape[-1] == 1:  # the next order exists for one input only (section 7.1)
+                if np.asarray(kin).shape[-1] == 1:  # the one-input grid (section 7.1)
                     V4_1, next_attrs = next_order_one_input(act, kin, sw2, sb2, time, int(depth))
-                    extra.update(next_attrs)
+                else:  # the lattice in R^P (section 7.3)
+                    V4_1, next_attrs = next_order_inputs(act, kin, sw2, sb2, time, int(depth))
+                extra.update(next_attrs)
             else:
                 steps = int(points or self.default_points) - 1
                 res, extra = exact_theory_extrapolated(act, kin, sw2, sb2, time, steps, rule, progress=progress)

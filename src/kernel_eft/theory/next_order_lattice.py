@@ -184,7 +184,7 @@ def transition_derivatives(x: Array, y: Array, S: Array, dS: Array, w: Array | N
     return M, M1, M2, u
 
 
-def kink_corrected_psi(act, x: Array) -> Array:
+def kink_corrected_psi(act, x: Array, correct: bool = True) -> Array:
     """psi_m(x) = phi(x_a) phi(x_b) on the lattice points x (N, P), with the Euler-Maclaurin correction of a kink of
     phi at 0 (relu): a sum over a lattice line crossing a jump J = phi'(0+) - phi'(0-) of the derivative at a node
     misses the integral by -(h^2/12) J (weight there), an O(h^2) error, so phi(0) is replaced by phi(0) + J h_a / 12
@@ -198,7 +198,7 @@ def kink_corrected_psi(act, x: Array) -> Array:
     jump = float((np.asarray(act.phi(np.array([eps])), float)[0] - 2 * phi0
                   + np.asarray(act.phi(np.array([-eps])), float)[0]) / eps)
     psi = phix[:, a] * phix[:, b]
-    if abs(jump) < 1e-4:  # smooth phi: phi'' eps at most
+    if abs(jump) < 1e-4 or not correct:  # smooth phi: phi'' eps at most
         return psi
     on0 = np.isclose(x, 0.0, atol=1e-12)
     h = np.empty(P)
@@ -240,10 +240,13 @@ def _t_contract(w: Array, M: Array, C: Array, c: Array) -> Array:
 
 def v4_next_order_lattice(activation, kin, sw2: float, sb2: float, time: float, depth: int,
                           spacing_per_step_std: float = SPACING_PER_STEP_STD, radius_sd: float = RADIUS_SD,
-                          x: Array | None = None, progress=None) -> LatticeNextOrder:
+                          x: Array | None = None, kink_correction: bool = True,
+                          progress=None) -> LatticeNextOrder:
     """K0, K1, V4 and V4_1 (pair coordinates) of P inputs (kin P x P) at every layer 0..depth, by the lattice
     hierarchy (docs/exact_theory.md sections 7.1, 7.3).  x: the lattice points (N, P) instead of the automatic
-    lattice (tests: next_order_grid's grid for P = 1).  progress(layer, depth, seconds) after each layer.
+    lattice (tests: next_order_grid's grid for P = 1).  kink_correction: False drops the Euler-Maclaurin correction
+    of a kinked phi (kink_corrected_psi; tests show what it is worth).  progress(layer, depth, seconds) after each
+    layer.
 
     Notation as section 7.1 with the pair index m of Om: e_m = sw2 psi_m . delta, A = M + sw2 sum_m psi_m (m^T M'_m),
     v_mk = m^T M''_mk, u_mkr = m^T M'''_mkr, Kpsi = K2_0 psi (N, p), pKp = psi^T K2_0 psi (p, p), sums over ordered
@@ -261,7 +264,7 @@ def v4_next_order_lattice(activation, kin, sw2: float, sb2: float, time: float, 
     else:
         xs = [np.asarray(x, float).reshape(len(x), -1)] * (depth + 1)
     a, b = pair_indices(P)
-    psis = [kink_corrected_psi(act, xl) for xl in xs]  # (N_l, p): psi_m = phi(x_a) phi(x_b)
+    psis = [kink_corrected_psi(act, xl, kink_correction) for xl in xs]  # (N_l, p): psi_m = phi(x_a) phi(x_b)
     qs = [xl[:, a] * xl[:, b] for xl in xs]  # G_m = q_m . w
     dS = dt * _pair_basis(P)  # dS / d Om_m
     # the initial empirical measure: n i.i.d. draws from N(0, kin) on lattice 0 (multinomial cumulants)
