@@ -466,10 +466,9 @@ def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, tim
     """Estimated wall seconds of the V4_1 lattice hierarchy at P >= 2 (LATTICE_SECONDS x work)."""
     from kernel_eft.theory import next_order_lattice as nol
 
-    lattices, _, _ = nol.make_lattices(act, kin, sw2, sb2, time, depth)
+    sizes = nol.lattice_sizes(act, kin, sw2, sb2, time, depth)
     p = n_pairs(np.asarray(kin).shape[-1])
-    work = sum(float(x.shape[0]) ** 3 * (LATTICE_PRODUCTS + 2 * p * (depth - 1 - layer))
-               for layer, x in enumerate(lattices[:-1]))
+    work = sum(float(N) ** 3 * (LATTICE_PRODUCTS + 2 * p * (depth - 1 - layer)) for layer, N in enumerate(sizes[:-1]))
     return LATTICE_SECONDS * work
 
 
@@ -489,20 +488,21 @@ def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float
     return 0.0
 
 
-def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int):
+def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                      limit: float = MAX_LATTICE_SECONDS):
     """V4_1 for two inputs on the layer grid, by the lattice hierarchy (kernel_eft.theory.next_order_lattice,
     docs/exact_theory.md section 7.3); returns (V4_1 as (L+1, P, P, P, P) or None, file attributes).  None for
-    P >= 3 (a lattice in R^3 is out of reach) and where the estimate exceeds MAX_LATTICE_SECONDS (deep networks:
-    the points grow like L, the work like L^5)."""
+    P >= 3 (a lattice in R^3 is out of reach) and where the estimate exceeds `limit` seconds (the closure's option
+    next_order_seconds, default MAX_LATTICE_SECONDS; deep networks: the points grow like L, the work like L^5)."""
     from kernel_eft.theory import next_order_lattice as nol
 
     P = np.asarray(kin).shape[-1]
     if P != 2:
         return None, {"V4_1_method": f"not computed: the lattice hierarchy is implemented for P <= 2 inputs, not {P}"}
     seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth)
-    if seconds > MAX_LATTICE_SECONDS:
+    if seconds > limit:
         return None, {"V4_1_method": f"not computed: the lattice hierarchy would take about {seconds:.3g} s at depth "
-                                     f"{depth} (limit {MAX_LATTICE_SECONDS:g} s); call "
+                                     f"{depth} (limit next_order_seconds = {limit:g} s); raise it, or call "
                                      "kernel_eft.theory.next_order_lattice.v4_next_order_lattice directly"}
     lat = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth)
     attrs = {"V4_1_method": ("cumulant hierarchy of the empirical measure on a lattice in R^P per layer, third "
@@ -514,7 +514,8 @@ def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float,
     return lat.four_index("V4_1"), attrs
 
 
-def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int):
+def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                         limit: float = MAX_LATTICE_SECONDS):
     """V4_1 (1/n coefficient of n Cov(G)) for one input on the layer grid, by the grid cumulant hierarchy
     (kernel_eft.theory.next_order_grid, docs/exact_theory.md section 7.1) on the automatic grid; returns (V4_1 as
     (L+1, 1, 1, 1, 1) or None, file attributes).  None when the grid would need more than MAX_GRID_POINTS points
@@ -527,6 +528,10 @@ def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: flo
         return None, {"V4_1_method": f"not computed: the grid hierarchy would need {points} grid points at depth "
                                      f"{depth} (limits: {nog.MAX_GRID_POINTS} points, points^4 x depth <= "
                                      f"{nog.MAX_GRID_WORK:.3g}); call kernel_eft.theory.next_order_grid directly"}
+    seconds = NEXT_ORDER_SECONDS * points ** 3 * depth
+    if seconds > limit:
+        return None, {"V4_1_method": f"not computed: the grid hierarchy would take about {seconds:.3g} s (limit "
+                                     f"next_order_seconds = {limit:g} s)"}
     grid = nog.v4_next_order_grid(act, kin, sw2, sb2, time, depth, grid_points=points)
     attrs = {"V4_1_method": ("cumulant hierarchy of the empirical measure on a uniform spatial grid (docs/"
                              "exact_theory.md section 7.1); error O(spacing^4) for a kinked phi, spectral for a "
@@ -576,7 +581,10 @@ class Exact(Closure):
     default_points = 101  # two-time integrals cost O(points^2); 101 points reach 1e-4 (file attribute)
     style = {"discrete": dict(color="tab:red", ls="-", marker="o"),
              "continuum": dict(color="tab:red", ls="-.", marker="o")}
-    options = (Option("rule", None, None, "NormalRule of the moment quadrature (API only)"),)
+    options = (Option("rule", None, None, "NormalRule of the moment quadrature (API only)"),
+               Option("next_order_seconds", float, MAX_LATTICE_SECONDS,
+                      "the most estimated seconds V4_1 (n Cov(G) = V4 + V4_1/n) may take at a depth: the one-input "
+                      "grid or the two-input lattice (docs/exact_theory.md 7.1, 7.3); 0: never"))
     # V4's three parts (docs/exact_theory.md section 2), written beside the standard fields
     parts = {
         "V4_free": Variable(COV, "free part of V4: Wishart form of K0(t), Cov of the free field A_hh"),
@@ -623,7 +631,8 @@ class Exact(Closure):
             raise InputError("points", f"the exact continuum is Richardson-extrapolated from points, (points+1)/2 "
                                        f"and (points+3)/4 times: give points = 4k + 1 >= 9 (e.g. 101), got {points}")
 
-    def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, rule=None):
+    def solve(self, activation, kin, *, sw2, sb2, time, depth=None, points=None, progress=None, rule=None,
+              next_order_seconds=MAX_LATTICE_SECONDS):
         """The discrete theory at depth L, else the continuous one at `points` uniform times, Richardson-
         extrapolated, with its accuracy estimated by refinement (file attributes).  activation: the Activation
         object (resolved once at the edge)."""
@@ -634,10 +643,13 @@ class Exact(Closure):
             V4_1 = None
             if depth is not None:
                 res = exact_theory_discrete(act, kin, sw2, sb2, time, int(depth), rule, progress=progress)
-                if np.asarray(kin).shape[-1] == 1:  # the one-input grid (section 7.1)
-                    V4_1, next_attrs = next_order_one_input(act, kin, sw2, sb2, time, int(depth))
+                limit = float(next_order_seconds)
+                if limit <= 0:
+                    next_attrs = {"V4_1_method": "not computed: next_order_seconds = 0"}
+                elif np.asarray(kin).shape[-1] == 1:  # the one-input grid (section 7.1)
+                    V4_1, next_attrs = next_order_one_input(act, kin, sw2, sb2, time, int(depth), limit)
                 else:  # the lattice in R^P (section 7.3)
-                    V4_1, next_attrs = next_order_inputs(act, kin, sw2, sb2, time, int(depth))
+                    V4_1, next_attrs = next_order_inputs(act, kin, sw2, sb2, time, int(depth), limit)
                 extra.update(next_attrs)
             else:
                 steps = int(points or self.default_points) - 1
