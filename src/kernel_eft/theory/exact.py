@@ -466,8 +466,14 @@ def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, tim
     """Estimated wall seconds of the V4_1 lattice hierarchy at P >= 2 (LATTICE_SECONDS x work)."""
     from kernel_eft.theory import next_order_lattice as nol
 
-    sizes = nol.lattice_sizes(act, kin, sw2, sb2, time, depth)
     p = n_pairs(np.asarray(kin).shape[-1])
+    # a lower bound from layer 0 alone first (one f call; K0 and the step grow together, so N_l >~ N_0 / 2): deep
+    # networks are rejected without walking the mean path
+    first = nol.lattice_sizes(act, kin, sw2, sb2, time / depth, 1)[0]  # layer 0 of a one-layer net of step dt
+    bound = LATTICE_SECONDS * (first / 2) ** 3 * sum(LATTICE_PRODUCTS + 2 * p * (depth - 1 - l) for l in range(depth))
+    if bound > 10 * MAX_LATTICE_SECONDS:
+        return bound
+    sizes = nol.lattice_sizes(act, kin, sw2, sb2, time, depth)
     work = sum(float(N) ** 3 * (LATTICE_PRODUCTS + 2 * p * (depth - 1 - layer)) for layer, N in enumerate(sizes[:-1]))
     return LATTICE_SECONDS * work
 

@@ -73,11 +73,12 @@ def _pair_basis(P: int) -> Array:
     return E
 
 
-def step_resolution(S: Array, scale: Array) -> float:
-    """The smallest std the lattice must resolve for steps of covariance S, in lattice units before the spacing
-    (coordinates divided by `scale`): min over small dual vectors k != 0 of sqrt(k^T S k) / |k|_inf, the aliasing
-    exponent of Poisson summation being 2 pi^2 k^T S k / h^2."""
-    St = S / np.outer(scale, scale)
+def step_resolution(S: Array, frame: Array) -> float:
+    """The smallest std the lattice must resolve for steps of covariance S, in the lattice's coordinates y
+    (x = frame y), before the spacing: min over small dual vectors k != 0 of sqrt(k^T S~ k) / |k|_inf with
+    S~ = frame^-1 S frame^-T, the aliasing exponent of Poisson summation being 2 pi^2 k^T S~ k / h^2."""
+    Fi = np.linalg.inv(frame)
+    St = Fi @ S @ Fi.T
     P = St.shape[0]
     best = np.inf
     for k in itertools.product(range(-2, 3), repeat=P):
@@ -88,25 +89,50 @@ def step_resolution(S: Array, scale: Array) -> float:
     return float(np.sqrt(best))
 
 
-def lattice_sizes(act, kin, sw2: float, sb2: float, time: float, depth: int,
-                  spacing_per_step_std: float = SPACING_PER_STEP_STD, radius_sd: float = RADIUS_SD) -> Array:
-    """The points of make_lattices' lattices without building them (for cost estimates): the ellipse's volume over
-    the cell's, V_P radius^P sqrt(det C_l) / h_l^P (C_l the correlation matrix of K0^l), within a few per cent for
-    N >~ 100."""
-    from math import gamma, pi
+def kink_jump(act) -> float:
+    """J = phi'(0+) - phi'(0-) (numerically; 0 for a smooth phi, 1 for relu)."""
+    eps = 1e-6
+    val = [float(np.asarray(act.phi(np.array([v])), float)[0]) for v in (-eps, 0.0, eps)]
+    jump = (val[2] - 2 * val[1] + val[0]) / eps
+    return jump if abs(jump) >= 1e-4 else 0.0  # smooth phi: phi'' eps at most
 
+
+def _frames(act, K0: Array) -> list:
+    """The lattice frame of each layer, x = frame y with y on a square lattice: the axes scaled by sqrt(K0_aa)
+    where phi has a kink at 0 (relu: the kinks x_a = 0 are lattice lines, so the Euler-Maclaurin correction of
+    kink_corrected_psi applies), else the Cholesky factor of K0 (whitened: a correlated kernel costs no more points
+    than an uncorrelated one; relu at rho 0.9 needs ~3x the points of rho 0.3 on the axes)."""
+    if kink_jump(act) != 0.0:
+        return [np.diag(np.sqrt(np.diag(K))) for K in K0]
+    return [np.linalg.cholesky(K) for K in K0]
+
+
+def _layer_geometry(act, kin, sw2, sb2, time, depth, spacing_per_step_std):
+    """(K0 (L+1, P, P), frames, spacings h_l in lattice coordinates)."""
     kin = np.atleast_2d(np.asarray(kin, float))
     K0 = mean_kernel_discrete(act, kin, sw2, sb2, time, depth, check_finite=True)
     dt = time / depth
-    P = kin.shape[0]
     steps = [dt * f_matrix(act, K, sw2, sb2) for K in K0[:-1]]
+    frames = _frames(act, K0)
+    spacings = np.array([spacing_per_step_std * step_resolution(steps[max(layer - 1, 0)], frames[layer])
+                         for layer in range(depth + 1)])
+    return K0, frames, spacings
+
+
+def lattice_sizes(act, kin, sw2: float, sb2: float, time: float, depth: int,
+                  spacing_per_step_std: float = SPACING_PER_STEP_STD, radius_sd: float = RADIUS_SD) -> Array:
+    """The points of make_lattices' lattices without building them (for cost estimates): the ellipse's volume over
+    the cell's, V_P radius^P sqrt(det C_l) / h_l^P (C_l = K0^l in lattice coordinates), within a few per cent for
+    N >~ 100."""
+    from math import gamma, pi
+
+    K0, frames, spacings = _layer_geometry(act, kin, sw2, sb2, time, depth, spacing_per_step_std)
+    P = K0.shape[-1]
     ball = pi ** (P / 2) / gamma(P / 2 + 1) * radius_sd ** P
     sizes = []
-    for layer in range(depth + 1):
-        scale = np.sqrt(np.diag(K0[layer]))
-        h = spacing_per_step_std * step_resolution(steps[max(layer - 1, 0)], scale)
-        C = K0[layer] / np.outer(scale, scale)
-        sizes.append(ball * np.sqrt(max(np.linalg.det(C), 0.0)) / h ** P)
+    for K, F, h in zip(K0, frames, spacings):
+        Fi = np.linalg.inv(F)
+        sizes.append(ball * np.sqrt(max(np.linalg.det(Fi @ K @ Fi.T), 0.0)) / h ** P)
     return np.array(sizes)
 
 
@@ -114,28 +140,22 @@ def make_lattices(act, kin, sw2: float, sb2: float, time: float, depth: int,
                   spacing_per_step_std: float = SPACING_PER_STEP_STD, radius_sd: float = RADIUS_SD):
     """One lattice per layer, adapted to the mean path: lattice l covers the ellipse x^T (K0^l)^-1 x <= radius^2 and
     has the spacing spacing_per_step_std x the resolution of the step INTO it (dt Om0^{l-1}; lattice 0 that of
-    layer 0's step), per axis in units of sqrt(K0^l_aa).  For relu Om0 grows like K0, so every layer has about the
-    same number of points, where one lattice for all layers would need the last layer's extent at the first layer's
-    spacing (7x the points at T = 4, 400x the work).  Returns (list of (N_l, P) points, K0 (L+1, P, P), spacings
-    in units of sqrt(K0_aa))."""
-    kin = np.atleast_2d(np.asarray(kin, float))
-    K0 = mean_kernel_discrete(act, kin, sw2, sb2, time, depth, check_finite=True)
-    dt = time / depth
-    P = kin.shape[0]
-    steps = [dt * f_matrix(act, K, sw2, sb2) for K in K0[:-1]]
-    lattices, spacings = [], []
-    for layer in range(depth + 1):
-        K = K0[layer]
-        scale = np.sqrt(np.diag(K))
-        h = spacing_per_step_std * step_resolution(steps[max(layer - 1, 0)], scale)
-        kmax = int(np.ceil(radius_sd / h))
+    layer 0's step) in its frame (_frames: scaled axes for a kinked phi, whitened otherwise).  Because Om0 grows
+    with K0 (relu: in proportion), every layer has about the same number of points, where one lattice for all
+    layers would need the last layer's extent at the first layer's spacing (7x the points at T = 4, 400x the work).
+    Returns (list of (N_l, P) points, K0 (L+1, P, P), spacings in lattice coordinates)."""
+    K0, frames, spacings = _layer_geometry(act, kin, sw2, sb2, time, depth, spacing_per_step_std)
+    P = K0.shape[-1]
+    lattices = []
+    for K, F, h in zip(K0, frames, spacings):
+        Fi = np.linalg.inv(F)
+        C = Fi @ K @ Fi.T
+        kmax = int(np.ceil(radius_sd * np.sqrt(np.max(np.diag(C))) / h))
         axis = np.arange(-kmax, kmax + 1) * h
         Y = np.stack(np.meshgrid(*([axis] * P), indexing="ij"), axis=-1).reshape(-1, P)
-        C = K / np.outer(scale, scale)
         inside = np.einsum("ia,ab,ib->i", Y, np.linalg.inv(C), Y) <= radius_sd ** 2
-        lattices.append(Y[inside] * scale)
-        spacings.append(h)
-    return lattices, K0, np.array(spacings)
+        lattices.append(Y[inside] @ F.T)
+    return lattices, K0, spacings
 
 
 def transition_derivatives(x: Array, y: Array, S: Array, dS: Array, w: Array | None = None,
@@ -215,12 +235,10 @@ def kink_corrected_psi(act, x: Array, correct: bool = True) -> Array:
     P = x.shape[1]
     a, b = pair_indices(P)
     phix = np.asarray(act.phi(x), float)
-    eps = 1e-6
     phi0 = float(np.asarray(act.phi(np.zeros(1)), float)[0])
-    jump = float((np.asarray(act.phi(np.array([eps])), float)[0] - 2 * phi0
-                  + np.asarray(act.phi(np.array([-eps])), float)[0]) / eps)
+    jump = kink_jump(act)
     psi = phix[:, a] * phix[:, b]
-    if abs(jump) < 1e-4 or not correct:  # smooth phi: phi'' eps at most
+    if jump == 0.0 or not correct:
         return psi
     on0 = np.isclose(x, 0.0, atol=1e-12)
     h = np.empty(P)
