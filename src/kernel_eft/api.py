@@ -156,7 +156,7 @@ def theory(*, activation, kin, time: float, sw2: float = 1.0, sb2: float = 0.0, 
         check_writable(out, "out", needed_bytes=FILE_OVERHEAD + 30 * 8 * len(kin) ** 4 * outputs)
     chosen.check(act, kin, depth, points)
     times = depth + 1 if depth else points
-    needed = chosen.estimate_memory(len(kin), times)
+    needed = chosen.estimate_memory_at(act, kin, sw2=sw2, sb2=sb2, time=time, depth=depth, times=times, **options)
     if needed is not None:
         needed += LIBRARIES
         check_memory(needed, "depth" if depth else "points", f"the {chosen.name} closure's two-time kernels on "

@@ -149,6 +149,13 @@ class Closure:
         negligible or not known."""
         return None
 
+    def estimate_memory_at(self, activation, kin, *, sw2: float, sb2: float, time: float, depth: int | None,
+                           times: int, **options) -> int | None:
+        """estimate_memory at one grid point with the given options, which the theory command checks: by default
+        that of P and the times alone; a closure whose memory depends on the point (the exact closure's V4_1
+        lattice) overrides it."""
+        return self.estimate_memory(int(np.asarray(kin).shape[-1]), times)
+
     def option(self, name: str) -> Option:
         for option in self.options:
             if option.name == name:

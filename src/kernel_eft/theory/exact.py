@@ -478,20 +478,23 @@ def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, tim
     return LATTICE_SECONDS * work
 
 
-def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int) -> float:
+def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                       limit: float = MAX_LATTICE_SECONDS) -> float:
     """Estimated wall seconds of V4_1 (the grid for one input, NEXT_ORDER_SECONDS; the lattice for two,
-    LATTICE_SECONDS): 0 where it is skipped."""
+    LATTICE_SECONDS): 0 where it is skipped (beyond the grid's limits, or `limit` seconds: the closure's option
+    next_order_seconds)."""
     P = np.asarray(kin).shape[-1] if np.asarray(kin).ndim else 1
     try:
         if P == 1:
             points, computed = next_order_grid_points(act, kin, sw2, sb2, time, int(depth))
-            return NEXT_ORDER_SECONDS * points ** 3 * int(depth) if computed else 0.0
-        if P == 2:
+            seconds = NEXT_ORDER_SECONDS * points ** 3 * int(depth) if computed else 0.0
+        elif P == 2:
             seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, int(depth))
-            return seconds if seconds <= MAX_LATTICE_SECONDS else 0.0
+        else:
+            seconds = 0.0
     except (ValueError, ArithmeticError, FloatingPointError, np.linalg.LinAlgError):  # the solve itself says so
         return 0.0
-    return 0.0
+    return seconds if seconds <= limit else 0.0
 
 
 def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
@@ -631,6 +634,26 @@ class Exact(Closure):
         temporaries (float64)."""
         p, nk = n_pairs(P), P + 3 * P * (P - 1) // 2
         return int(1.5 * 8 * times * times * (p * p + p * nk + p + 1))
+
+    def estimate_memory_at(self, activation, kin, *, sw2, sb2, time, depth, times, **options):
+        """estimate_memory plus V4_1's arrays where it will be computed: the one-input grid's K3 (N^3, four copies
+        live) or the lattice's (55 + L + 2 p L) N_max^2 floats (transition derivatives and temporaries, the L
+        linear responses, the third-cumulant chain twice during its update)."""
+        base = self.estimate_memory(int(np.asarray(kin).shape[-1]), times) or 0
+        limit = float(options.get("next_order_seconds", MAX_LATTICE_SECONDS))
+        if depth is None or limit <= 0 or next_order_seconds(activation, kin, sw2, sb2, time, int(depth), limit) <= 0:
+            return base
+        P, L = int(np.asarray(kin).shape[-1]), int(depth)
+        try:
+            if P == 1:
+                points, _ = next_order_grid_points(activation, kin, sw2, sb2, time, L)
+                return base + 4 * 8 * points ** 3
+            from kernel_eft.theory import next_order_lattice as nol
+
+            N = float(np.max(nol.lattice_sizes(activation, kin, sw2, sb2, time, L)))
+        except (ValueError, ArithmeticError, FloatingPointError, np.linalg.LinAlgError):
+            return base
+        return base + int(8 * (55 + L + 2 * n_pairs(P) * L) * N * N)
 
     def check_points(self, points):
         if (int(points) - 1) % 4 or int(points) < 9:
