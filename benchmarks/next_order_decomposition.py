@@ -9,6 +9,8 @@ theory of the layer grid as order 0 (kernel_eft.diagnose.identity):
   parts      its split into mean (K1, Sigma1 shift), contraction (c4, c2) and transport (X - X_0, Y - Y_0: X_1, Y_1)
   known      the theory's prediction of the mean + contraction parts (kernel_eft.theory.next_order.known_terms)
   share      known / measured: how much of V4(n) - V4 the known terms of the identity carry
+  predicted  V4_1 and X_1 of the cumulant hierarchy (P <= 2: next_order_lattice), so that the transport part
+             (X_1, Y_1) is predicted too: V4_1 - known
 
 Finally X_1 (the 1/n coefficient of n Cov(G, Om)) at the last layer, extrapolated over the widths by a weighted
 fit of n (X(n) - X_0) = X_1 + c / n.  Usage (seconds per width):
@@ -34,6 +36,7 @@ from kernel_eft.simulate.params import SimulationParams
 from kernel_eft.simulate.samplers import simulate
 from kernel_eft.theory.exact import exact_theory_discrete, mean_path_discrete
 from kernel_eft.theory.next_order import known_terms, zeroth_order_XY
+from kernel_eft.theory.next_order_lattice import v4_next_order_lattice
 from kernel_eft.validation import parse_kin
 
 
@@ -78,6 +81,10 @@ def decompose(activation, kin, time, sw2, sb2, depth, widths, samples, seed=1):
         fits[name] = {"value": coef[0], "se": coef_se[0], "chi2": chi2, "dof": dof}
     fits["V4_1"]["known"] = known_V4_1[-1]
     fits["X_1"]["X_0"] = theory["X0"][-2]
+    if P <= 2:  # the predicted V4_1 and X_1 (docs/exact_theory.md 7.1, 7.3): the transport is V4_1 - known
+        lat = v4_next_order_lattice(activation, kin, sw2, sb2, time, depth)
+        fits["V4_1"]["predicted"] = lat.V4_1[-1]
+        fits["X_1"]["predicted"] = lat.X_1[-2]
     return rows, fits
 
 
@@ -108,13 +115,16 @@ def main(argv=None):
     print(f"V4_1 at the last layer, extrapolated over the widths (n (V4(n) - V4) = V4_1 + c/n, chi2/dof):")
     for i in range(f["value"].shape[0]):
         for j in range(i, f["value"].shape[1]):
+            pred = (f"  predicted {f['predicted'][i, j]:10.4f} (transport {f['predicted'][i, j] - f['known'][i, j]:10.4f})"
+                    if "predicted" in f else "")
             print(f"  [{i},{j}] V4_1 = {f['value'][i, j]:10.4f} ± {f['se'][i, j]:8.4f}  known part "
                   f"{f['known'][i, j]:10.4f}  share {f['known'][i, j] / f['value'][i, j]:6.3f}  "
-                  f"chi2 {f['chi2'][i, j]:.2f}/{f['dof']}")
+                  f"chi2 {f['chi2'][i, j]:.2f}/{f['dof']}{pred}")
     f = fits["X_1"]
     print("X_1 = 1/n coefficient of n Cov(G, Om) at layer L-1 (rows G pair, columns Om pair), and X_0:")
     for i in range(f["value"].shape[0]):
-        print("  " + "  ".join(f"{f['value'][i, j]:9.3f}±{f['se'][i, j]:7.3f} (X_0 {f['X_0'][i, j]:8.3f})"
+        print("  " + "  ".join(f"{f['value'][i, j]:9.3f}±{f['se'][i, j]:7.3f} (X_0 {f['X_0'][i, j]:8.3f}"
+                               + (f", predicted {f['predicted'][i, j]:8.3f})" if "predicted" in f else ")")
                                for j in range(f["value"].shape[1])))
     if args.json:
         with open(args.json, "w") as fh:
