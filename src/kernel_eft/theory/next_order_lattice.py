@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import time as _time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from kernel_eft.core.activations import get_activation
 from kernel_eft.core.expectations import f_matrix
 from kernel_eft.core.meanfield import mean_kernel_discrete
 from kernel_eft.core.pairs import n_pairs, pair_indices, pairs_to_four_index
+from kernel_eft.theory.next_order_grid import GridNextOrder
 
 Array = np.ndarray
 
@@ -40,24 +40,10 @@ SPACING_PER_STEP_STD = 1.1  # relu P = 2, L = 8: V4_1 to 2e-4 against the one-in
 RADIUS_SD = 6.5  # ellipse x^T (K0^l)^-1 x <= 6.5^2 per layer: V4_1 weighs x^8 tails
 
 
-@dataclass
-class LatticeNextOrder:
-    """Per layer 0..L in pair coordinates (p = P(P+1)/2): K0, K1 (L+1, p); V4, V4_1, X_0, X_1, Y_0, Y_1 (L+1, p, p)
-    (X = n Cov(G, Om), Y = n Cov(Om, Om)); x the lattices (a list of (N_l, P) points per layer); info: points (the
-    largest N_l), points_per_layer, spacings, radius_sd, seconds."""
-
-    layers: Array
-    times: Array
-    K0: Array
-    K1: Array
-    V4: Array
-    V4_1: Array
-    x: list
-    info: dict = field(default_factory=dict)
-    X_0: Array | None = None
-    X_1: Array | None = None
-    Y_0: Array | None = None
-    Y_1: Array | None = None
+class LatticeNextOrder(GridNextOrder):
+    """GridNextOrder's fields for P inputs: per layer 0..L in pair coordinates (p = P(P+1)/2), K0, K1 (L+1, p);
+    V4, V4_1, X_0, X_1, Y_0, Y_1 (L+1, p, p) (X = n Cov(G, Om), Y = n Cov(Om, Om)); x the lattices (a list of
+    (N_l, P) points per layer); info: points (the largest N_l), points_per_layer, spacings, radius_sd, seconds."""
 
     def four_index(self, name: str) -> Array:
         """(L+1, P, P, P, P) of V4, V4_1, ... (the theory file's layout)."""
