@@ -90,7 +90,7 @@ def test_diagonal_entries_are_the_one_input_problems():
     args = dict(sw2=1.1, sb2=0.2, time=3.0, depth=4)
     lat = v4_next_order_lattice("relu", KIN, **args)
     for a, m in ((0, 0), (1, 2)):
-        one = v4_next_order_grid("relu", KIN[a, a], grid_points=201, **args)
+        one = v4_next_order_grid("relu", KIN[a, a], grid_points=151, **args)
         assert np.max(np.abs(lat.V4_1[:, m, m] - one.V4_1)) < 1e-3 * np.max(np.abs(one.V4_1)), a
         assert np.max(np.abs(lat.K1[:, m] - one.K1)) < 1e-3 * np.max(np.abs(one.K1)), a
 
@@ -119,7 +119,7 @@ def test_exact_closure_writes_v4_1_for_two_inputs():
     from kernel_eft.theory.exact import EXACT
 
     act = get_activation("relu")
-    args = dict(sw2=1.1, sb2=0.2, time=2.0, depth=4)
+    args = dict(sw2=1.1, sb2=0.2, time=3.0, depth=4)
     ds = EXACT.solve(act, KIN, **args)
     lat = v4_next_order_lattice(act, KIN, **args)
     assert ds.V4_1.dims == ds.V4.dims and ds.V4_1.attrs["units"] == ds.V4.attrs["units"]

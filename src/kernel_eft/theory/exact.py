@@ -462,8 +462,10 @@ LATTICE_PRODUCTS = 33
 MAX_LATTICE_SECONDS = 120.0
 
 
-def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int) -> float:
-    """Estimated wall seconds of the V4_1 lattice hierarchy at P >= 2 (LATTICE_SECONDS x work)."""
+def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                               limit: float = np.inf) -> float:
+    """Estimated wall seconds of the V4_1 lattice hierarchy at P >= 2 (LATTICE_SECONDS x work); a lower bound
+    where that already exceeds `limit`."""
     from kernel_eft.theory import next_order_lattice as nol
 
     p = n_pairs(np.asarray(kin).shape[-1])
@@ -471,7 +473,7 @@ def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, tim
     # networks are rejected without walking the mean path
     first = nol.lattice_sizes(act, kin, sw2, sb2, time / depth, 1)[0]  # layer 0 of a one-layer net of step dt
     bound = LATTICE_SECONDS * (first / 2) ** 3 * sum(LATTICE_PRODUCTS + 2 * p * (depth - 1 - l) for l in range(depth))
-    if bound > 10 * MAX_LATTICE_SECONDS:
+    if bound > limit:
         return bound
     sizes = nol.lattice_sizes(act, kin, sw2, sb2, time, depth)
     work = sum(float(N) ** 3 * (LATTICE_PRODUCTS + 2 * p * (depth - 1 - layer)) for layer, N in enumerate(sizes[:-1]))
@@ -489,7 +491,7 @@ def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float
             points, computed = next_order_grid_points(act, kin, sw2, sb2, time, int(depth))
             seconds = NEXT_ORDER_SECONDS * points ** 3 * int(depth) if computed else 0.0
         elif P == 2:
-            seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, int(depth))
+            seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, int(depth), limit)
         else:
             seconds = 0.0
     except (ValueError, ArithmeticError, FloatingPointError, np.linalg.LinAlgError):  # the solve itself says so
@@ -508,7 +510,7 @@ def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float,
     P = np.asarray(kin).shape[-1]
     if P != 2:
         return None, {"V4_1_method": f"not computed: the lattice hierarchy is implemented for P <= 2 inputs, not {P}"}
-    seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth)
+    seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth, limit)
     if seconds > limit:
         return None, {"V4_1_method": f"not computed: the lattice hierarchy would take about {seconds:.3g} s at depth "
                                      f"{depth} (limit next_order_seconds = {limit:g} s); raise it, or call "
