@@ -512,7 +512,7 @@ def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float,
         return None, {"V4_1_method": f"not computed: the lattice hierarchy is implemented for P <= 2 inputs, not {P}"}
     seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth, limit)
     if seconds > limit:
-        return None, {"V4_1_method": f"not computed: the lattice hierarchy would take about {seconds:.3g} s at depth "
+        return None, {"V4_1_method": f"not computed: the lattice hierarchy would take {seconds:.3g} s or more at depth "
                                      f"{depth} (limit next_order_seconds = {limit:g} s); raise it, or call "
                                      "kernel_eft.theory.next_order_lattice.v4_next_order_lattice directly"}
     lat = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth)
