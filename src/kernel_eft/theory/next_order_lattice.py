@@ -29,7 +29,6 @@ import time as _time
 import numpy as np
 
 from kernel_eft.core.activations import get_activation
-from kernel_eft.core.expectations import f_matrix
 from kernel_eft.core.meanfield import mean_kernel_discrete
 from kernel_eft.core.pairs import n_pairs, pair_indices, pairs_to_four_index
 from kernel_eft.theory.next_order_grid import GridNextOrder
@@ -97,8 +96,7 @@ def _layer_geometry(act, kin, sw2, sb2, time, depth, spacing_per_step_std):
     """(K0 (L+1, P, P), frames, spacings h_l in lattice coordinates)."""
     kin = np.atleast_2d(np.asarray(kin, float))
     K0 = mean_kernel_discrete(act, kin, sw2, sb2, time, depth, check_finite=True)
-    dt = time / depth
-    steps = [dt * f_matrix(act, K, sw2, sb2) for K in K0[:-1]]
+    steps = np.diff(K0, axis=0)  # dt f(K0^l): the mean path's own increments
     frames = _frames(act, K0)
     spacings = np.array([spacing_per_step_std * step_resolution(steps[max(layer - 1, 0)], frames[layer])
                          for layer in range(depth + 1)])
@@ -147,8 +145,8 @@ def make_lattices(act, kin, sw2: float, sb2: float, time: float, depth: int,
 def transition_derivatives(x: Array, y: Array, S: Array, dS: Array, w: Array | None = None,
                            second: bool = True):
     """M(S) (N, J) from the points x (N, P) to the points y (J, P) (row i: N(x_i, S) at the y_j, normalised) and its
-    derivatives along the directions dS (p, P, P): returns M, M1 (p, N, J), M2 (p, p, N, J) and, given weights w, u = w^T M3 (p, p, p, N) (the third derivative
-    is needed only so contracted; None without w).
+    derivatives along the directions dS (p, P, P): returns M, M1 (p, N, J), M2 (p, p, N, J) and, given weights w,
+    u = w^T M3 (p, p, p, J) (the third derivative is needed only so contracted; None without w).
 
     log k = -(1/2) d^T S^-1 d - (1/2) log det S (d = y_j - x_i): its derivatives l_m, l_mq, l_mqr are quadratic forms
     of d with the derivatives of S^-1 and log det S (closed form), and log M = log k - log Z, whose derivatives
@@ -158,7 +156,7 @@ def transition_derivatives(x: Array, y: Array, S: Array, dS: Array, w: Array | N
     J = y.shape[0]
     p = dS.shape[0]
     Si = np.linalg.inv(S)
-    # the quadratic forms d^T B d (d = x_j - x_i) from the products d_a d_b, a <= b (B's symmetric part counts)
+    # the quadratic forms d^T B d (d = y_j - x_i) from the products d_a d_b, a <= b (B's symmetric part counts)
     ia, ib = np.triu_indices(P)
     prods = [(y[None, :, i] - x[:, None, i]) * (y[None, :, j] - x[:, None, j]) for i, j in zip(ia, ib)]
 
@@ -185,10 +183,11 @@ def transition_derivatives(x: Array, y: Array, S: Array, dS: Array, w: Array | N
     if not second:
         return M, M1, None, None
     a2 = np.empty((p, p, N, J))
+    c2 = {}  # centred l_mq, kept for the third derivative
     for m in range(p):
         for q in range(m, p):
-            c2 = centred(-quad(X[m] @ X[q] @ Si))
-            a2[m, q] = a2[q, m] = c2 - np.einsum("ij,ij->i", M, a1[m] * a1[q])[:, None]
+            c2[m, q] = centred(-quad(X[m] @ X[q] @ Si))
+            a2[m, q] = a2[q, m] = c2[m, q] - np.einsum("ij,ij->i", M, a1[m] * a1[q])[:, None]
     M2 = M[None, None] * (a2 + a1[:, None] * a1[None, :])
     u = None
     if w is not None:
@@ -200,9 +199,6 @@ def transition_derivatives(x: Array, y: Array, S: Array, dS: Array, w: Array | N
             B = sum(X[s1] @ X[s2] @ X[s3] @ Si for s1, s2, s3 in perms) * (3.0 / len(perms))
             c3 = centred(quad(B))
             # a_mqr = c3 - Cov(l_mq, l_r) - Cov(l_mr, l_q) - Cov(l_qr, l_m) - kappa3(l_m, l_q, l_r)
-            c2 = {}
-            for i, j in ((m, q), (m, r), (q, r)):
-                c2[i, j] = centred(-quad(X[i] @ X[j] @ Si))
             cov = (np.einsum("ij,ij->i", M, c2[m, q] * a1[r]) + np.einsum("ij,ij->i", M, c2[m, r] * a1[q])
                    + np.einsum("ij,ij->i", M, c2[q, r] * a1[m]) + np.einsum("ij,ij->i", M, a1[m] * a1[q] * a1[r]))
             a3 = c3 - cov[:, None]
