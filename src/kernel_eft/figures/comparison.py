@@ -120,7 +120,7 @@ def error_panel(ax, ds, q: str, entry: tuple, colors: dict, compared: list):
     ax.axhline(0, color="0.3", lw=0.6)
     lo, hi = ax.get_ylim()
     ax.set_ylim(max(min(lo, -1.6 * thr), -1.5), min(max(hi, 1.6 * thr), 1.5))
-    shade_r_limit(ax, ds)
+    shade_r_limit(ax, ds, bool(next_order))
     ax.grid(alpha=0.3)
 
 
@@ -146,15 +146,22 @@ def pull_panel(ax, ds, q: str, entry: tuple, compared: list):
                 markevery=max(1, t.size // 8), ms=3, **closure_line(th))
     ax.axhline(0, color="0.3", lw=0.6)
     ax.set_ylim(-PULL_AXIS * 1.05, PULL_AXIS * 1.05)
-    shade_r_limit(ax, ds)
+    shade_r_limit(ax, ds, bool(next_order))
     ax.grid(alpha=0.3)
 
 
-def shade_r_limit(ax, ds):
-    """Hatch the depths where r = V4/(n K0^2) > r_limit at the smallest width (the O(1/n) theory's own end)."""
+def shade_r_limit(ax, ds, next_order: bool = False):
+    """Hatch the depths beyond the theory's own end at the smallest width: where r = V4/(n K0^2) > r_limit
+    (the O(1/n) theory), or, in a V4 panel with V4 + V4_1/n (`next_order`), where r > r_limit_next_order, that
+    theory's end (docs/exact_theory.md section 7.2); the O(1/n) limit is then a thin line."""
+    t_end = float(ds["t"].values[-1])
     t_r = float(ds["t_r_limit"].values[0]) if "t_r_limit" in ds else math.inf
+    if next_order and "t_r_limit_next_order" in ds:
+        if math.isfinite(t_r):
+            ax.axvline(t_r, color="0.7", lw=0.7, ls="-")
+        t_r = float(ds["t_r_limit_next_order"].values[0])
     if math.isfinite(t_r):
-        ax.axvspan(t_r, float(ds["t"].values[-1]), facecolor="none", edgecolor="0.82", hatch="//", lw=0)
+        ax.axvspan(t_r, t_end, facecolor="none", edgecolor="0.82", hatch="//", lw=0)
 
 
 def legend_entries(ds, theories: list, q: str) -> list:
@@ -243,9 +250,12 @@ def r_limit_text(ds) -> str:
     if "t_r_limit_next_order" in ds:  # a theory gave V4_1: its own limit, where its error 0.25 r^2 reaches 0.1
         limit = float(ds.attrs["r_limit_next_order"])
         values = ds["t_r_limit_next_order"].values
-        text += (f" V4 + V4_1/n's own limit, r > {limit:g} (docs/exact_theory.md section 7.2): "
-                 + ("never reached." if not np.any(np.isfinite(values)) else "first t " + ", ".join(
-                     f"n={int(w)}: {fmt_tstar(v)}" for w, v in zip(ds["width"].values, values)) + "."))
+        text += (f" In the V4 panels, which compare each width with V4 + V4_1/n, the hatching starts instead at "
+                 f"that theory's own limit, r > {limit:g} (its error 0.25 r² reaches 0.1; docs/exact_theory.md "
+                 "section 7.2), and a thin grey line marks the O(1/n) limit. "
+                 + (f"r > {limit:g} is never reached." if not np.any(np.isfinite(values)) else
+                    f"First t with r > {limit:g}: " + ", ".join(
+                        f"n={int(w)}: {fmt_tstar(v)}" for w, v in zip(ds["width"].values, values)) + "."))
     return text
 
 
