@@ -332,3 +332,42 @@ def test_the_collapse_draws_v4_plus_v4_1_over_n_at_the_theorys_r(next_order_diag
     (fig, caption), = drawn
     assert not [c for c in fig.axes[0].collections if c.get_gid() == collapse.NEXT_ORDER_GID]
     assert "Crosses" not in caption
+
+
+def test_the_hatching_moves_to_v4_plus_v4_1_over_ns_own_limit_where_it_is_compared():
+    """An O(1/n) theory's panels hatch from r > R_LIMIT at the smallest width (t_r_limit); a V4 panel that
+    compares each width with V4 + V4_1/n hatches from that theory's own end instead (t_r_limit_next_order, the
+    measured 0.25 r^2 reaching 0.1), with a thin line where the O(1/n) limit was; the validity map's V4 cells of
+    a closure with V4_1 print and hatch that limit, its K1 cells and other closures keep r > R_LIMIT."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    from kernel_eft.diagnose.validity import R_LIMIT, R_LIMIT_NEXT_ORDER
+    from kernel_eft.figures.comparison import shade_r_limit
+    from kernel_eft.figures.validity_map import own_limit
+
+    ds = xr.Dataset({"t_r_limit": ("width", [0.25, 0.5]), "t_r_limit_next_order": ("width", [0.75, math.inf])},
+                    coords={"t": np.linspace(0.0, 1.0, 9), "width": [16, 32]})
+
+    def start(patch):  # axvspan: a Rectangle (matplotlib >= 3.9) or a Polygon
+        return float(patch.get_x()) if hasattr(patch, "get_x") else float(min(patch.get_xy()[:, 0]))
+
+    def hatched_from(next_order, data=ds):
+        fig, ax = plt.subplots()
+        shade_r_limit(ax, data, next_order)
+        (patch,) = ax.patches
+        lines = [float(line.get_xdata()[0]) for line in ax.lines]
+        plt.close(fig)
+        return start(patch), lines
+
+    assert hatched_from(False) == (0.25, [])
+    assert hatched_from(True) == (0.75, [0.25])
+    assert hatched_from(True, ds.drop_vars("t_r_limit_next_order")) == (0.25, [])  # a file without V4_1
+
+    row = {"t_r_limit": 0.25, "t_r_limit_next_order": 0.75, "worst_pull_V4_exact_next_width": 1.2,
+           "worst_pull_V4_gonly_next_width": math.nan}
+    assert own_limit(row, "V4", "exact") == (0.75, R_LIMIT_NEXT_ORDER)
+    assert own_limit(row, "K1", "exact") == (0.25, R_LIMIT)
+    assert own_limit(row, "V4", "gonly") == (0.25, R_LIMIT)
+    assert own_limit({"t_r_limit": 0.25}, "V4", "exact") == (0.25, R_LIMIT)
