@@ -338,14 +338,15 @@ def test_the_hatching_moves_to_v4_plus_v4_1_over_ns_own_limit_where_it_is_compar
     """An O(1/n) theory's panels hatch from r > R_LIMIT at the smallest width (t_r_limit); a V4 panel that
     compares each width with V4 + V4_1/n hatches from that theory's own end instead (t_r_limit_next_order, the
     measured 0.25 r^2 reaching 0.1), with a thin line where the O(1/n) limit was; the validity map's V4 cells of
-    a closure with V4_1 print and hatch that limit, its K1 cells and other closures keep r > R_LIMIT."""
+    a closure with V4_1 print and hatch that limit, its K1 cells and other closures keep r > R_LIMIT; with fewer
+    than 3 widths those V4 cells give the largest width's t* against V4 + V4_1/n."""
     import math
 
     import matplotlib.pyplot as plt
 
     from kernel_eft.diagnose.validity import R_LIMIT, R_LIMIT_NEXT_ORDER
     from kernel_eft.figures.comparison import shade_r_limit
-    from kernel_eft.figures.validity_map import own_limit
+    from kernel_eft.figures.validity_map import cell_value, own_limit
 
     ds = xr.Dataset({"t_r_limit": ("width", [0.25, 0.5]), "t_r_limit_next_order": ("width", [0.75, math.inf])},
                     coords={"t": np.linspace(0.0, 1.0, 9), "width": [16, 32]})
@@ -371,3 +372,12 @@ def test_the_hatching_moves_to_v4_plus_v4_1_over_ns_own_limit_where_it_is_compar
     assert own_limit(row, "K1", "exact") == (0.25, R_LIMIT)
     assert own_limit(row, "V4", "gonly") == (0.25, R_LIMIT)
     assert own_limit({"t_r_limit": 0.25}, "V4", "exact") == (0.25, R_LIMIT)
+    # fewer than 3 widths: the map's V4 cell of the closure with V4_1 is its verdict against V4 + V4_1/n
+    two = {"fit_dof": 0, "width": 32, **{f"tstar_{q}_exact{s}": math.nan for q in ("V4", "K1") for s in
+                                          ("", "_lo", "_hi")},
+           **{f"tstar_{q}_exact_width{s}": 0.5 for q in ("V4", "K1") for s in ("", "_lo", "_hi")},
+           "worst_pull_V4_exact_next_width": 1.2, **{f"tstar_V4_exact_next_width{s}": math.inf
+                                                     for s in ("", "_lo", "_hi")}}
+    assert cell_value(two, "V4", "exact") == (math.inf, math.inf, math.inf, "n = 32 (V4 + V4_1/n)")
+    assert cell_value(two, "K1", "exact") == (0.5, 0.5, 0.5, "n = 32")
+    assert cell_value({**two, "worst_pull_V4_exact_next_width": math.nan}, "V4", "exact")[0] == 0.5

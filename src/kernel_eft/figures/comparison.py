@@ -245,18 +245,23 @@ def width_tstar_text(ds, q: str, compared: list) -> str:
         f"n={int(w)}: {tstar_text(ds, q, th, w)}" for w in ds["width"].values) for th in compared)
 
 
-def r_limit_text(ds) -> str:
-    text = _r_limit_text(ds)
-    if "t_r_limit_next_order" in ds:  # a theory gave V4_1: its own limit, where its error 0.25 r^2 reaches 0.1
-        limit = float(ds.attrs["r_limit_next_order"])
-        values = ds["t_r_limit_next_order"].values
-        text += (f" In the V4 panels, which compare each width with V4 + V4_1/n, the hatching starts instead at "
-                 f"that theory's own limit, r > {limit:g} (its error 0.25 r² reaches 0.1; docs/exact_theory.md "
-                 "section 7.2), and a thin grey line marks the O(1/n) limit. "
-                 + (f"r > {limit:g} is never reached." if not np.any(np.isfinite(values)) else
-                    f"First t with r > {limit:g}: " + ", ".join(
-                        f"n={int(w)}: {fmt_tstar(v)}" for w, v in zip(ds["width"].values, values)) + "."))
-    return text
+def r_limit_text(ds, next_order: bool = False) -> str:
+    """What the hatching marks: the O(1/n) theory's end, r > r_limit; with `next_order` (V4 panels compared
+    with V4 + V4_1/n, as shade_r_limit) that theory's own end, r > r_limit_next_order, and a thin line at the
+    O(1/n) end."""
+    if not (next_order and "t_r_limit_next_order" in ds):
+        return _r_limit_text(ds)
+    limit, first = float(ds.attrs["r_limit_next_order"]), float(ds.attrs.get("r_limit", R_LIMIT))
+    values, widths = ds["t_r_limit_next_order"].values, ds["width"].values
+    text = (f"Hatched: depths where the theory's r = V4/(n K0²) > {limit:g} at n = {int(widths[0])}, beyond the "
+            f"validity of V4 + V4_1/n (its error, 0.25 r², reaches 0.1 there; docs/exact_theory.md section 7.2; "
+            + ("never reached" if not np.any(np.isfinite(values)) else "first t " + ", ".join(
+                f"n={int(w)}: {fmt_tstar(v)}" for w, v in zip(widths, values))) + ")")
+    t_first = ds["t_r_limit"].values
+    if np.isfinite(t_first[0]):
+        text += (f"; thin grey line: r > {first:g} at n = {int(widths[0])}, where the O(1/n) theory alone ends "
+                 "(first t " + ", ".join(f"n={int(w)}: {fmt_tstar(v)}" for w, v in zip(widths, t_first)) + ")")
+    return text + "."
 
 
 def _r_limit_text(ds) -> str:

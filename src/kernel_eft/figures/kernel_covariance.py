@@ -47,7 +47,8 @@ def render(ds, outdir: str) -> list[str]:
         + pull_summary(ds, "V4", compared) + next_order_caption(ds, compared)
         + f" t* (first depth where the relative error exceeds {thr:g}, counted where the deviation exceeds "
         f"{float(ds.attrs['nsigma']):g}σ; 68% bootstrap interval over seed batches) per width: "
-        + width_tstar_text(ds, "V4", compared) + ". " + r_limit_text(ds)))
+        + width_tstar_text(ds, "V4", compared) + ". "
+        + r_limit_text(ds, bool(next_order_theories(ds, "V4", compared)))))
     return finish(fig, caption, outdir, f"{point_tag(ds)}_{FIGURE.name}")
 
 

@@ -41,10 +41,14 @@ def closures_in(table) -> list[str]:
 
 def cell_value(row, q: str, closure: str) -> tuple[float, float, float, str]:
     """(t*, lo, hi, source) of one point: against the extrapolated Monte Carlo, or, with fewer than 3 widths,
-    against the largest width."""
+    against the largest width (V4 of a closure that gave V4_1: against V4 + V4_1/n at that width's n)."""
     est = float(row[f"tstar_{q}_{closure}"])
     if not math.isnan(est) or int(row.get("fit_dof", 0)) > 0:
         return est, float(row[f"tstar_{q}_{closure}_lo"]), float(row[f"tstar_{q}_{closure}_hi"]), "n → ∞"
+    name = f"tstar_V4_{closure}_next_width"  # the closure gave V4_1: the width against V4 + V4_1/n at its n
+    if q == "V4" and not math.isnan(float(row.get(f"worst_pull_V4_{closure}_next_width", math.nan))):
+        return (float(row[name]), float(row[name + "_lo"]), float(row[name + "_hi"]),
+                f"n = {int(row['width'])} (V4 + V4_1/n)")
     return (float(row[f"tstar_{q}_{closure}_width"]), float(row[f"tstar_{q}_{closure}_width_lo"]),
             float(row[f"tstar_{q}_{closure}_width_hi"]), f"n = {int(row['width'])}")
 
@@ -140,8 +144,10 @@ def render(study, outdir: str) -> list[str]:
         f"resolve a {threshold:g} error at T. Last line and hatching: the depth from which r = V4/(n K0²) > {R_LIMIT:g} at "
         "the smallest width, where an O(1/n) expansion itself is no longer expected to hold (hatched where this "
         f"comes before t*); in V4 cells of a theory that gave V4_1, r > {R_LIMIT_NEXT_ORDER:g}, the end of V4 + "
-        "V4_1/n (docs/exact_theory.md section 7.2). " + ("Cells with fewer than 3 widths use the largest width instead of the "
-                               "extrapolation. " if any(s != "n → ∞" for s in sources) else "")
+        "V4_1/n (docs/exact_theory.md section 7.2). "
+        + ("Cells with fewer than 3 widths use the largest width instead of the extrapolation"
+           + (", compared with V4 + V4_1/n at its own n in the V4 cells of a theory that gave V4_1"
+              if any("V4_1" in s for s in sources) else "") + ". " if any(s != "n → ∞" for s in sources) else "")
         + f"Grid points: {desc}. Monte Carlo samples per width: {samples}. Errors: bootstrap and delete-one-batch "
         "jackknife over seed batches.")
     return finish(fig, caption, outdir, FIGURE.name)
