@@ -430,7 +430,37 @@ def diagnose_command(args) -> int:
                 parts.append(f"{q} {est:.3g} [{lo:.3g}, {hi:.3g}]" if est == est else f"{q} not resolved")
             against = "MC extrapolated to n -> inf" if width is None else f"MC at n = {int(width)}"
             print(f"t* vs {th} ({against}): " + ", ".join(parts))
+    for line in identity_lines(ds):
+        print(line)
     return 0
+
+
+def identity_lines(ds) -> list[str]:
+    """Where the diagnostics split n (V4(n) - V4) by the exact one-block identity: per width, at t = T and the
+    entry where the theory's V4_1 is largest, the measured total and parts beside the predicted parts."""
+    if "V4_1_part_MC" not in ds:
+        return []
+    import numpy as np
+
+    from kernel_eft.core.pairs import pair_indices
+
+    predicted = ds["V4_1_part_theory"].values[-1]  # (part, pair, pair2)
+    i, j = np.unravel_index(np.argmax(np.abs(predicted.sum(axis=0))), predicted.shape[1:])
+    a, b = pair_indices(int(ds.attrs["P"]))
+    entry = f"[{a[i]}{b[i]},{a[j]}{b[j]}]"
+    names = [str(part) for part in ds["identity_part"].values]
+    lines = [f"identity: n (V4(n) - V4) at t = {float(ds['t'].values[-1]):g}, entry {entry}, measured ± se "
+             f"(predicted), parts {', '.join(names)}; max |identity_pull| over layers and entries"]
+    for w, width in enumerate(ds["width"].values):
+        total, total_se = float(ds["V4_1_MC"].values[w, -1, i, j]), float(ds["V4_1_MC_se"].values[w, -1, i, j])
+        parts = ds["V4_1_part_MC"].values[w, -1, :, i, j]
+        parts_se = ds["V4_1_part_MC_se"].values[w, -1, :, i, j]
+        pull = float(np.max(np.abs(ds["identity_pull"].values[w])))
+        lines.append(f"  n = {int(width)}: {total:.4g} ± {total_se:.2g} (V4_1 {predicted[:, i, j].sum():.4g}); "
+                     + ", ".join(f"{name} {v:.4g} ± {e:.2g} ({p:.4g})"
+                                 for name, v, e, p in zip(names, parts, parts_se, predicted[:, i, j]))
+                     + f"; identity |pull| <= {pull:.2f}")
+    return lines
 
 
 def figures_command(args) -> int:

@@ -73,6 +73,8 @@ COORDINATES: dict[str, Coordinate] = {
     "closure": Coordinate(("closure",), "closure (its solution at the Monte Carlo depth)", None),
     "k0_reference": Coordinate(("k0_reference",), "mean-kernel reference (discrete layers or continuum)", None),
     "residual_part": Coordinate(("residual_part",), "part of the V4 equation residual", None),
+    "identity_part": Coordinate(("identity_part",), "part of n (V4(n) - V4) in the exact one-block identity: "
+                                "mean (K1, Sigma1 shifts), contraction (c4, c2), transport (X_1, Y_1)", None),
     # summary grid
     "activation": Coordinate(("activation",), "activation phi", None),
     "sw2": Coordinate(("sw2",), "weight variance sigma_w^2"),
@@ -91,6 +93,8 @@ _TSTAR_PARTS = (("", "estimated"), ("_lo", "lower end (16th percentile over boot
 
 # the per-width comparison with V4 + V4_1/n (docs/diagnostics.md section 2)
 _NEXT_ORDER = "only where a theory file has V4_1 (exact closure at a depth, P <= 2)"
+_IDENTITY = ("only where a theory file has V4_1 and the identity's order 0 (exact closure at a depth, P <= 2) and "
+             "every layer is recorded")
 
 _RAW = "batch-resolved raw moment (pair coordinates) for merging and re-analysis: "
 
@@ -191,6 +195,17 @@ VARIABLES: dict[str, dict[str, Variable]] = {
                                                     "{threshold:g} x the entry scale and > {nsigma:g} se (inf: "
                                                     "never; NaN: not resolved, or no V4_1)", note=_NEXT_ORDER)
            for suffix, what in _TSTAR_PARTS},
+        # n (V4(n) - V4) split by the exact one-block identity (kernel_eft.diagnose.point.identity_variables)
+        "V4_1_MC": Variable(W_T_PP, "n (V4_MC - V4_theory) from the raw moments: the Monte Carlo's V4_1 at its width "
+                            "(the {identity} theory's V4)", se=True, note=_IDENTITY),
+        "V4_1_part_MC": Variable(("width", "t", "identity_part", "pair", "pair2"), "part of n (V4_MC - V4_theory) "
+                                 "in the exact one-block identity, measured at this width (cumulated from layer 0)",
+                                 se=True, note=_IDENTITY),
+        "V4_1_part_theory": Variable(("t", "identity_part", "pair", "pair2"), "the same part of V4_1, predicted by "
+                                     "the {identity} theory", note=_IDENTITY),
+        "identity_pull": Variable(W_T_PP, "(V4_MC - V4_MC rebuilt from layer 0 by the identity with the measured "
+                                  "n Cov(G, S), n Cov(S, S), E G, E S) / se: the identity checked on the Monte "
+                                  "Carlo (0 at layer 0 by construction)", note=_IDENTITY),
         "r_max": Variable(("width", "t"), "fluctuation ratio r = max over entries |V4_MC[ab,cd]| / (n sqrt(K0_aa "
                                           "K0_bb K0_cc K0_dd))"),
         "t_r_limit": Variable(("width",), "first t where r_max > {r_limit:g}, the end of the O(1/n) theory's own "

@@ -66,8 +66,9 @@ def identity_decomposition(mc: dict, theory: dict, *, width: int, sw2: float, sb
 
 def decomposition_with_errors(batches, theory: dict, *, width: int, sw2: float, sb2: float, dt: float) -> dict:
     """`identity_decomposition` of the batch-resolved moments (every layer recorded), each output with its
-    delete-one-batch jackknife error: {name: (value, se)} for measured_V4_1, X_1_measured and every part."""
-    names = ["measured_V4_1", "X_1_measured", *PARTS]
+    delete-one-batch jackknife error: {name: (value, se)} for measured_V4_1, X_1_measured, identity_residual
+    (V4(n) minus V4(n) rebuilt by the identity: zero up to noise) and every part."""
+    names = ["measured_V4_1", "X_1_measured", "identity_residual", *PARTS]
 
     def estimator(m):
         cov_GG, cov_GS, cov_SS = m.covariances()
@@ -75,7 +76,7 @@ def decomposition_with_errors(batches, theory: dict, *, width: int, sw2: float, 
         mc = {"V4": width * cov_GG, "cov_GS": width * cov_GS, "cov_SS": width * cov_SS,
               "G_mean": from_pairs(m.mean_G, P), "S_mean": from_pairs(m.mean_S, P)}
         d = identity_decomposition(mc, theory, width=width, sw2=sw2, sb2=sb2, dt=dt)
-        return np.stack([d[k] for k in names[:2]] + [d["parts"][k] for k in PARTS])
+        return np.stack([d[k] for k in names[:2]] + [mc["V4"] - d["identity_V4"]] + [d["parts"][k] for k in PARTS])
 
     value, se = jackknife(batches, estimator)
     return {name: (value[i], se[i]) for i, name in enumerate(names)}

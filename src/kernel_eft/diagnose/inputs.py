@@ -10,7 +10,7 @@ import numpy as np
 from kernel_eft.core.pairs import four_index_to_pairs, to_pairs
 from kernel_eft.diagnose.compare import interpolate_in_time
 from kernel_eft.theory.registry import closure_names, get_closure, theory_labels
-from kernel_eft.theory.closure import NEXT_ORDER_FIELDS, STANDARD_FIELDS
+from kernel_eft.theory.closure import IDENTITY_FIELDS, NEXT_ORDER_FIELDS, STANDARD_FIELDS
 from kernel_eft.validation import InputError, parse_kin, plain
 
 
@@ -127,7 +127,8 @@ def standard_fields(ds):
 
 def theory_curves(theories: list, t, layers) -> tuple[list[str], dict]:
     """(labels in registry order, {label: {field: (R, p[, p]) array or None}}): every standard field of every
-    theory file on the Monte Carlo times, and each next-order field (V4_1) where the file has it (else None).
+    theory file on the Monte Carlo times, and each next-order field (V4_1) and identity field where the file has
+    it (else None).
     One file per closure and depth form."""
     labels, curves = [], {}
     for path, ds in theories:
@@ -138,7 +139,8 @@ def theory_curves(theories: list, t, layers) -> tuple[list[str], dict]:
         labels.append(label)
         ds = standard_fields(ds)
         try:
-            curves[label] = {name: theory_on_mc_times(ds, depth, t, layers, name) for name in STANDARD_FIELDS + NEXT_ORDER_FIELDS}
+            curves[label] = {name: theory_on_mc_times(ds, depth, t, layers, name)
+                             for name in STANDARD_FIELDS + NEXT_ORDER_FIELDS + IDENTITY_FIELDS}
         except (ValueError, KeyError) as exc:
             raise InputError("theories", f"{path}: {exc}") from None
     return [label for label in theory_labels() if label in labels], curves

@@ -8,6 +8,9 @@
                          t* with a bootstrap interval per quantity, theory and width, and r = V4 / (n K0^2);
                          where a theory gives V4_1, each width's V4 against V4 + V4_1/n at that width.
   residuals (per width)  the V4 equation residual and its transport / source split, with jackknife errors.
+  identity (per width)   where a theory gives the identity's order 0 and V4_1's parts (the exact theory with
+                         V4_1), n (V4(n) - V4) split into the parts of the exact one-block identity, measured
+                         and predicted, and the identity's check on the Monte Carlo.
 Theories enter only through their standard fields (K0, V4, K1, K1_source) and, where a file has it, V4_1
 (kernel_eft.theory.closure.NEXT_ORDER_FIELDS), whatever the closure.
 """
@@ -20,15 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernel_eft import schema
-from kernel_eft.core.pairs import four_index_to_pairs, n_pairs, pair_indices, to_pairs
+from kernel_eft.core.pairs import four_index_to_pairs, from_pairs, n_pairs, pair_indices, to_pairs
 from kernel_eft.core.statistics import BatchMoments, jackknife
-from kernel_eft.diagnose import validity
+from kernel_eft.diagnose import identity, validity
 from kernel_eft.diagnose.compare import covariance_scale, kernel_scale_pairs, normalised_error
 from kernel_eft.diagnose.inputs import check_point_files, se_or_nan, theory_curves
 from kernel_eft.diagnose.residual import (RESIDUAL_PARTS, ResidualSetup, make_residual_setup, residual_estimator,
                                           unpack_residual)
 from kernel_eft.diagnose.tags import default_point_tag
-from kernel_eft.theory.closure import TheoryLabel
+from kernel_eft.theory.closure import IDENTITY_FIELDS, TheoryLabel
 from kernel_eft.theory.registry import reference_closure
 from kernel_eft.validation import InputError, parse_kin
 
@@ -79,6 +82,7 @@ class Theories:
     K1: np.ndarray
     K1_source: np.ndarray
     V4_1: np.ndarray | None = None  # (theory, R, p, p), NaN for a theory without it; None: no theory has it
+    identity: dict | None = None  # the first theory with every IDENTITY_FIELD: {"label", field: (R, p[, p])}
 
 
 @dataclass
@@ -127,8 +131,43 @@ def stack_theories(point: Point, theories: list) -> Theories:
         return out
 
     V4_1 = stack("V4_1", (p, p)) if any(curves[label]["V4_1"] is not None for label in labels) else None
+    identity = next(({"label": label, **curves[label]} for label in labels
+                     if all(curves[label][name] is not None for name in IDENTITY_FIELDS)), None)
     return Theories(labels, stack("K0", (p,)), stack("V4", (p, p)), stack("K1", (p,)), stack("K1_source", (p,)),
-                    V4_1)
+                    V4_1, identity)
+
+
+def identity_variables(point: Point, th: Theories) -> tuple[dict, dict]:
+    """Each width's n (V4(n) - V4) split by the exact one-block identity into its mean, contraction and transport
+    parts, measured (kernel_eft.diagnose.identity, jackknife over the seed batches) beside the theory's
+    prediction of each part, and the identity's own check on the Monte Carlo (identity_pull).  Needs every
+    layer recorded and a theory with the identity's order 0 (IDENTITY_FIELDS: the exact theory with V4_1).
+    Returns (variables, attributes); ({}, {}) where either is missing, with the reason in an attribute when a
+    theory has them."""
+    if th.identity is None:
+        return {}, {}
+    if not np.array_equal(np.asarray(point.layers), np.arange(point.depth + 1)):
+        return {}, {"identity_method": "not computed: the identity needs every layer recorded (record_every 1)"}
+    cur, P = th.identity, point.P
+    theory = {"K0": from_pairs(cur["K0"], P), "f0": point.sw2 * from_pairs(cur["S_mean"], P) + point.sb2,
+              "V4": cur["V4"], "X0": point.sw2 * cur["cov_GS"], "Y0": point.sw2 ** 2 * cur["cov_SS"]}
+    measured, parts, parts_se, residual_pull = [], [], [], []
+    for width, batches in zip(point.widths, point.batches):
+        d = identity.decomposition_with_errors(batches, theory, width=int(width), sw2=point.sw2, sb2=point.sb2,
+                                               dt=point.dt)
+        measured.append(d["measured_V4_1"])
+        parts.append(np.stack([d[name][0] for name in identity.PARTS], axis=1))
+        parts_se.append(np.stack([d[name][1] for name in identity.PARTS], axis=1))
+        value, se = d["identity_residual"]
+        residual_pull.append(np.where(se > 0, value / np.where(se > 0, se, 1.0), 0.0))  # layer 0: 0 by construction
+    predicted = np.stack([cur[f"V4_1_{name}"] for name in identity.PARTS], axis=1)
+    values = {"V4_1_MC": np.stack([m for m, _ in measured]), "V4_1_MC_se": np.stack([e for _, e in measured]),
+              "V4_1_part_MC": np.stack(parts), "V4_1_part_MC_se": np.stack(parts_se),
+              "V4_1_part_theory": predicted, "identity_pull": np.stack(residual_pull)}
+    return values, {"identity_theory": cur["label"],
+                    "identity_method": "law of total covariance of one block on the batch-resolved raw moments "
+                                       "(no control variates), parts cumulated from layer 0 (docs/exact_theory.md "
+                                       "section 7.4)"}
 
 
 def mc_estimates(point: Point) -> Estimates:
@@ -246,6 +285,7 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
     replicates = validity.bootstrap_estimates(point, corrections, bootstrap_replicates)
     windows = validity.validity_windows(point, th, est, extr, replicates, threshold, nsigma)
     fit_attrs = {"fit_dof": next(iter(extr.values())).dof if extr else 0}
+    identity_values, identity_attrs = identity_variables(point, th)
     values = {
         "G_mean": est.G, "G_mean_se": est.G_se, "K0_discrete": to_pairs(point.K0_discrete),
         "K0_relerr": k0["K0_relerr"], "K0_relerr_se": k0["K0_relerr_se"],
@@ -257,7 +297,7 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
         **extrapolated_variables(extr), **validity.pulls(th, extr), **windows,
         **validity.next_order_comparison(point, th, est, replicates, threshold, nsigma),
         **validity.fluctuation_ratio(point, est),
-        **residual_variables(est),
+        **residual_variables(est), **identity_values,
         "V4_MC_norm_T": np.sqrt(np.sum(est.V4[:, -1] ** 2, axis=(1, 2))),
     }
     for name, value in values.items():
@@ -269,6 +309,8 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
               "pair_b": pb, "theory": np.array(th.labels, dtype=object),
               "k0_reference": np.array(k0["k0_reference"], dtype=object),
               "residual_part": np.array(RESIDUAL_PARTS, dtype=object)}
+    if identity_values:
+        coords["identity_part"] = np.array(identity.PARTS, dtype=object)
     kin = point.kin
     # rho names a pair of inputs only: NaN for one input or three and more (never a label for K_in[0,1] alone)
     rho = float(kin[0, 1] / np.sqrt(kin[0, 0] * kin[1, 1])) if point.P == 2 else math.nan
@@ -290,6 +332,8 @@ def diagnose_point(mc: list, theories: list, threshold: float = 0.1, nsigma: flo
     }
     if "t_r_limit_next_order" in values:  # only where a theory gave V4_1: a file without it stays as it was
         attrs["r_limit_next_order"] = validity.R_LIMIT_NEXT_ORDER
+    attrs.update(identity_attrs)
     context = {"threshold": threshold, "nsigma": nsigma, "reference": reference_closure().name, "r_limit": validity.R_LIMIT,
-               "r_limit_next_order": validity.R_LIMIT_NEXT_ORDER, **fit_attrs}
+               "r_limit_next_order": validity.R_LIMIT_NEXT_ORDER, "identity": identity_attrs.get("identity_theory", ""),
+               **fit_attrs}
     return schema.dataset("diagnostics", values, coords, attrs, context=context)

@@ -36,6 +36,9 @@ STANDARD_FIELDS = ("K0", "V4", "K1", "K1_source")
 # optional fields that the diagnostics and figures use where a theory file has them (by presence, whatever the
 # closure): V4_1, the 1/n coefficient of n Cov(G) = V4 + V4_1/n + O(1/n^2), compared with each width as it is
 NEXT_ORDER_FIELDS = ("V4_1",)
+# optional fields with which the diagnostics split each width's n (V4(n) - V4) by the exact one-block identity
+# (kernel_eft.diagnose.identity): its order 0 (E S, n Cov(G, S), n Cov(S, S) at n -> infinity) and V4_1's parts
+IDENTITY_FIELDS = ("S_mean", "cov_GS", "cov_SS", "V4_1_mean", "V4_1_contraction", "V4_1_transport")
 DEPTH_FORMS = ("discrete", "continuum")
 
 

@@ -33,7 +33,7 @@ from kernel_eft.core.moments import UnsupportedActivation, check_tabulable
 from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_lookup, pair_multiplicity,
                                    pairs_to_four_index, to_pairs, wishart_v4)
 from kernel_eft.core.quadrature import BlockRule
-from kernel_eft.schema import COV, Variable
+from kernel_eft.schema import COV, KERNEL, Variable
 from kernel_eft.theory.closure import Closure, Option
 from kernel_eft.theory.two_time import TwoTimeKernels, two_time_kernels
 from kernel_eft.validation import InputError
@@ -552,6 +552,32 @@ def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: flo
     return grid.V4_1.reshape(-1, 1, 1, 1, 1), attrs
 
 
+def identity_fields(res: ExactResult, act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                    V4_1: Array) -> dict:
+    """What the diagnostics need to split each width's n (V4(n) - V4) by the exact one-block identity
+    (kernel_eft.diagnose.identity): the identity's order-0 inputs on the layer grid (S_mean = E phi phi^T at K0,
+    cov_GS, cov_SS at n -> infinity) and V4_1's three parts, predicted (theory.next_order: the mean shift and
+    the contractions are known; the transport, the X_1, Y_1 part, is V4_1 minus both).  Four-index arrays."""
+    from kernel_eft.theory.next_order import known_terms
+
+    P = res.K0.shape[-1]
+    path = mean_path_discrete(act, kin, sw2, sb2, time, depth)
+    f0 = np.stack([f_matrix(act, K, sw2, sb2) for K in res.K0])
+    known = known_terms(res, path.DF, f0, sw2, time / depth)
+
+    def running(increments):  # entry l = sum over l' < l
+        out = np.zeros_like(increments)
+        out[1:] = np.cumsum(increments[:-1], axis=0)
+        return out
+
+    mean, contraction = running(known.mean_shift), running(known.contraction)
+    transport = four_index_to_pairs(V4_1) - mean - contraction
+    S0 = np.stack([f_matrix(act, K, 1.0, 0.0) for K in res.K0])
+    return {"S_mean": S0, "cov_GS": pairs_to_four_index(res.cov_gs, P), "cov_SS": pairs_to_four_index(res.cov_ss, P),
+            **{f"V4_1_{name}": pairs_to_four_index(part, P)
+               for name, part in (("mean", mean), ("contraction", contraction), ("transport", transport))}}
+
+
 def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: float, time: float, extra_attrs=None,
                    V4_1=None):
     """The theory file of an exact-theory result: the standard fields (K1_source = sw2 B), the V4 parts and, where
@@ -560,9 +586,10 @@ def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: floa
     values = {"K0": res.K0, "V4": res.four_index("V4"), "K1": res.K1_matrix(), "K1_source": from_pairs(sw2 * res.B, P),
               "V4_free": res.four_index("V4_free"), "V4_cross": res.four_index("V4_cross"),
               "V4_feedback": res.four_index("V4_feedback")}
+    discrete = res.layers is not None
     if V4_1 is not None:
         values["V4_1"] = V4_1
-    discrete = res.layers is not None
+        values.update(identity_fields(res, act, kin, sw2, sb2, time, int(res.layers[-1]), V4_1))
     params = {
         "time_quadrature": ("none: exact sums over layers (left point), same-layer dt^2 term of the K1 source "
                             "included" if discrete else
@@ -576,6 +603,9 @@ def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: floa
     title = (f"Exact O(1/n) kernel theory ({act.name}, T={time:g}, "
              + (f"discrete L={int(res.layers[-1])})" if discrete else "continuous)"))
     return EXACT.dataset(values, res.times, res.layers, act, kin, sw2, sb2, time, params, title)
+
+
+_WITH_V4_1 = "only with --depth and P <= 2 inputs, docs/exact_theory.md sections 7.1 and 7.3"
 
 
 class Exact(Closure):
@@ -602,7 +632,15 @@ class Exact(Closure):
         "V4_cross": Variable(COV, "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field"),
         "V4_feedback": Variable(COV, "feedback part of V4: Cov(y, y)"),
         "V4_1": Variable(COV, "1/n coefficient of n Cov(G): n Cov(G) = V4 + V4_1/n + O(1/n^2)",
-                         note="only with --depth and P <= 2 inputs, docs/exact_theory.md sections 7.1 and 7.3"),
+                         note=_WITH_V4_1),
+        # the exact one-block identity's order 0 and V4_1's parts (docs/exact_theory.md section 7.4)
+        "S_mean": Variable(KERNEL, "sigma kernel E phi(h) phi(h)^T at n -> infinity (at K0)", note=_WITH_V4_1),
+        "cov_GS": Variable(COV, "cross covariance n Cov(G_ab, S_cd) at n -> infinity", note=_WITH_V4_1),
+        "cov_SS": Variable(COV, "sigma-kernel covariance n Cov(S_ab, S_cd) at n -> infinity", note=_WITH_V4_1),
+        "V4_1_mean": Variable(COV, "part of V4_1 from the 1/n shifts of E G and E Om (K1, Sigma1)", note=_WITH_V4_1),
+        "V4_1_contraction": Variable(COV, "part of V4_1 from the contractions c4(X_0), c2(Y_0)", note=_WITH_V4_1),
+        "V4_1_transport": Variable(COV, "part of V4_1 from X_1, Y_1 (the 1/n corrections of n Cov(G, Om), "
+                                   "n Cov(Om, Om)): V4_1 - V4_1_mean - V4_1_contraction", note=_WITH_V4_1),
     }
 
     def check(self, activation, kin, depth, points):
