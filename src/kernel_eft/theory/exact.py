@@ -480,41 +480,89 @@ def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, tim
     return LATTICE_SECONDS * work
 
 
-def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
-                       limit: float = MAX_LATTICE_SECONDS) -> float:
-    """Estimated wall seconds of V4_1 (the grid for one input, NEXT_ORDER_SECONDS; the lattice for two,
-    LATTICE_SECONDS): 0 where it is skipped (beyond the grid's limits, or `limit` seconds: the closure's option
-    next_order_seconds)."""
-    P = np.asarray(kin).shape[-1] if np.asarray(kin).ndim else 1
-    try:
-        if P == 1:
-            points, computed = next_order_grid_points(act, kin, sw2, sb2, time, int(depth))
-            seconds = NEXT_ORDER_SECONDS * points ** 3 * int(depth) if computed else 0.0
-        elif P == 2:
-            seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, int(depth), limit)
-        else:
-            seconds = 0.0
-    except (ValueError, ArithmeticError, FloatingPointError, np.linalg.LinAlgError):  # the solve itself says so
-        return 0.0
-    return seconds if seconds <= limit else 0.0
+# The continuum's V4_1: the layer form's at these depths, Richardson-extrapolated in 1/L (docs/exact_theory.md 7.5)
+CONTINUUM_DEPTHS = (16, 32, 64, 128)
 
 
-def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
-                      limit: float = MAX_LATTICE_SECONDS):
-    """V4_1 for two inputs on the layer grid, by the lattice hierarchy (kernel_eft.theory.next_order_lattice,
-    docs/exact_theory.md section 7.3); returns (V4_1 as (L+1, P, P, P, P) or None, file attributes).  None for
-    P >= 3 (a lattice in R^3 is out of reach) and where the estimate exceeds `limit` seconds (the closure's option
-    next_order_seconds, default MAX_LATTICE_SECONDS; deep networks: the points grow like L, the work like L^5)."""
+@dataclass(frozen=True)
+class NextOrderPlan:
+    """How V4_1 is computed at a point, or why not, and what it costs: method "grid" (one input, section 7.1),
+    "lattice" (a layer form by the lattice, 7.3), "continuum" (the lattice at CONTINUUM_DEPTHS, 7.5), or None with
+    `reason`; seconds (estimated wall time) and memory (bytes, beyond the O(1/n) theory)."""
+
+    method: str | None
+    seconds: float = 0.0
+    memory: int = 0
+    reason: str = ""
+    grid_points: int = 0
+
+
+def _lattice_memory(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int) -> int:
+    """(55 + L + 2 p L) N_max^2 floats: transition derivatives and temporaries, the L linear responses, the
+    third-cumulant chain twice during its update."""
     from kernel_eft.theory import next_order_lattice as nol
 
-    P = np.asarray(kin).shape[-1]
-    if P != 2:
-        return None, {"V4_1_method": f"not computed: the lattice hierarchy is implemented for P <= 2 inputs, not {P}"}
-    seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth, limit)
-    if seconds > limit:
-        return None, {"V4_1_method": f"not computed: the lattice hierarchy would take {seconds:.3g} s or more at depth "
-                                     f"{depth} (limit next_order_seconds = {limit:g} s); raise it, or call "
-                                     "kernel_eft.theory.next_order_lattice.v4_next_order_lattice directly"}
+    N = float(np.max(nol.lattice_sizes(act, kin, sw2, sb2, time, depth)))
+    return int(8 * (55 + depth + 2 * n_pairs(np.asarray(kin).shape[-1]) * depth) * N * N)
+
+
+def next_order_plan(act: Activation, kin, sw2: float, sb2: float, time: float, depth,
+                    limit: float = MAX_LATTICE_SECONDS) -> NextOrderPlan:
+    """V4_1's method at this point within `limit` estimated seconds (the closure's option next_order_seconds):
+    one input at a depth: the grid where it is within its limits and `limit`, else the lattice; two inputs at a
+    depth: the lattice; the continuum (depth None): the lattice at CONTINUUM_DEPTHS.  None beyond `limit`, for
+    P >= 3 and where the mean path itself fails (the solve then says why)."""
+    kin = np.atleast_2d(np.asarray(kin, dtype=np.float64))
+    P = kin.shape[-1]
+    if limit <= 0:
+        return NextOrderPlan(None, reason="not computed: next_order_seconds = 0")
+    if P > 2:
+        return NextOrderPlan(None, reason=f"not computed: the hierarchy is implemented for P <= 2 inputs, not {P} "
+                                          "(a lattice in R^3 is out of reach)")
+    try:
+        if depth is None:
+            seconds = 0.0
+            for L in CONTINUUM_DEPTHS:
+                seconds += next_order_lattice_seconds(act, kin, sw2, sb2, time, L, limit - seconds)
+                if seconds > limit:
+                    return NextOrderPlan(None, seconds, reason=(
+                        f"not computed: the continuum's V4_1 needs the lattice hierarchy at L = "
+                        f"{', '.join(map(str, CONTINUUM_DEPTHS))}, {seconds:.3g} s or more (limit "
+                        f"next_order_seconds = {limit:g} s)"))
+            memory = max(_lattice_memory(act, kin, sw2, sb2, time, L) for L in CONTINUUM_DEPTHS)
+            return NextOrderPlan("continuum", seconds, memory)
+        L, why_not_grid = int(depth), ""
+        if P == 1:
+            points, computed = next_order_grid_points(act, kin, sw2, sb2, time, L)
+            seconds = NEXT_ORDER_SECONDS * points ** 3 * L
+            if computed and seconds <= limit:
+                return NextOrderPlan("grid", seconds, 4 * 8 * points ** 3, grid_points=points)
+            why_not_grid = (f"the grid would need {points} points; " if not computed else
+                            f"the grid would take {seconds:.3g} s; ")
+        seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, L, limit)
+        if seconds > limit:
+            return NextOrderPlan(None, seconds, reason=(
+                f"not computed: {why_not_grid}the lattice hierarchy would take {seconds:.3g} s or more at depth {L} "
+                f"(limit next_order_seconds = {limit:g} s); raise it, or call "
+                "kernel_eft.theory.next_order_lattice.v4_next_order_lattice directly"))
+        return NextOrderPlan("lattice", seconds, _lattice_memory(act, kin, sw2, sb2, time, L))
+    except (ValueError, ArithmeticError, FloatingPointError, np.linalg.LinAlgError) as exc:
+        return NextOrderPlan(None, reason=f"not computed: {exc}")
+
+
+def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth,
+                       limit: float = MAX_LATTICE_SECONDS) -> float:
+    """Estimated wall seconds of V4_1 (next_order_plan): 0 where it is not computed."""
+    plan = next_order_plan(act, kin, sw2, sb2, time, depth, limit)
+    return plan.seconds if plan.method else 0.0
+
+
+def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int):
+    """V4_1 of a layer form by the lattice hierarchy (kernel_eft.theory.next_order_lattice, docs/exact_theory.md
+    section 7.3), P <= 2: (V4_1 as (L+1, P, P, P, P), file attributes).  The caller checks the cost
+    (next_order_plan; deep networks: the points grow like L, the work like L^5)."""
+    from kernel_eft.theory import next_order_lattice as nol
+
     lat = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth)
     attrs = {"V4_1_method": ("cumulant hierarchy of the empirical measure on a lattice in R^P per layer, third "
                              "cumulant along the back-propagated psi vectors (docs/exact_theory.md section 7.3); "
@@ -531,7 +579,7 @@ def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: flo
     (kernel_eft.theory.next_order_grid, docs/exact_theory.md section 7.1) on the automatic grid; returns (V4_1 as
     (L+1, 1, 1, 1, 1) or None, file attributes).  None when the grid would need more than MAX_GRID_POINTS points
     or more work than MAX_GRID_WORK (deep networks: the one-layer step shrinks like sqrt(T/L), the cost grows
-    like L^3)."""
+    like L^3), or more than `limit` seconds; next_order_plan then takes the lattice."""
     from kernel_eft.theory import next_order_grid as nog
 
     points, computed = next_order_grid_points(act, kin, sw2, sb2, time, depth)
@@ -550,6 +598,64 @@ def next_order_one_input(act: Activation, kin, sw2: float, sb2: float, time: flo
              "V4_1_grid_points": int(grid.info["grid_points"]), "V4_1_grid_spacing": grid.info["spacing"],
              "V4_1_min_step_std": grid.info["min_step_std"]}
     return grid.V4_1.reshape(-1, 1, 1, 1, 1), attrs
+
+
+# Richardson weights for layer forms at L, 2L, 4L (, 8L): v_L = v + a/L + b/L^2 (+ c/L^3) + ... -> v
+RICHARDSON_WEIGHTS = {3: np.array([1.0, -6.0, 8.0]) / 3.0, 4: np.array([-1.0, 14.0, -56.0, 64.0]) / 21.0}
+
+
+def richardson_in_depth(values: dict) -> Array:
+    """The L -> infinity limit of values {L: v, 2L: v, ...} (3 or 4 doubling depths, common times), removing the
+    1/L, 1/L^2 (and 1/L^3) terms."""
+    depths = sorted(values)
+    return sum(w * values[L] for w, L in zip(RICHARDSON_WEIGHTS[len(depths)], depths))
+
+
+def next_order_continuum(act: Activation, kin, sw2: float, sb2: float, time: float, times, V4_continuum):
+    """The continuum's V4_1 (docs/exact_theory.md section 7.5): the lattice hierarchy's layer form at
+    CONTINUUM_DEPTHS (16, 32, 64, 128), Richardson-extrapolated in 1/L to third order on the times of L = 32
+    (L = 16 splined onto them in t: its weight is 1/21), then a cubic spline in t onto `times`.  Its accuracy: the
+    change against the second-order extrapolation from L = 32, 64, 128; its check: the same extrapolation of the
+    lattices' V4 against the exact continuum's V4_continuum ((N, p, p) on `times`).  Returns (V4_1 as
+    (N, P, P, P, P), file attributes)."""
+    from scipy.interpolate import CubicSpline
+
+    from kernel_eft.theory import next_order_lattice as nol
+
+    started = _time.monotonic()
+    kin = np.atleast_2d(np.asarray(kin, dtype=np.float64))
+    P = kin.shape[-1]
+    base = CONTINUUM_DEPTHS[1]
+    grid = np.linspace(0.0, float(time), base + 1)
+    V4_1, V4, points = {}, {}, 0
+    for L in CONTINUUM_DEPTHS:
+        lat = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, L)
+        points = max(points, int(lat.info["points"]))
+        for out, values in ((V4_1, lat.V4_1), (V4, lat.V4)):  # (L+1, p, p) on the times k T / L
+            values = np.asarray(values)
+            out[L] = (values[:: L // base] if L >= base else
+                      CubicSpline(np.linspace(0.0, float(time), L + 1), values, axis=0)(grid))
+    limit = richardson_in_depth(V4_1)
+    scale = float(np.max(np.abs(limit))) or 1.0
+    accuracy = float(np.max(np.abs(limit - richardson_in_depth({L: V4_1[L] for L in CONTINUUM_DEPTHS[1:]})))) / scale
+    times = np.asarray(times, dtype=np.float64)
+    V4_1_on_times = CubicSpline(grid, limit, axis=0)(times)
+    V4_limit = CubicSpline(grid, richardson_in_depth(V4), axis=0)(times)
+    V4_check = float(np.max(np.abs(V4_limit - V4_continuum))) / float(np.max(np.abs(V4_continuum)))
+    depths = ", ".join(map(str, CONTINUUM_DEPTHS))
+    attrs = {"V4_1_method": ("the lattice hierarchy's layer form (docs/exact_theory.md section 7.3) at L = "
+                             f"{depths}, Richardson-extrapolated in 1/L to third order ((64 v_8L - 56 v_4L + 14 v_2L - "
+                             f"v_L)/21) on the {base + 1} times of L = {base}, then a cubic spline in t "
+                             "(docs/exact_theory.md section 7.5)"),
+             "V4_1_accuracy": accuracy,
+             "V4_1_accuracy_method": ("max |change| against the second-order extrapolation from L = "
+                                      f"{', '.join(map(str, CONTINUUM_DEPTHS[1:]))}, relative to max |V4_1| (a "
+                                      "conservative estimate)"),
+             "V4_1_V4_check": V4_check,
+             "V4_1_V4_check_method": ("max |the same extrapolation of the lattices' V4 - this file's V4| relative to "
+                                      "max |V4|: the limit checked where it is known"),
+             "V4_1_grid_points": points, "V4_1_seconds": round(_time.monotonic() - started, 2)}
+    return pairs_to_four_index(V4_1_on_times, P), attrs
 
 
 def identity_fields(res: ExactResult, act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
@@ -589,7 +695,8 @@ def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: floa
     discrete = res.layers is not None
     if V4_1 is not None:
         values["V4_1"] = V4_1
-        values.update(identity_fields(res, act, kin, sw2, sb2, time, int(res.layers[-1]), V4_1))
+        if discrete:  # the identity is one of layers
+            values.update(identity_fields(res, act, kin, sw2, sb2, time, int(res.layers[-1]), V4_1))
     params = {
         "time_quadrature": ("none: exact sums over layers (left point), same-layer dt^2 term of the K1 source "
                             "included" if discrete else
@@ -605,7 +712,8 @@ def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: floa
     return EXACT.dataset(values, res.times, res.layers, act, kin, sw2, sb2, time, params, title)
 
 
-_WITH_V4_1 = "only with --depth and P <= 2 inputs, docs/exact_theory.md sections 7.1 and 7.3"
+_WITH_V4_1 = ("only with --depth where V4_1 is written (P <= 2 inputs, within next_order_seconds), "
+              "docs/exact_theory.md section 7.4")
 
 
 class Exact(Closure):
@@ -632,7 +740,8 @@ class Exact(Closure):
         "V4_cross": Variable(COV, "cross part of V4: Cov(y, A_hh) + transpose, feedback y against the free field"),
         "V4_feedback": Variable(COV, "feedback part of V4: Cov(y, y)"),
         "V4_1": Variable(COV, "1/n coefficient of n Cov(G): n Cov(G) = V4 + V4_1/n + O(1/n^2)",
-                         note=_WITH_V4_1),
+                         note="only with P <= 2 inputs within next_order_seconds, at a depth or in the continuum, "
+                              "docs/exact_theory.md sections 7.1, 7.3 and 7.5"),
         # the exact one-block identity's order 0 and V4_1's parts (docs/exact_theory.md section 7.4)
         "S_mean": Variable(KERNEL, "sigma kernel E phi(h) phi(h)^T at n -> infinity (at K0)", note=_WITH_V4_1),
         "cov_GS": Variable(COV, "cross covariance n Cov(G_ab, S_cd) at n -> infinity", note=_WITH_V4_1),
@@ -662,11 +771,9 @@ class Exact(Closure):
         return a + c * times * times * (1.5 if continuous else 1.0)
 
     def estimate_seconds_at(self, activation, kin, *, sw2, sb2, time, depth, times):
-        """estimate_seconds, plus the V4_1 grid at one input and a depth (next_order_seconds: 0 where skipped)."""
+        """estimate_seconds, plus V4_1 where it will be computed (next_order_plan at the default limit)."""
         seconds = super().estimate_seconds_at(activation, kin, sw2=sw2, sb2=sb2, time=time, depth=depth, times=times)
-        if depth is not None:
-            seconds += next_order_seconds(activation, kin, sw2, sb2, time, int(depth))
-        return seconds
+        return seconds + next_order_seconds(activation, kin, sw2, sb2, time, depth)
 
     def estimate_memory(self, P, times):
         """The two-time kernels on the N x N grid of times (two_time: Cpp (N, N, p, p), Q (N, N, p, nk) with
@@ -676,24 +783,12 @@ class Exact(Closure):
         return int(1.5 * 8 * times * times * (p * p + p * nk + p + 1))
 
     def estimate_memory_at(self, activation, kin, *, sw2, sb2, time, depth, times, **options):
-        """estimate_memory plus V4_1's arrays where it will be computed: the one-input grid's K3 (N^3, four copies
-        live) or the lattice's (55 + L + 2 p L) N_max^2 floats (transition derivatives and temporaries, the L
-        linear responses, the third-cumulant chain twice during its update)."""
+        """estimate_memory plus V4_1's arrays where it will be computed (NextOrderPlan.memory: the one-input grid's
+        K3, N^3 with four copies live, or the largest lattice's (55 + L + 2 p L) N^2 floats)."""
         base = self.estimate_memory(int(np.asarray(kin).shape[-1]), times) or 0
         limit = float(options.get("next_order_seconds", MAX_LATTICE_SECONDS))
-        if depth is None or limit <= 0 or next_order_seconds(activation, kin, sw2, sb2, time, int(depth), limit) <= 0:
-            return base
-        P, L = int(np.asarray(kin).shape[-1]), int(depth)
-        try:
-            if P == 1:
-                points, _ = next_order_grid_points(activation, kin, sw2, sb2, time, L)
-                return base + 4 * 8 * points ** 3
-            from kernel_eft.theory import next_order_lattice as nol
-
-            N = float(np.max(nol.lattice_sizes(activation, kin, sw2, sb2, time, L)))
-        except (ValueError, ArithmeticError, FloatingPointError, np.linalg.LinAlgError):
-            return base
-        return base + int(8 * (55 + L + 2 * n_pairs(P) * L) * N * N)
+        plan = next_order_plan(activation, kin, sw2, sb2, time, depth, limit)
+        return base + (plan.memory if plan.method else 0)
 
     def check_points(self, points):
         if (int(points) - 1) % 4 or int(points) < 9:
@@ -712,14 +807,6 @@ class Exact(Closure):
             V4_1 = None
             if depth is not None:
                 res = exact_theory_discrete(act, kin, sw2, sb2, time, int(depth), rule, progress=progress)
-                limit = float(next_order_seconds)
-                if limit <= 0:
-                    next_attrs = {"V4_1_method": "not computed: next_order_seconds = 0"}
-                elif np.asarray(kin).shape[-1] == 1:  # the one-input grid (section 7.1)
-                    V4_1, next_attrs = next_order_one_input(act, kin, sw2, sb2, time, int(depth), limit)
-                else:  # the lattice in R^P (section 7.3)
-                    V4_1, next_attrs = next_order_inputs(act, kin, sw2, sb2, time, int(depth), limit)
-                extra.update(next_attrs)
             else:
                 steps = int(points or self.default_points) - 1
                 res, extra = exact_theory_extrapolated(act, kin, sw2, sb2, time, steps, rule, progress=progress)
@@ -728,6 +815,16 @@ class Exact(Closure):
                 extra["accuracy_method"] = ("relative change of max|V4|, max|K1| against the extrapolation on half "
                                             "the steps, and against the 1.5x refined Gaussian rule on a quarter "
                                             "of the steps (upper bounds for this file's error)")
+            plan = next_order_plan(act, kin, sw2, sb2, time, depth, float(next_order_seconds))
+            if plan.method == "grid":  # one input (section 7.1)
+                V4_1, next_attrs = next_order_one_input(act, kin, sw2, sb2, time, int(depth), float(next_order_seconds))
+            elif plan.method == "lattice":  # one or two inputs (section 7.3)
+                V4_1, next_attrs = next_order_inputs(act, kin, sw2, sb2, time, int(depth))
+            elif plan.method == "continuum":  # the layer forms' limit (section 7.5)
+                V4_1, next_attrs = next_order_continuum(act, kin, sw2, sb2, time, res.times, res.V4)
+            else:
+                next_attrs = {"V4_1_method": plan.reason}
+            extra.update(next_attrs)
         except (FloatingPointError, ArithmeticError, ValueError) as exc:
             raise FloatingPointError(f"exact theory: {exc}") from None
         return result_dataset(res, act, kin, sw2, sb2, time, extra, V4_1=V4_1)
