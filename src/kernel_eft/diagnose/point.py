@@ -11,8 +11,8 @@
   identity (per width)   where a theory gives the identity's order 0 and V4_1's parts (the exact theory with
                          V4_1), n (V4(n) - V4) split into the parts of the exact one-block identity, measured
                          and predicted, and the identity's check on the Monte Carlo.
-Theories enter only through their standard fields (K0, V4, K1, K1_source) and, where a file has it, V4_1
-(kernel_eft.theory.closure.NEXT_ORDER_FIELDS), whatever the closure.
+Theories enter only through their standard fields (K0, V4, K1, K1_source) and, where a file has them, V4_1
+(kernel_eft.theory.closure.NEXT_ORDER_FIELDS) and the identity's fields (IDENTITY_FIELDS), whatever the closure.
 """
 
 from __future__ import annotations
