@@ -98,8 +98,12 @@ def main(argv=None) -> int:
         form = f"L={depth}" if depth else f"cont. {r['points']}"
         print(f"{act:>10} {r['P']:>2} {form:>12} {r['wall_seconds']:8.2f} {r['cpu_seconds']:8.2f} "
               f"{r['peak_rss_mb']:8.1f} {r['relative_accuracy']:14.2e}", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
+    return write_json(args.json, results)
+
+
+def write_json(path, results) -> int:
+    if path:
+        with open(path, "w") as fh:
             json.dump(results, fh, indent=1)
     return 0
 
@@ -118,10 +122,7 @@ def next_order_main(args) -> int:
         note = "written" if both["next_order"] == "V4_1" else both["next_order"][:90]
         print(f"{act:>10} {both['P']:>2} {form:>8} {alone['wall_seconds']:9.2f} {both['wall_seconds']:9.2f} "
               f"{both['wall_seconds'] / alone['wall_seconds']:6.1f}  {note}", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
-    return 0
+    return write_json(args.json, results)
 
 
 if __name__ == "__main__":
