@@ -19,6 +19,9 @@ Usage (about half a minute per depth on one core):
 
 --samples is the seed count at the smallest width; it grows proportionally to n, because the errors of K1 and of
 the K1 source grow like sqrt(n / samples).
+
+Width by width, with no extrapolation, against V4 + V4_1/n (the next order, docs/exact_theory.md section 7):
+benchmarks/next_order_lattice_vs_mc.py (two inputs) and benchmarks/next_order_grid_vs_mc.py (one input).
 """
 
 from __future__ import annotations
