@@ -732,8 +732,9 @@ class Exact(Closure):
              "continuum": dict(color="tab:red", ls="-.", marker="o")}
     options = (Option("rule", None, None, "NormalRule of the moment quadrature (API only)"),
                Option("next_order_seconds", float, MAX_LATTICE_SECONDS,
-                      "the most estimated seconds V4_1 (n Cov(G) = V4 + V4_1/n) may take at a depth: the one-input "
-                      "grid or the two-input lattice (docs/exact_theory.md 7.1, 7.3); 0: never"))
+                      "the most estimated seconds V4_1 (n Cov(G) = V4 + V4_1/n) may take: at a depth the one-input "
+                      "grid or the lattice, in continuous depth the lattices at L = 16-128 (docs/exact_theory.md 7.1, "
+                      "7.3, 7.5); 0: never"))
     # V4's three parts (docs/exact_theory.md section 2), written beside the standard fields
     parts = {
         "V4_free": Variable(COV, "free part of V4: Wishart form of K0(t), Cov of the free field A_hh"),
