@@ -39,6 +39,14 @@ def contraction_c2(Y: np.ndarray, P: int) -> np.ndarray:
     return four_index_to_pairs(out)
 
 
+def running_sum(increments: np.ndarray) -> np.ndarray:
+    """Layer l's value from the increments of the steps before it: entry l = sum_{l' < l} increments[l'] (entry 0
+    is 0; the last increment is unused)."""
+    out = np.zeros_like(increments)
+    out[1:] = np.cumsum(increments[:-1], axis=0)
+    return out
+
+
 def source_s2_derivative(W: np.ndarray, D: np.ndarray) -> np.ndarray:
     """S2'(W; D) = d/de S2(W + e D) at e = 0 = (S4(W, D) + S4(D, W)) / 2 (S2 is quadratic, S4(W, W) = 2 S2(W))."""
     return 0.5 * (source_s4(W, D) + source_s4(D, W))

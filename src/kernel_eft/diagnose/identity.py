@@ -22,18 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernel_eft.core.block_identity import identity_terms
+from kernel_eft.core.block_identity import identity_terms, running_sum
 from kernel_eft.core.pairs import from_pairs
 from kernel_eft.core.statistics import jackknife
 
 PARTS = ("transport", "mean", "contraction")
-
-
-def _cumulate(increments: np.ndarray) -> np.ndarray:
-    """Running sums over layers: entry l = sum_{l' < l} increments[l'] (the last increment is unused)."""
-    out = np.zeros_like(increments)
-    out[1:] = np.cumsum(increments[:-1], axis=0)
-    return out
 
 
 def identity_decomposition(mc: dict, theory: dict, *, width: int, sw2: float, sb2: float, dt: float) -> dict:
@@ -55,8 +48,8 @@ def identity_decomposition(mc: dict, theory: dict, *, width: int, sw2: float, sb
     measured = identity_terms(EG, EOm, X, Y, dt, n)
     order0 = identity_terms(theory["K0"], theory["f0"], theory["X0"], theory["Y0"], dt, np.inf)
     V4_mc = np.asarray(mc["V4"], float)
-    rebuilt = V4_mc[0] + _cumulate(sum(measured.values()))
-    parts = {name: n * _cumulate(measured[name] - order0[name]) for name in PARTS}
+    rebuilt = V4_mc[0] + running_sum(sum(measured.values()))
+    parts = {name: n * running_sum(measured[name] - order0[name]) for name in PARTS}
     out = {"identity_V4": rebuilt, "measured_V4_1": n * (V4_mc - theory["V4"]), "parts": parts,
            "layer0": n * (V4_mc[0] - theory["V4"][0]), "X_1_measured": n * (X - theory["X0"])}
     if "V4_se" in mc:

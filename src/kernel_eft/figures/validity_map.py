@@ -39,6 +39,11 @@ def closures_in(table) -> list[str]:
     return [c for c in closure_names() if f"tstar_V4_{c}" in table.columns]
 
 
+def gave_v4_1(row, closure: str) -> bool:
+    """Whether the closure's theory gave V4_1 at this point (its per-width next-order pulls are written)."""
+    return not math.isnan(float(row.get(f"worst_pull_V4_{closure}_next_width", math.nan)))
+
+
 def cell_value(row, q: str, closure: str) -> tuple[float, float, float, str]:
     """(t*, lo, hi, source) of one point: against the extrapolated Monte Carlo, or, with fewer than 3 widths,
     against the largest width (V4 of a closure that gave V4_1: against V4 + V4_1/n at that width's n)."""
@@ -46,7 +51,7 @@ def cell_value(row, q: str, closure: str) -> tuple[float, float, float, str]:
     if not math.isnan(est) or int(row.get("fit_dof", 0)) > 0:
         return est, float(row[f"tstar_{q}_{closure}_lo"]), float(row[f"tstar_{q}_{closure}_hi"]), "n → ∞"
     name = f"tstar_V4_{closure}_next_width"  # the closure gave V4_1: the width against V4 + V4_1/n at its n
-    if q == "V4" and not math.isnan(float(row.get(f"worst_pull_V4_{closure}_next_width", math.nan))):
+    if q == "V4" and gave_v4_1(row, closure):
         return (float(row[name]), float(row[name + "_lo"]), float(row[name + "_hi"]),
                 f"n = {int(row['width'])} (V4 + V4_1/n)")
     return (float(row[f"tstar_{q}_{closure}_width"]), float(row[f"tstar_{q}_{closure}_width_lo"]),
@@ -56,8 +61,7 @@ def cell_value(row, q: str, closure: str) -> tuple[float, float, float, str]:
 def own_limit(row, q: str, closure: str) -> tuple[float, float]:
     """(first t, r limit) of the theory's own end at the smallest width: r > R_LIMIT for an O(1/n) theory; for
     V4 of a closure that gave V4_1 (its cells compare each width with V4 + V4_1/n), r > R_LIMIT_NEXT_ORDER."""
-    gave_v4_1 = not math.isnan(float(row.get(f"worst_pull_V4_{closure}_next_width", math.nan)))
-    if q == "V4" and gave_v4_1 and not math.isnan(float(row.get("t_r_limit_next_order", math.nan))):
+    if q == "V4" and gave_v4_1(row, closure) and not math.isnan(float(row.get("t_r_limit_next_order", math.nan))):
         return float(row["t_r_limit_next_order"]), R_LIMIT_NEXT_ORDER
     return float(row["t_r_limit"]), R_LIMIT
 

@@ -141,6 +141,7 @@ class ExactResult:
     info: dict = field(default_factory=dict)
     cov_gs: Array | None = None  # (N, p, p) discrete only: lim n Cov(G, S), [(ab), m] (the next order's X_0 / sw2)
     cov_ss: Array | None = None  # (N, p, p) discrete only: lim n Cov(S, S)
+    DF: Array | None = None  # (N, p, p) discrete only: the Jacobian of F on the mean path (the next order's Sigma1)
 
     @property
     def V4(self) -> Array:
@@ -227,7 +228,7 @@ def assemble_discrete(path: MeanPath, kernels: TwoTimeKernels, sw2: float, dt: f
         K1[layer + 1] = step[layer] @ K1[layer] + dt * sw2 * B[layer]
     V4_cross = X + np.swapaxes(X, 1, 2)
     return ExactResult(path.times, K0, V4_free, V4_cross, Y, B, K1, layers=path.layers, cov_gs=cov_gs,
-                       cov_ss=cov_ss)
+                       cov_ss=cov_ss, DF=DF)
 
 
 def _scatter_add(target: Array, rows: slice, cols: Array, values: Array) -> None:
@@ -658,8 +659,7 @@ def next_order_continuum(act: Activation, kin, sw2: float, sb2: float, time: flo
     return pairs_to_four_index(V4_1_on_times, P), attrs
 
 
-def identity_fields(res: ExactResult, act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
-                    V4_1: Array) -> dict:
+def identity_fields(res: ExactResult, act: Activation, sw2: float, sb2: float, dt: float, V4_1: Array) -> dict:
     """What the diagnostics need to split each width's n (V4(n) - V4) by the exact one-block identity
     (kernel_eft.diagnose.identity): the identity's order-0 inputs on the layer grid (S_mean = E phi phi^T at K0,
     cov_GS, cov_SS at n -> infinity) and V4_1's three parts, predicted (theory.next_order: the mean shift and
@@ -667,18 +667,10 @@ def identity_fields(res: ExactResult, act: Activation, kin, sw2: float, sb2: flo
     from kernel_eft.theory.next_order import known_terms
 
     P = res.K0.shape[-1]
-    path = mean_path_discrete(act, kin, sw2, sb2, time, depth)
-    f0 = np.stack([f_matrix(act, K, sw2, sb2) for K in res.K0])
-    known = known_terms(res, path.DF, f0, sw2, time / depth)
-
-    def running(increments):  # entry l = sum over l' < l
-        out = np.zeros_like(increments)
-        out[1:] = np.cumsum(increments[:-1], axis=0)
-        return out
-
-    mean, contraction = running(known.mean_shift), running(known.contraction)
+    S0 = np.stack([f_matrix(act, K, 1.0, 0.0) for K in res.K0])  # F(K0): f(K0) = sw2 F(K0) + sb2 11^T
+    known = known_terms(res, res.DF, sw2 * S0 + sb2, sw2, dt)
+    mean, contraction = known.mean_shift_V4_1(), known.contraction_V4_1()
     transport = four_index_to_pairs(V4_1) - mean - contraction
-    S0 = np.stack([f_matrix(act, K, 1.0, 0.0) for K in res.K0])
     return {"S_mean": S0, "cov_GS": pairs_to_four_index(res.cov_gs, P), "cov_SS": pairs_to_four_index(res.cov_ss, P),
             **{f"V4_1_{name}": pairs_to_four_index(part, P)
                for name, part in (("mean", mean), ("contraction", contraction), ("transport", transport))}}
@@ -696,7 +688,7 @@ def result_dataset(res: ExactResult, act: Activation, kin, sw2: float, sb2: floa
     if V4_1 is not None:
         values["V4_1"] = V4_1
         if discrete:  # the identity is one of layers
-            values.update(identity_fields(res, act, kin, sw2, sb2, time, int(res.layers[-1]), V4_1))
+            values.update(identity_fields(res, act, sw2, sb2, time / int(res.layers[-1]), V4_1))
     params = {
         "time_quadrature": ("none: exact sums over layers (left point), same-layer dt^2 term of the K1 source "
                             "included" if discrete else

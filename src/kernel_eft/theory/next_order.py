@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernel_eft.core.block_identity import (contraction_c2, contraction_c4, identity_step, source_s2_derivative)
+from kernel_eft.core.block_identity import (contraction_c2, contraction_c4, identity_step, running_sum,
+                                           source_s2_derivative)
 from kernel_eft.core.meanfield import source_s4
 from kernel_eft.core.pairs import four_index_to_pairs, from_pairs, wishart_v4
 
@@ -49,9 +50,15 @@ class NextOrderTerms:
 
     def known_V4_1(self) -> Array:
         """sum_{l' < l} of the known increments: V4_1 at layer l without the X_1, Y_1 transport, (N, p, p)."""
-        out = np.zeros_like(self.mean_shift)
-        out[1:] = np.cumsum(self.known_increments[:-1], axis=0)
-        return out
+        return running_sum(self.known_increments)
+
+    def mean_shift_V4_1(self) -> Array:
+        """The mean-shift part of V4_1 at every layer (K1, Sigma1), (N, p, p)."""
+        return running_sum(self.mean_shift)
+
+    def contraction_V4_1(self) -> Array:
+        """The contraction part of V4_1 at every layer (c4(X_0), c2(Y_0)), (N, p, p)."""
+        return running_sum(self.contraction)
 
 
 def zeroth_order_XY(res, sw2: float) -> tuple[Array, Array]:
