@@ -113,6 +113,33 @@ def test_lattice_equals_exact_theory_with_the_kink_correction():
     assert errors[False][0] > 1e-3, errors
 
 
+def test_a_coarse_lattice_fails_its_v4_check_and_is_refined():
+    """tanh with large steps (sw2 3, T 5, L 8): the step-resolving spacing is too coarse for tanh's own scale at the
+    deep layers (K0 ~ 10), so the lattice's V4 misses the exact theory's by > LATTICE_V4_TOLERANCE and V4_1 by > 5%
+    against the one-input grid (section 7.1, an independent discretisation).  Given the exact V4, next_order_inputs
+    refines until the check passes; then V4_1 is 5x closer to the grid's (here 21 x the final check: the ratio of
+    section 7.3), and the attribute V4_1_accuracy (the change) bounds its error.  One input, so the lattice is a
+    line of ~40 points (milliseconds)."""
+    from kernel_eft.theory.exact import LATTICE_V4_TOLERANCE, lattice_v4_check, next_order_inputs
+    from kernel_eft.theory.next_order_grid import automatic_grid_points
+    from kernel_eft.theory.next_order_lattice import SPACING_PER_STEP_STD
+
+    act = get_activation("tanh")
+    kin, args = np.array([[1.0]]), dict(sw2=3.0, sb2=0.0, time=5.0, depth=8)
+    res = exact_theory_discrete(act, kin, **args)
+    grid = v4_next_order_grid(act, kin, **args, grid_points=automatic_grid_points(act, kin, **args)).V4_1
+    scale = np.max(np.abs(grid))
+    coarse, no_check = next_order_inputs(act, kin, *args.values())
+    fine, attrs = next_order_inputs(act, kin, *args.values(), V4=res.V4, limit=60.0)
+    error = {k: np.max(np.abs(v.reshape(-1) - grid)) / scale for k, v in (("coarse", coarse), ("fine", fine))}
+    assert "V4_1_V4_check" not in no_check
+    assert attrs["V4_1_spacing_per_step_std"] < SPACING_PER_STEP_STD, attrs  # refined at least once
+    assert attrs["V4_1_V4_check"] <= LATTICE_V4_TOLERANCE < lattice_v4_check(
+        v4_next_order_lattice(act, kin, **args).V4, res.V4)
+    assert error["coarse"] > 0.05 and error["fine"] < error["coarse"] / 5, error
+    assert attrs["V4_1_accuracy"] >= error["fine"], (attrs, error)  # the change bounds the refined error here
+
+
 def test_exact_closure_writes_v4_1_for_two_inputs():
     """`kernel-eft theory --closure exact --depth L` with two inputs carries V4_1 (dims and units of V4) from the
     lattice; three inputs say why they have none."""

@@ -464,19 +464,20 @@ MAX_LATTICE_SECONDS = 120.0
 
 
 def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
-                               limit: float = np.inf) -> float:
+                               limit: float = np.inf, spacing_per_step_std: float | None = None) -> float:
     """Estimated wall seconds of the V4_1 lattice hierarchy at P >= 2 (LATTICE_SECONDS x work); a lower bound
-    where that already exceeds `limit`."""
+    where that already exceeds `limit`.  spacing_per_step_std: the lattice's (default: the module's)."""
     from kernel_eft.theory import next_order_lattice as nol
 
+    spacing = {} if spacing_per_step_std is None else {"spacing_per_step_std": float(spacing_per_step_std)}
     p = n_pairs(np.asarray(kin).shape[-1])
     # a lower bound from layer 0 alone first (one f call; K0 and the step grow together, so N_l >~ N_0 / 2): deep
     # networks are rejected without walking the mean path
-    first = nol.lattice_sizes(act, kin, sw2, sb2, time / depth, 1)[0]  # layer 0 of a one-layer net of step dt
+    first = nol.lattice_sizes(act, kin, sw2, sb2, time / depth, 1, **spacing)[0]  # layer 0 of a net of step dt
     bound = LATTICE_SECONDS * (first / 2) ** 3 * sum(LATTICE_PRODUCTS + 2 * p * (depth - 1 - l) for l in range(depth))
     if bound > limit:
         return bound
-    sizes = nol.lattice_sizes(act, kin, sw2, sb2, time, depth)
+    sizes = nol.lattice_sizes(act, kin, sw2, sb2, time, depth, **spacing)
     work = sum(float(N) ** 3 * (LATTICE_PRODUCTS + 2 * p * (depth - 1 - layer)) for layer, N in enumerate(sizes[:-1]))
     return LATTICE_SECONDS * work
 
@@ -558,19 +559,64 @@ def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float
     return plan.seconds if plan.method else 0.0
 
 
-def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int):
+# The lattice's own accuracy check at a depth: its V4 (the same hierarchy at order 0) against the exact theory's,
+# max over layers >= 1 of |difference| / sqrt(V4[m,m] V4[m',m']).  Where it exceeds LATTICE_V4_TOLERANCE the lattice
+# is refined (spacing x LATTICE_REFINEMENT, about 1.8x the points for P = 2) while the estimated time fits
+# next_order_seconds.  Measured (docs/exact_theory.md section 7.3): V4_1's relative error is 1-21x the check (one input, tanh
+# sw2 3, T 5, L 8: check 4.2e-3 and V4_1 off by 7.7%; refined once, 4.3e-4 and 0.9%), so the tolerance keeps
+# V4_1 / n within ~1e-3 of V4 at n >= 16 where relu's V4_1 / V4 reaches 15 and tanh's 0.25.
+LATTICE_V4_TOLERANCE = 5e-4
+LATTICE_REFINEMENT = 0.75
+
+
+def lattice_v4_check(V4_lattice: Array, V4: Array) -> float:
+    """max over layers >= 1 and entries of |V4_lattice - V4| / sqrt(V4[m,m] V4[m',m']) (pair coordinates)."""
+    V4_lattice, V4 = np.asarray(V4_lattice, float), np.asarray(V4, float)
+    diag = np.abs(np.einsum("lmm->lm", V4[1:]))
+    scale = np.sqrt(diag[:, :, None] * diag[:, None, :])
+    return float(np.max(np.abs(V4_lattice[1:] - V4[1:]) / np.where(scale > 0, scale, 1.0)))
+
+
+def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int, V4: Array | None = None,
+                      limit: float = np.inf):
     """V4_1 of a layer form by the lattice hierarchy (kernel_eft.theory.next_order_lattice, docs/exact_theory.md
     section 7.3), P <= 2: (V4_1 as (L+1, P, P, P, P), file attributes).  The caller checks the cost
-    (next_order_plan; deep networks: the points grow like L, the work like L^5)."""
+    (next_order_plan; deep networks: the points grow like L, the work like L^5).  V4: the exact theory's (pair
+    coordinates, (L+1, p, p)); given, the lattice is checked against it and refined (LATTICE_V4_TOLERANCE) while
+    the estimated total stays within `limit` seconds."""
     from kernel_eft.theory import next_order_lattice as nol
 
-    lat = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth)
+    started = _time.monotonic()
+    spacing = nol.SPACING_PER_STEP_STD
+    lat = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth, spacing_per_step_std=spacing)
+    refined, change, why = 0, None, ""
+    check = None if V4 is None else lattice_v4_check(lat.V4, V4)
+    while check is not None and check > LATTICE_V4_TOLERANCE:
+        finer = spacing * LATTICE_REFINEMENT
+        cost = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth, limit, spacing_per_step_std=finer)
+        if _time.monotonic() - started + cost > limit:
+            why = (f"; not refined further: the next lattice (spacing {finer:.3g} step std) would take about "
+                   f"{cost:.3g} s more (limit next_order_seconds = {limit:g} s)")
+            break
+        fine = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth, spacing_per_step_std=finer)
+        change = float(np.max(np.abs(fine.V4_1 - lat.V4_1))) / (float(np.max(np.abs(fine.V4_1))) or 1.0)
+        lat, spacing, refined, check = fine, finer, refined + 1, lattice_v4_check(fine.V4, V4)
     attrs = {"V4_1_method": ("cumulant hierarchy of the empirical measure on a lattice in R^P per layer, third "
                              "cumulant along the back-propagated psi vectors (docs/exact_theory.md section 7.3); "
                              "error O(spacing^4) for a kinked phi, spectral for a smooth one"),
              "V4_1_grid_points": int(lat.info["points"]),
-             "V4_1_spacing_per_step_std": nol.SPACING_PER_STEP_STD, "V4_1_radius_sd": nol.RADIUS_SD,
-             "V4_1_seconds": round(float(lat.info["seconds"]), 2)}
+             "V4_1_spacing_per_step_std": spacing, "V4_1_radius_sd": nol.RADIUS_SD,
+             "V4_1_seconds": round(_time.monotonic() - started, 2)}
+    if check is not None:
+        attrs["V4_1_V4_check"] = check
+        attrs["V4_1_V4_check_method"] = (
+            "max over layers >= 1 of |the lattice's V4 - this file's V4| / sqrt(V4[m,m] V4[m',m']): the lattice "
+            f"checked where the answer is known; refined (spacing x {LATTICE_REFINEMENT}) while above "
+            f"{LATTICE_V4_TOLERANCE:g} and within next_order_seconds: {refined} refinement(s){why}")
+    if change is not None:
+        attrs["V4_1_accuracy"] = change
+        attrs["V4_1_accuracy_method"] = ("max |change of V4_1| against the last coarser lattice, relative to "
+                                         "max |V4_1| (an upper bound where the refinement converges)")
     return lat.four_index("V4_1"), attrs
 
 
@@ -812,7 +858,8 @@ class Exact(Closure):
             if plan.method == "grid":  # one input (section 7.1)
                 V4_1, next_attrs = next_order_one_input(act, kin, sw2, sb2, time, int(depth), float(next_order_seconds))
             elif plan.method == "lattice":  # one or two inputs (section 7.3)
-                V4_1, next_attrs = next_order_inputs(act, kin, sw2, sb2, time, int(depth))
+                V4_1, next_attrs = next_order_inputs(act, kin, sw2, sb2, time, int(depth), res.V4,
+                                                      float(next_order_seconds))
             elif plan.method == "continuum":  # the layer forms' limit (section 7.5)
                 V4_1, next_attrs = next_order_continuum(act, kin, sw2, sb2, time, res.times, res.V4)
             else:
