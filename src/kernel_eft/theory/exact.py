@@ -562,9 +562,9 @@ def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float
 # The lattice's own accuracy check at a depth: its V4 (the same hierarchy at order 0) against the exact theory's,
 # max over layers >= 1 of |difference| / sqrt(V4[m,m] V4[m',m']).  Where it exceeds LATTICE_V4_TOLERANCE the lattice
 # is refined (spacing x LATTICE_REFINEMENT, about 1.8x the points for P = 2) while the estimated time fits
-# next_order_seconds.  Measured (docs/exact_theory.md section 7.3): V4_1's relative error is 1-21x the check (one input, tanh
-# sw2 3, T 5, L 8: check 4.2e-3 and V4_1 off by 7.7%; refined once, 4.3e-4 and 0.9%), so the tolerance keeps
-# V4_1 / n within ~1e-3 of V4 at n >= 16 where relu's V4_1 / V4 reaches 15 and tanh's 0.25.
+# next_order_seconds.  Measured (docs/exact_theory.md section 7.3): V4_1's relative error is 1-21x the check (one
+# input, tanh sw2 3, T 5, L 8: check 4.2e-3 and V4_1 off by 7.7%; refined once, 4.3e-4 and 0.9%), so the tolerance
+# keeps V4_1 / n within ~1e-3 of V4 at n >= 16 where relu's V4_1 / V4 reaches 15 and tanh's 0.25.
 LATTICE_V4_TOLERANCE = 5e-4
 LATTICE_REFINEMENT = 0.75
 
