@@ -179,6 +179,24 @@ def test_progress_lines_every_tenth_and_every_30_seconds(monkeypatch, capsys):
     assert [line.split(" batches")[0] for line in lines] == ["job: 1/100", "job: 7/100"], lines
 
 
+def test_progress_stages_count_afresh_and_notes_say_what_was_decided(capsys):
+    """The exact closure's V4_1 lattice is a second stage of the theory job: its lines carry the stage's name and
+    unit and start from zero; a note (a refinement, and why) is one line under the job's own label."""
+    from kernel_eft import progress as progress_module
+
+    progress = progress_module.Progress("job", enabled=True, unit="times")
+    progress(9, 9)
+    progress.stage("V4_1 lattice", "layers")
+    progress(1, 8)
+    progress.note("V4_1: refining")
+    progress.stage("V4_1 lattice refined", "layers")
+    progress(8, 8)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "job: 9/9 times", "job, V4_1 lattice: 1/8 layers", "job: V4_1: refining",
+        "job, V4_1 lattice refined: 8/8 layers"], lines
+
+
 def test_heartbeat_logs_while_a_long_step_runs(capsys):
     from kernel_eft.progress import heartbeat, logger
 

@@ -31,6 +31,7 @@ class Progress:
 
     def __init__(self, label: str, enabled: bool, unit: str = "batches"):
         self.label = label
+        self.base_label = label
         self.unit = unit
         self.enabled = enabled
         self.start = time.monotonic()
@@ -66,6 +67,24 @@ class Progress:
             print(f"{self.label}: {done}/{total} {self.unit} ({100 * done / total:.0f}%), "
                   f"elapsed {elapsed:.1f} s, eta {eta:.1f} s", file=sys.stderr, flush=True)
 
+    def stage(self, what: str, unit: str) -> None:
+        """A second measured stage of the same job (the exact closure's V4_1 after its two-time kernels): the lines
+        and the bar then count `unit` under "LABEL, WHAT", from a fresh start."""
+        if self.bar is not None and self.task is not None:
+            self.bar.stop()
+        base = self.base_label
+        self.__init__(f"{base}, {what}", self.enabled, unit)
+        self.base_label = base
+
+    def note(self, message: str) -> None:
+        """One line that says what a job decided (refining a lattice, and why)."""
+        if not self.enabled:
+            return
+        line = f"{self.base_label}: {message}"
+        if self.bar is not None:
+            self.bar.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def pulse(self, describe) -> None:
         """Inside one long step (a batch): a line when PROGRESS_SECONDS have passed since the last one.

@@ -578,17 +578,27 @@ def lattice_v4_check(V4_lattice: Array, V4: Array) -> float:
 
 
 def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int, V4: Array | None = None,
-                      limit: float = np.inf):
+                      limit: float = np.inf, progress=None):
     """V4_1 of a layer form by the lattice hierarchy (kernel_eft.theory.next_order_lattice, docs/exact_theory.md
     section 7.3), P <= 2: (V4_1 as (L+1, P, P, P, P), file attributes).  The caller checks the cost
     (next_order_plan; deep networks: the points grow like L, the work like L^5).  V4: the exact theory's (pair
     coordinates, (L+1, p, p)); given, the lattice is checked against it and refined (LATTICE_V4_TOLERANCE) while
-    the estimated total stays within `limit` seconds."""
+    the estimated total stays within `limit` seconds.  progress: the job's progress(done, total); where it has
+    them, its stage(what, unit) and note(message) announce each lattice and each refinement."""
     from kernel_eft.theory import next_order_lattice as nol
+
+    stage, note = getattr(progress, "stage", None), getattr(progress, "note", None)
+
+    def lattice(spacing, what):
+        if stage is not None:
+            stage(what, "layers")
+        layers = None if progress is None else (lambda layer, total, seconds: progress(layer, total))
+        return nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth, spacing_per_step_std=spacing,
+                                         progress=layers)
 
     started = _time.monotonic()
     spacing = nol.SPACING_PER_STEP_STD
-    lat = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth, spacing_per_step_std=spacing)
+    lat = lattice(spacing, "V4_1 lattice")
     refined, change, why = 0, None, ""
     check = None if V4 is None else lattice_v4_check(lat.V4, V4)
     while check is not None and check > LATTICE_V4_TOLERANCE:
@@ -597,8 +607,14 @@ def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float,
         if _time.monotonic() - started + cost > limit:
             why = (f"; not refined further: the next lattice (spacing {finer:.3g} step std) would take about "
                    f"{cost:.3g} s more (limit next_order_seconds = {limit:g} s)")
+            if note is not None:
+                note(f"V4_1: the lattice's V4 is {check:.2g} of its scale off the exact theory's (tolerance "
+                     f"{LATTICE_V4_TOLERANCE:g}){why}")
             break
-        fine = nol.v4_next_order_lattice(act, kin, sw2, sb2, time, depth, spacing_per_step_std=finer)
+        if note is not None:
+            note(f"V4_1: the lattice's V4 is {check:.2g} of its scale off the exact theory's (tolerance "
+                 f"{LATTICE_V4_TOLERANCE:g}): refining the spacing to {finer:.3g} step std, about {cost:.2g} s")
+        fine = lattice(finer, f"V4_1 lattice refined x{LATTICE_REFINEMENT ** (refined + 1):.3g}")
         change = float(np.max(np.abs(fine.V4_1 - lat.V4_1))) / (float(np.max(np.abs(fine.V4_1))) or 1.0)
         lat, spacing, refined, check = fine, finer, refined + 1, lattice_v4_check(fine.V4, V4)
     attrs = {"V4_1_method": ("cumulant hierarchy of the empirical measure on a lattice in R^P per layer, third "
@@ -859,7 +875,7 @@ class Exact(Closure):
                 V4_1, next_attrs = next_order_one_input(act, kin, sw2, sb2, time, int(depth), float(next_order_seconds))
             elif plan.method == "lattice":  # one or two inputs (section 7.3)
                 V4_1, next_attrs = next_order_inputs(act, kin, sw2, sb2, time, int(depth), res.V4,
-                                                      float(next_order_seconds))
+                                                      float(next_order_seconds), progress)
             elif plan.method == "continuum":  # the layer forms' limit (section 7.5)
                 V4_1, next_attrs = next_order_continuum(act, kin, sw2, sb2, time, res.times, res.V4)
             else:
