@@ -141,6 +141,22 @@ def test_a_coarse_lattice_fails_its_v4_check_and_is_refined():
     assert attrs["V4_1_accuracy"] >= error["fine"], (attrs, error)  # the change bounds the refined error here
 
 
+def test_the_refinement_stops_where_time_or_memory_would_run_out(monkeypatch):
+    """The same coarse lattice is not refined when the next one's estimated seconds exceed next_order_seconds, or
+    its memory what this process may still allocate; the file says which, and keeps the coarse V4_1 and its check."""
+    from kernel_eft.theory import exact
+
+    act = get_activation("tanh")
+    kin, args = np.array([[1.0]]), (3.0, 0.0, 5.0, 8)
+    V4 = exact_theory_discrete(act, kin, *args).V4
+    _, slow = exact.next_order_inputs(act, kin, *args, V4=V4, limit=1e-9)
+    monkeypatch.setattr(exact, "available_memory", lambda: (1, "a test's limit"))
+    _, small = exact.next_order_inputs(act, kin, *args, V4=V4, limit=60.0)
+    for attrs, reason in ((slow, "limit next_order_seconds"), (small, "more than the 1 B left by a test's limit")):
+        assert "0 refinement(s)" in attrs["V4_1_V4_check_method"] and reason in attrs["V4_1_V4_check_method"]
+        assert attrs["V4_1_V4_check"] > exact.LATTICE_V4_TOLERANCE and "V4_1_accuracy" not in attrs
+
+
 def test_exact_closure_writes_v4_1_for_two_inputs():
     """`kernel-eft theory --closure exact --depth L` with two inputs carries V4_1 (dims and units of V4) from the
     lattice; three inputs say why they have none."""

@@ -33,6 +33,7 @@ from kernel_eft.core.moments import UnsupportedActivation, check_tabulable
 from kernel_eft.core.pairs import (four_index_to_pairs, from_pairs, n_pairs, pair_lookup, pair_multiplicity,
                                    pairs_to_four_index, to_pairs, wishart_v4)
 from kernel_eft.core.quadrature import BlockRule
+from kernel_eft.resources import available_memory, format_bytes
 from kernel_eft.schema import COV, KERNEL, Variable
 from kernel_eft.theory.closure import Closure, Option
 from kernel_eft.theory.two_time import TwoTimeKernels, two_time_kernels
@@ -499,12 +500,14 @@ class NextOrderPlan:
     grid_points: int = 0
 
 
-def _lattice_memory(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int) -> int:
+def _lattice_memory(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                    spacing_per_step_std: float | None = None) -> int:
     """(55 + L + 2 p L) N_max^2 floats: transition derivatives and temporaries, the L linear responses, the
     third-cumulant chain twice during its update."""
     from kernel_eft.theory import next_order_lattice as nol
 
-    N = float(np.max(nol.lattice_sizes(act, kin, sw2, sb2, time, depth)))
+    spacing = {} if spacing_per_step_std is None else {"spacing_per_step_std": float(spacing_per_step_std)}
+    N = float(np.max(nol.lattice_sizes(act, kin, sw2, sb2, time, depth, **spacing)))
     return int(8 * (55 + depth + 2 * n_pairs(np.asarray(kin).shape[-1]) * depth) * N * N)
 
 
@@ -562,7 +565,7 @@ def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float
 # The lattice's own accuracy check at a depth: its V4 (the same hierarchy at order 0) against the exact theory's,
 # max over layers >= 1 of |difference| / sqrt(V4[m,m] V4[m',m']).  Where it exceeds LATTICE_V4_TOLERANCE the lattice
 # is refined (spacing x LATTICE_REFINEMENT, about 1.8x the points for P = 2) while the estimated time fits
-# next_order_seconds.  Measured (docs/exact_theory.md section 7.3): V4_1's relative error is 1-21x the check (one
+# next_order_seconds and the next lattice's memory fits what the process may still allocate.  Measured (docs/exact_theory.md section 7.3): V4_1's relative error is 1-21x the check (one
 # input, tanh sw2 3, T 5, L 8: check 4.2e-3 and V4_1 off by 7.7%; refined once, 4.3e-4 and 0.9%), so the tolerance
 # keeps V4_1 / n within ~1e-3 of V4 at n >= 16 where relu's V4_1 / V4 reaches 15 and tanh's 0.25.
 LATTICE_V4_TOLERANCE = 5e-4
@@ -604,9 +607,15 @@ def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float,
     while check is not None and check > LATTICE_V4_TOLERANCE:
         finer = spacing * LATTICE_REFINEMENT
         cost = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth, limit, spacing_per_step_std=finer)
+        memory = _lattice_memory(act, kin, sw2, sb2, time, depth, finer)
+        available, source = available_memory()
         if _time.monotonic() - started + cost > limit:
             why = (f"; not refined further: the next lattice (spacing {finer:.3g} step std) would take about "
                    f"{cost:.3g} s more (limit next_order_seconds = {limit:g} s)")
+        elif available is not None and memory > available:
+            why = (f"; not refined further: the next lattice (spacing {finer:.3g} step std) would need about "
+                   f"{format_bytes(memory)}, more than the {format_bytes(available)} left by {source}")
+        if why:
             if note is not None:
                 note(f"V4_1: the lattice's V4 is {check:.2g} of its scale off the exact theory's (tolerance "
                      f"{LATTICE_V4_TOLERANCE:g}){why}")
