@@ -391,12 +391,17 @@ def v4_next_order_lattice(activation, kin, sw2: float, sb2: float, time: float, 
         K21_new = cond1 + linear_part + third + qq + _sym(lc)
         # --- order 0 of K3 = n^2 cum3(w), along the chain of every later layer ---
         if layer + 1 < depth:
-            RtM = R.T @ M
             Rtpsi = R.T @ psi  # (N, p)
-            D1 = np.stack([_d_conditional_covariance(m0, M, M1[m]) for m in range(p)])
-            AKM = np.stack([AtK @ M1[m] for m in range(p)])  # A^T K2 M'_m
+            # the full-rank matrices each later layer's update scales: D1_k (the conditional covariance's derivative)
+            # and AKM_k = A^T K2 M'_k, in one array so that their sum is one tensordot
+            DA = np.empty((2 * p, Nn, Nn))
+            for k in range(p):
+                DA[k] = _d_conditional_covariance(m0, M, M1[k])
+                np.matmul(AtK, M1[k], out=DA[p + k])
             C = M.T @ (m0[:, None] * M)
+            RtM_C = R.T @ M - C
             UtK = U.T @ K20
+            m0M = m0 @ M
             new_chain = {}
             for t in range(layer + 1, depth):
                 for m in range(p):
@@ -404,34 +409,26 @@ def v4_next_order_lattice(activation, kin, sw2: float, sb2: float, time: float, 
                     Mc, Rc = M @ c, R @ c
                     Y = chain[t, m]  # K3^layer(A c)
                     YU = Y @ U
-                    # A^T Y A + T(c) + place_3(X)(c): every N x N product is folded into one M^T (.) M, with
-                    # A = M + U V^T, R^T = M^T K2 + V U^T K2 (T(c): M^T diag(2 m0 Mc) M; D(Rc): -M^T diag(Rc) M;
-                    # -R^T diag(Mc) M and its transpose); the rest is diagonal or of rank p
-                    inner = Y - K20 * Mc[None, :] - Mc[:, None] * K20
+                    # A^T Y A + T(c) + place_3(X)(c) + place_3(Z)(c), symmetrised at the end, so every X + X^T is
+                    # written 2 X: one product M^T (.) M (A = M + U V^T; T(c): M^T diag(2 m0 Mc) M; D(Rc): -M^T
+                    # diag(Rc) M; -R^T diag(Mc) M and its transpose), full-rank terms scaled by c or by scalars,
+                    # and the rank-4p rest as one product Lf Rf^T
+                    inner = K20 * (-2.0 * Mc)[None, :]
+                    inner += Y
                     inner[np.diag_indices(N)] += 2.0 * m0 * Mc - Rc
                     new = M.T @ (inner @ M)
-                    low = (M.T @ YU) @ V.T + V @ (0.5 * (U.T @ YU) @ V.T - ((UtK * Mc[None, :]) @ M))
-                    new += low + low.T
-                    new -= c[:, None] * C + C * c[None, :]
-                    new[np.diag_indices(Nn)] += c * (m0 @ M) - M.T @ (m0 * Mc) + Rc @ M
-                    B = RtM * c[None, :]
-                    for k in range(p):
-                        B += sw2 * np.outer(Rtpsi[:, k], D1[k] @ c)
-                        new += sw2 * (psi[:, k] @ Rc) * D1[k]
-                    new += B + B.T
-                    # place_3(Z)(c)
-                    Pc = P_.T @ c  # (p,)
+                    new += 2.0 * RtM_C * c[None, :]  # 2 R^T M diag(c) - 2 C diag(c)
+                    coef = np.concatenate([sw2 * (psi.T @ Rc), 2.0 * sw2 * (P_.T @ c)])  # s_k D1_k, 2 sw2 Pc_k AKM_k
+                    new += np.tensordot(coef, DA, axes=1)
+                    new[np.diag_indices(Nn)] += c * m0M - M.T @ (m0 * Mc) + Rc @ M
+                    W = 0.5 * (U.T @ YU) @ V.T - (UtK * Mc[None, :]) @ M  # (p, Nn)
+                    D1c = np.stack([DA[k] @ c for k in range(p)], axis=1)
+                    Z = np.stack([DA[p + k] @ c + DA[p + k].T @ c for k in range(p)], axis=1)
                     vc = v @ c  # (p, p)
-                    for k in range(p):
-                        z1 = AKM[k] @ c
-                        z2 = AKM[k].T @ c
-                        new += sw2 * (np.outer(P_[:, k], z1) + np.outer(z1, P_[:, k]))
-                        t2 = sw2 * (np.outer(P_[:, k], z2) + Pc[k] * AKM[k])
-                        new += t2 + t2.T
-                    new += sw2 ** 2 * P_ @ vc @ P_.T
-                    vP = np.einsum("mkj,k->mj", v, Pc)  # sum_m' P_m'.c v_mm'
-                    t2 = sw2 ** 2 * P_ @ vP
-                    new += t2 + t2.T
+                    vP = np.einsum("mkj,k->mj", v, P_.T @ c)  # (p, Nn): sum_m' P_m'.c v_mm'
+                    Lf = np.concatenate([2.0 * (M.T @ YU), 2.0 * V, 2.0 * sw2 * Rtpsi, P_], axis=1)
+                    Rf = np.concatenate([V, W.T, D1c, 2.0 * sw2 * Z + sw2 ** 2 * (P_ @ vc + 2.0 * vP.T)], axis=1)
+                    new += Lf @ Rf.T
                     new_chain[t, m] = 0.5 * (new + new.T)
             chain = new_chain
         # --- order 1 of m, order 0 of K2 and m ---
