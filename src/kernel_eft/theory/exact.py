@@ -459,7 +459,7 @@ def next_order_grid_points(act: Activation, kin, sw2: float, sb2: float, time: f
 # relu P = 2, L = 8 at two points (833 and 887 points: 11.9 and 12.1 s measured, work 3.3e10 and 3.7e10; the
 # same point at 0.9 x the step std, 1 245 points, took 41.9 s: N^3 holds); docs/exact_theory.md section 7.3.  Computed by default up to MAX_LATTICE_SECONDS; beyond, the theory file says
 # why V4_1 is absent and kernel_eft.theory.next_order_lattice can be called directly.
-LATTICE_SECONDS = 6.0e-11
+LATTICE_SECONDS = 6.0e-11  # conservative since the chain's update was regrouped (relu L = 8: 58.3 -> 51.0 s)
 LATTICE_PRODUCTS = 33
 MAX_LATTICE_SECONDS = 120.0
 
