@@ -188,8 +188,8 @@ MC_CASES = [dict(activation="relu", kin=[[1.0, 0.55], [0.55, 1.1]], sw2=1.2, sb2
 def test_v4_next_order_two_inputs_against_monte_carlo(case):
     """P = 2 (L = 8 and 16), every entry and layer, each width alone (n = 32, 64, 128; 100 000 networks, 32 batches):
     where V4 alone is more than 4.5 se off, |MC - V4 - V4_1/n| <= max(4.5 se, 1% of the entry's scale, 1.5 e1^2 of
-    it) (e1: V4's relative miss there), and the median such entry's residual is at most half V4's.  V4 alone fails: some entry
-    is more than 4.5 se off at n = 32 and 64."""
+    it) (e1: V4's relative miss there), and the median such entry's residual is at most half V4's.  V4 alone fails:
+    some entry is more than 4.5 se off at n = 32 and 64."""
     from kernel_eft.diagnose.compare import next_order_verdict
     from kernel_eft.simulate.estimates import summarize
     from kernel_eft.simulate.params import SimulationParams

@@ -457,8 +457,9 @@ def next_order_grid_points(act: Activation, kin, sw2: float, sb2: float, time: f
 # being sum over layers of N_l^3 x (LATTICE_PRODUCTS + 2 p (L - 1 - l)) (the N x N products of one layer and of the
 # third-cumulant chain it carries; N_l: lattice l's points), fitted on this project's machine (two cores, quiet) to
 # relu P = 2, L = 8 at two points (833 and 887 points: 11.9 and 12.1 s measured, work 3.3e10 and 3.7e10; the
-# same point at 0.9 x the step std, 1 245 points, took 41.9 s: N^3 holds); docs/exact_theory.md section 7.3.  Computed by default up to MAX_LATTICE_SECONDS; beyond, the theory file says
-# why V4_1 is absent and kernel_eft.theory.next_order_lattice can be called directly.
+# same point at 0.9 x the step std, 1 245 points, took 41.9 s: N^3 holds); docs/exact_theory.md section 7.3.
+# Computed by default up to MAX_LATTICE_SECONDS; beyond, the theory file says why V4_1 is absent and
+# kernel_eft.theory.next_order_lattice can be called directly.
 LATTICE_SECONDS = 6.0e-11  # conservative since the chain's update was regrouped (relu L = 8: 58.3 -> 51.0 s)
 LATTICE_PRODUCTS = 33
 MAX_LATTICE_SECONDS = 120.0
@@ -565,9 +566,10 @@ def next_order_seconds(act: Activation, kin, sw2: float, sb2: float, time: float
 # The lattice's own accuracy check at a depth: its V4 (the same hierarchy at order 0) against the exact theory's,
 # max over layers >= 1 of |difference| / sqrt(V4[m,m] V4[m',m']).  Where it exceeds LATTICE_V4_TOLERANCE the lattice
 # is refined (spacing x LATTICE_REFINEMENT, about 1.8x the points for P = 2) while the estimated time fits
-# next_order_seconds and the next lattice's memory fits what the process may still allocate.  Measured (docs/exact_theory.md section 7.3): V4_1's relative error is 1-21x the check (one
-# input, tanh sw2 3, T 5, L 8: check 4.2e-3 and V4_1 off by 7.7%; refined once, 4.3e-4 and 0.9%), so the tolerance
-# keeps V4_1 / n within ~1e-3 of V4 at n >= 16 where relu's V4_1 / V4 reaches 15 and tanh's 0.25.
+# next_order_seconds and the next lattice's memory fits what the process may still allocate.  Measured
+# (docs/exact_theory.md section 7.3): V4_1's relative error is 1-21x the check (one input, tanh sw2 3, T 5, L 8:
+# check 4.2e-3 and V4_1 off by 7.7%; refined once, 4.3e-4 and 0.9%), so the tolerance keeps V4_1 / n within ~1e-3
+# of V4 at n >= 16 where relu's V4_1 / V4 reaches 15 and tanh's 0.25.
 LATTICE_V4_TOLERANCE = 5e-4
 LATTICE_REFINEMENT = 0.75
 
@@ -615,14 +617,14 @@ def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float,
         elif available is not None and memory > available:
             why = (f"; not refined further: the next lattice (spacing {finer:.3g} step std) would need about "
                    f"{format_bytes(memory)}, more than the {format_bytes(available)} left by {source}")
+        said = (f"V4_1: the lattice's V4 is {check:.2g} of its scale off the exact theory's (tolerance "
+                f"{LATTICE_V4_TOLERANCE:g})")
         if why:
             if note is not None:
-                note(f"V4_1: the lattice's V4 is {check:.2g} of its scale off the exact theory's (tolerance "
-                     f"{LATTICE_V4_TOLERANCE:g}){why}")
+                note(said + why)
             break
         if note is not None:
-            note(f"V4_1: the lattice's V4 is {check:.2g} of its scale off the exact theory's (tolerance "
-                 f"{LATTICE_V4_TOLERANCE:g}): refining the spacing to {finer:.3g} step std, about {cost:.2g} s")
+            note(f"{said}: refining the spacing to {finer:.3g} step std, about {cost:.2g} s")
         fine = lattice(finer, f"V4_1 lattice refined x{LATTICE_REFINEMENT ** (refined + 1):.3g}")
         change = float(np.max(np.abs(fine.V4_1 - lat.V4_1))) / (float(np.max(np.abs(fine.V4_1))) or 1.0)
         lat, spacing, refined, check = fine, finer, refined + 1, lattice_v4_check(fine.V4, V4)
@@ -637,7 +639,7 @@ def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float,
         attrs["V4_1_V4_check_method"] = (
             "max over layers >= 1 of |the lattice's V4 - this file's V4| / sqrt(V4[m,m] V4[m',m']): the lattice "
             f"checked where the answer is known; refined (spacing x {LATTICE_REFINEMENT}) while above "
-            f"{LATTICE_V4_TOLERANCE:g} and within next_order_seconds: {refined} refinement(s){why}")
+            f"{LATTICE_V4_TOLERANCE:g}, within next_order_seconds and the memory left: {refined} refinement(s){why}")
     if change is not None:
         attrs["V4_1_accuracy"] = change
         attrs["V4_1_accuracy_method"] = ("max |change of V4_1| against the last coarser lattice, relative to "

@@ -380,7 +380,8 @@ def v4_next_order_lattice(activation, kin, sw2: float, sb2: float, time: float, 
         vmat = v.reshape(p * p, Nn)
         C4 = np.einsum("mk,nr->mnkr", pKp, pKp).reshape(p * p, p * p)  # pKp_mk pKp_m'r, rows (m m'), cols (k r)
         qq += 0.5 * sw2 ** 4 * vmat.T @ C4 @ vmat
-        # Cov(lin, cubic): (1/2) [sw2^2 P_m (M''_mk^T Kpsi_k) + sw2^2 P_k (M''_mk^T Kpsi_m) + sw2^2 pKp_mk A^T K2 M''_mk]
+        # Cov(lin, cubic): (1/2) [sw2^2 P_m (M''_mk^T Kpsi_k) + sw2^2 P_k (M''_mk^T Kpsi_m)
+        #                        + sw2^2 pKp_mk A^T K2 M''_mk]
         # + (sw2^3/2) P_m u_mkr pKp_kr, then Sym
         lc = 0.5 * sw2 ** 2 * AtK @ M2pK
         for m, k in pairs2:
@@ -441,7 +442,8 @@ def v4_next_order_lattice(activation, kin, sw2: float, sb2: float, time: float, 
         record(layer + 1)
         if progress is not None:
             progress(layer + 1, depth, _time.perf_counter() - start)
-    info.update(points=max(xl.shape[0] for xl in xs), points_per_layer=[xl.shape[0] for xl in xs], seconds=_time.perf_counter() - start)
+    info.update(points=max(xl.shape[0] for xl in xs), points_per_layer=[xl.shape[0] for xl in xs],
+                seconds=_time.perf_counter() - start)
     layers = np.arange(depth + 1)
     arr = {k: np.array(val) for k, val in out.items()}
     return LatticeNextOrder(layers, layers * dt, arr.pop("K0"), arr.pop("K1"), arr.pop("V4"), arr.pop("V4_1"), xs,
