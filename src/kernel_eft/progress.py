@@ -30,15 +30,19 @@ class Progress:
     every PROGRESS_SECONDS (Snakemake and SLURM logs).  Disabled: does nothing."""
 
     def __init__(self, label: str, enabled: bool, unit: str = "batches"):
-        self.label = label
         self.base_label = label
-        self.unit = unit
         self.enabled = enabled
+        self._begin(label, unit)
+
+    def _begin(self, label: str, unit: str) -> None:
+        """Count from zero under `label` (the job's, or a later stage's)."""
+        self.label = label
+        self.unit = unit
         self.start = time.monotonic()
         self.last_line = self.start
         self.bar = None
         self.last_decile = -1
-        if enabled and sys.stderr.isatty():
+        if self.enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
             from rich.progress import Progress as Bar
 
@@ -72,9 +76,7 @@ class Progress:
         and the bar then count `unit` under "LABEL, WHAT", from a fresh start."""
         if self.bar is not None and self.task is not None:
             self.bar.stop()
-        base = self.base_label
-        self.__init__(f"{base}, {what}", self.enabled, unit)
-        self.base_label = base
+        self._begin(f"{self.base_label}, {what}", unit)
 
     def note(self, message: str) -> None:
         """One line that says what a job decided (refining a lattice, and why)."""

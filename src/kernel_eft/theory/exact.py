@@ -465,23 +465,33 @@ LATTICE_PRODUCTS = 33
 MAX_LATTICE_SECONDS = 120.0
 
 
-def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
-                               limit: float = np.inf, spacing_per_step_std: float | None = None) -> float:
-    """Estimated wall seconds of the V4_1 lattice hierarchy at P >= 2 (LATTICE_SECONDS x work); a lower bound
-    where that already exceeds `limit`.  spacing_per_step_std: the lattice's (default: the module's)."""
+def lattice_estimate(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                     limit: float = np.inf, spacing_per_step_std: float | None = None) -> tuple[float, int | None]:
+    """(estimated wall seconds, peak bytes) of the V4_1 lattice hierarchy at P >= 2, from one walk of the lattices'
+    sizes: LATTICE_SECONDS x its work, and (55 + L + 2 p L) N_max^2 floats (transition derivatives and
+    temporaries, the L linear responses, the third-cumulant chain twice during its update).  Where a lower bound
+    from layer 0 already exceeds `limit`: (that bound, None).  spacing_per_step_std: the lattice's (default: the
+    module's)."""
     from kernel_eft.theory import next_order_lattice as nol
 
-    spacing = {} if spacing_per_step_std is None else {"spacing_per_step_std": float(spacing_per_step_std)}
+    spacing = nol.SPACING_PER_STEP_STD if spacing_per_step_std is None else float(spacing_per_step_std)
     p = n_pairs(np.asarray(kin).shape[-1])
     # a lower bound from layer 0 alone first (one f call; K0 and the step grow together, so N_l >~ N_0 / 2): deep
     # networks are rejected without walking the mean path
-    first = nol.lattice_sizes(act, kin, sw2, sb2, time / depth, 1, **spacing)[0]  # layer 0 of a net of step dt
+    first = nol.lattice_sizes(act, kin, sw2, sb2, time / depth, 1, spacing)[0]  # layer 0 of a net of step dt
     bound = LATTICE_SECONDS * (first / 2) ** 3 * sum(LATTICE_PRODUCTS + 2 * p * (depth - 1 - l) for l in range(depth))
     if bound > limit:
-        return bound
-    sizes = nol.lattice_sizes(act, kin, sw2, sb2, time, depth, **spacing)
+        return bound, None
+    sizes = nol.lattice_sizes(act, kin, sw2, sb2, time, depth, spacing)
     work = sum(float(N) ** 3 * (LATTICE_PRODUCTS + 2 * p * (depth - 1 - layer)) for layer, N in enumerate(sizes[:-1]))
-    return LATTICE_SECONDS * work
+    return LATTICE_SECONDS * work, int(8 * (55 + depth + 2 * p * depth) * float(np.max(sizes)) ** 2)
+
+
+def next_order_lattice_seconds(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
+                               limit: float = np.inf) -> float:
+    """Estimated wall seconds of the V4_1 lattice hierarchy at P >= 2 (lattice_estimate); a lower bound where
+    that already exceeds `limit`."""
+    return lattice_estimate(act, kin, sw2, sb2, time, depth, limit)[0]
 
 
 # The continuum's V4_1: the layer form's at these depths, Richardson-extrapolated in 1/L (docs/exact_theory.md 7.5)
@@ -501,17 +511,6 @@ class NextOrderPlan:
     grid_points: int = 0
 
 
-def _lattice_memory(act: Activation, kin, sw2: float, sb2: float, time: float, depth: int,
-                    spacing_per_step_std: float | None = None) -> int:
-    """(55 + L + 2 p L) N_max^2 floats: transition derivatives and temporaries, the L linear responses, the
-    third-cumulant chain twice during its update."""
-    from kernel_eft.theory import next_order_lattice as nol
-
-    spacing = {} if spacing_per_step_std is None else {"spacing_per_step_std": float(spacing_per_step_std)}
-    N = float(np.max(nol.lattice_sizes(act, kin, sw2, sb2, time, depth, **spacing)))
-    return int(8 * (55 + depth + 2 * n_pairs(np.asarray(kin).shape[-1]) * depth) * N * N)
-
-
 def next_order_plan(act: Activation, kin, sw2: float, sb2: float, time: float, depth,
                     limit: float = MAX_LATTICE_SECONDS) -> NextOrderPlan:
     """V4_1's method at this point within `limit` estimated seconds (the closure's option next_order_seconds):
@@ -527,15 +526,15 @@ def next_order_plan(act: Activation, kin, sw2: float, sb2: float, time: float, d
                                           "(a lattice in R^3 is out of reach)")
     try:
         if depth is None:
-            seconds = 0.0
+            seconds, memory = 0.0, 0
             for L in CONTINUUM_DEPTHS:
-                seconds += next_order_lattice_seconds(act, kin, sw2, sb2, time, L, limit - seconds)
+                cost, peak = lattice_estimate(act, kin, sw2, sb2, time, L, limit - seconds)
+                seconds, memory = seconds + cost, max(memory, peak or 0)
                 if seconds > limit:
                     return NextOrderPlan(None, seconds, reason=(
                         f"not computed: the continuum's V4_1 needs the lattice hierarchy at L = "
                         f"{', '.join(map(str, CONTINUUM_DEPTHS))}, {seconds:.3g} s or more (limit "
                         f"next_order_seconds = {limit:g} s)"))
-            memory = max(_lattice_memory(act, kin, sw2, sb2, time, L) for L in CONTINUUM_DEPTHS)
             return NextOrderPlan("continuum", seconds, memory)
         L, why_not_grid = int(depth), ""
         if P == 1:
@@ -545,13 +544,13 @@ def next_order_plan(act: Activation, kin, sw2: float, sb2: float, time: float, d
                 return NextOrderPlan("grid", seconds, 4 * 8 * points ** 3, grid_points=points)
             why_not_grid = (f"the grid would need {points} points; " if not computed else
                             f"the grid would take {seconds:.3g} s; ")
-        seconds = next_order_lattice_seconds(act, kin, sw2, sb2, time, L, limit)
+        seconds, memory = lattice_estimate(act, kin, sw2, sb2, time, L, limit)
         if seconds > limit:
             return NextOrderPlan(None, seconds, reason=(
                 f"not computed: {why_not_grid}the lattice hierarchy would take {seconds:.3g} s or more at depth {L} "
                 f"(limit next_order_seconds = {limit:g} s); raise it, or call "
                 "kernel_eft.theory.next_order_lattice.v4_next_order_lattice directly"))
-        return NextOrderPlan("lattice", seconds, _lattice_memory(act, kin, sw2, sb2, time, L))
+        return NextOrderPlan("lattice", seconds, memory)
     except (ValueError, ArithmeticError, FloatingPointError, np.linalg.LinAlgError) as exc:
         return NextOrderPlan(None, reason=f"not computed: {exc}")
 
@@ -608,13 +607,12 @@ def next_order_inputs(act: Activation, kin, sw2: float, sb2: float, time: float,
     check = None if V4 is None else lattice_v4_check(lat.V4, V4)
     while check is not None and check > LATTICE_V4_TOLERANCE:
         finer = spacing * LATTICE_REFINEMENT
-        cost = next_order_lattice_seconds(act, kin, sw2, sb2, time, depth, limit, spacing_per_step_std=finer)
-        memory = _lattice_memory(act, kin, sw2, sb2, time, depth, finer)
+        cost, memory = lattice_estimate(act, kin, sw2, sb2, time, depth, limit, spacing_per_step_std=finer)
         available, source = available_memory()
         if _time.monotonic() - started + cost > limit:
             why = (f"; not refined further: the next lattice (spacing {finer:.3g} step std) would take about "
                    f"{cost:.3g} s more (limit next_order_seconds = {limit:g} s)")
-        elif available is not None and memory > available:
+        elif available is not None and memory is not None and memory > available:
             why = (f"; not refined further: the next lattice (spacing {finer:.3g} step std) would need about "
                    f"{format_bytes(memory)}, more than the {format_bytes(available)} left by {source}")
         said = (f"V4_1: the lattice's V4 is {check:.2g} of its scale off the exact theory's (tolerance "

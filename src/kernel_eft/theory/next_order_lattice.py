@@ -423,8 +423,8 @@ def v4_next_order_lattice(activation, kin, sw2: float, sb2: float, time: float, 
                     new += np.tensordot(coef, DA, axes=1)
                     new[np.diag_indices(Nn)] += c * m0M - M.T @ (m0 * Mc) + Rc @ M
                     W = 0.5 * (U.T @ YU) @ V.T - (UtK * Mc[None, :]) @ M  # (p, Nn)
-                    D1c = np.stack([DA[k] @ c for k in range(p)], axis=1)
-                    Z = np.stack([DA[p + k] @ c + DA[p + k].T @ c for k in range(p)], axis=1)
+                    D1c = (DA[:p] @ c).T  # (Nn, p): D1_k c
+                    Z = (DA[p:] @ c + c @ DA[p:]).T  # (Nn, p): AKM_k c + AKM_k^T c
                     vc = v @ c  # (p, p)
                     vP = np.einsum("mkj,k->mj", v, P_.T @ c)  # (p, Nn): sum_m' P_m'.c v_mm'
                     Lf = np.concatenate([2.0 * (M.T @ YU), 2.0 * V, 2.0 * sw2 * Rtpsi, P_], axis=1)
